@@ -1,0 +1,133 @@
+"""The ``plumbline`` command: one subcommand per pipeline stage (what dvc.yaml runs).
+
+Errors that a user can fix (bad config, unreadable source, too many bad rows) print one
+clear message and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from plumbline.config import ConfigError, Params, load_params
+from plumbline.contract import Contract, ContractError, load_contract
+from plumbline.paths import Layout, layout, project_root
+
+log = logging.getLogger("plumbline")
+
+
+class StageContext:
+    def __init__(self, params_path: Path | None) -> None:
+        self.root = project_root()
+        self.params: Params = load_params(params_path or self.root / "params.yaml")
+        self.contract: Contract = load_contract(self.params.resolve(self.params.data.contract))
+        self.paths: Layout = layout(self.root)
+
+
+def cmd_ingest(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.stages import ingest
+
+    record = ingest.run(ctx.params.data, ctx.contract, ctx.root, ctx.paths.ingested,
+                        ctx.paths.ingest_record)
+    return (f"ingested {record.rows} rows from {record.source.get('kind')} source; "
+            f"{record.cells_failing_type} cells failed type coercion")
+
+
+def cmd_validate(ctx: StageContext, args: argparse.Namespace) -> str:
+    import pandas as pd
+
+    from plumbline.stages import validate
+
+    frame = pd.read_parquet(ctx.paths.ingested)
+    cfg = ctx.params.validate_
+    report = validate.run(frame, ctx.contract, cfg.max_bad_fraction, cfg.check_duplicates,
+                          ctx.paths.valid, ctx.paths.quarantine, ctx.paths.validation_report,
+                          ctx.paths.expectation_suite, ctx.paths.data_docs)
+    return (f"{report.rows_in} rows in: {report.rows_valid} valid, {report.rows_quarantined} "
+            f"quarantined ({report.quarantined_fraction:.2%})")
+
+
+def cmd_featurize(ctx: StageContext, args: argparse.Namespace) -> str:
+    import pandas as pd
+
+    from plumbline.stages import featurize
+
+    frame = pd.read_parquet(ctx.paths.valid)
+    split = featurize.run(frame, ctx.contract, ctx.params.featurize, ctx.paths.train_split,
+                          ctx.paths.test_split, ctx.paths.transformer,
+                          ctx.paths.reference_profile)
+    return f"split ({split.order}): {len(split.train)} train rows, {len(split.test)} test rows"
+
+
+def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.stages import train
+
+    card = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
+    return f"trained {card.estimator}; MLflow run {card.mlflow_run_id or '(not logged)'}"
+
+
+def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.stages import evaluate
+
+    metrics = evaluate.run(ctx.params, ctx.contract, ctx.paths,
+                           mlflow_logging=not args.no_mlflow)
+    return json.dumps({k: round(v, 4) for k, v in metrics.items()})
+
+
+def cmd_check_config(ctx: StageContext, args: argparse.Namespace) -> str:
+    features = ctx.contract.feature_columns(ctx.params.featurize.exclude_columns)
+    return f"params.yaml and contract {ctx.contract.name!r} are valid; {len(features)} features"
+
+
+COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str]] = {
+    "ingest": (cmd_ingest, "read the configured source into typed Parquet"),
+    "validate": (cmd_validate, "run the contract's GX suite, quarantine failing rows"),
+    "featurize": (cmd_featurize, "time-ordered split, fit the transformer, profile"),
+    "train": (cmd_train, "fit the model, save models/model.skops, log to MLflow"),
+    "evaluate": (cmd_evaluate, "metrics and plots on the test split"),
+    "check-config": (cmd_check_config, "validate params.yaml and the contract, then exit"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plumbline", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=None,
+                        help="params file (default: params.yaml at the project root)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name in ("train", "evaluate"):
+            p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("great_expectations", "mlflow", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler, _ = COMMANDS[args.command]
+    started = time.perf_counter()
+    from plumbline.errors import USER_ERRORS
+
+    try:
+        ctx = StageContext(args.params)
+        summary = handler(ctx, args)
+    except (ConfigError, ContractError, *USER_ERRORS) as err:
+        print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The model artifact: one skops file holding the fitted transformer and the estimator.
+
+skops refuses to load any type it is not told to trust, unlike pickle. The list below is the
+complete set of non-default types our pipelines contain; anything else in a file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from plumbline.config import TrainConfig
+
+TRUSTED_TYPES: list[str] = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+]
+
+
+class ModelLoadError(Exception):
+    pass
+
+
+@dataclass
+class ModelCard:
+    """What the artifact is; written beside it as models/model.json."""
+
+    contract: str
+    features: list[str]
+    target: str
+    positive_label: str | int | bool
+    estimator: str
+    mlflow_run_id: str | None = None
+    mlflow_model_uri: str | None = None
+    git_commit: str | None = None
+    data_hashes: dict[str, str] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        return cls(**json.loads(path.read_text()))
+
+
+def build_estimator(cfg: TrainConfig) -> Any:
+    if cfg.estimator == "logistic_regression":
+        p = cfg.logistic_regression
+        return LogisticRegression(
+            C=p.C, max_iter=p.max_iter, class_weight=p.class_weight, random_state=cfg.seed
+        )
+    p2 = cfg.hist_gradient_boosting
+    return HistGradientBoostingClassifier(
+        learning_rate=p2.learning_rate,
+        max_iter=p2.max_iter,
+        max_leaf_nodes=p2.max_leaf_nodes,
+        max_depth=p2.max_depth,
+        min_samples_leaf=p2.min_samples_leaf,
+        l2_regularization=p2.l2_regularization,
+        class_weight=p2.class_weight,
+        early_stopping=False,  # keep every run on the same data the same
+        random_state=cfg.seed,
+    )
+
+
+def assemble(transformer: ColumnTransformer, estimator: Any) -> Pipeline:
+    """The model: the fitted transformer followed by the fitted estimator."""
+    return Pipeline([("features", transformer), ("classifier", estimator)])
+
+
+def save_model(model: Pipeline, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sio.dump(model, path)
+
+
+def load_model(path: Path) -> Pipeline:
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as err:
+        raise ModelLoadError(f"{path} is not a readable skops model: {err}") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ModelLoadError(f"{path} contains types that are not trusted: {refused}")
+    try:
+        model = sio.load(path, trusted=TRUSTED_TYPES)
+    except Exception as err:
+        raise ModelLoadError(f"{path} could not be loaded: {err}") from None
+    if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):
+        raise ModelLoadError(f"{path} does not hold a classification pipeline")
+    return model
+
+
+def positive_proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Probability of the positive class (encoded as 1) for each row."""
+    proba = model.predict_proba(frame)
+    classes = list(model.classes_)
+    return np.asarray(proba[:, classes.index(1)], dtype=np.float64)

@@ -1,0 +1,170 @@
+"""Evaluate: score the model on the time-ordered test split.
+
+Writes ``reports/metrics.json`` (DVC metrics), the data behind the ROC, PR, confusion and
+calibration plots (DVC plots) and PNG renderings of them (viewable offline).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from plumbline.config import Params
+from plumbline.contract import Contract
+from plumbline.model import ModelCard, load_model, positive_proba
+from plumbline.paths import Layout
+from plumbline.stages.ingest import write_json
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    pred = (p >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "positive_rate": float(y.mean()),
+        "predicted_positive_rate": float(pred.mean()),
+        "threshold": float(threshold),
+        "rows": float(len(y)),
+    }
+
+
+def _thin(frame: pd.DataFrame, max_points: int = 500) -> pd.DataFrame:
+    """Curves with tens of thousands of points make plots slow and diffs unreadable."""
+    if len(frame) <= max_points:
+        return frame
+    idx = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[idx]
+
+
+def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, bins: int
+              ) -> dict[str, pd.DataFrame]:
+    fpr, tpr, _ = roc_curve(y, p)
+    precision, recall, _ = precision_recall_curve(y, p)
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+    labels = np.where(y == 1, "positive", "negative")
+    predicted = np.where(p >= threshold, "positive", "negative")
+    return {
+        "roc": _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr})),
+        "pr": _thin(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})),
+        "calibration": pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true}),
+        "confusion": pd.DataFrame({"actual": labels, "predicted": predicted}),
+    }
+
+
+def render_figures(data: dict[str, pd.DataFrame], metrics: dict[str, float], out: Path
+                   ) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(data["roc"].fpr, data["roc"].tpr, label=f"ROC AUC {metrics['roc_auc']:.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC (test split)")
+    ax.legend(loc="lower right")
+    save(fig, "roc")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(data["pr"].recall, data["pr"].precision, label=f"PR AUC {metrics['pr_auc']:.3f}")
+    ax.axhline(metrics["positive_rate"], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (test split)",
+           ylim=(0, 1.02))
+    ax.legend(loc="upper right")
+    save(fig, "pr")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    cal = data["calibration"]
+    ax.plot(cal.mean_predicted, cal.fraction_positive, marker="o", label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    ax.set(xlabel="Mean predicted probability", ylabel="Fraction positive",
+           title=f"Calibration (Brier {metrics['brier']:.3f})")
+    ax.legend(loc="upper left")
+    save(fig, "calibration")
+
+    conf = data["confusion"]
+    matrix = confusion_matrix(conf.actual, conf.predicted, labels=["negative", "positive"])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["negative", "positive"])
+    ax.set_yticks([0, 1], ["negative", "positive"])
+    ax.set(xlabel="Predicted", ylabel="Actual",
+           title=f"Confusion at threshold {metrics['threshold']:.2f}")
+    save(fig, "confusion")
+    return written
+
+
+def log_to_mlflow(params: Params, paths: Layout, metrics: dict[str, float],
+                  figures: list[Path]) -> None:
+    """Attach test metrics to the training run, if this store has it."""
+    card = ModelCard.read(paths.model_card)
+    if not card.mlflow_run_id:
+        return
+    from plumbline.tracking import configure
+
+    mlflow = configure(params.mlflow, paths.root)
+    if mlflow.tracking.MlflowClient().get_run(card.mlflow_run_id) is None:
+        return
+    with mlflow.start_run(run_id=card.mlflow_run_id):
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        for fig in figures:
+            mlflow.log_artifact(str(fig), artifact_path="figures")
+
+
+def run(params: Params, contract: Contract, paths: Layout, mlflow_logging: bool = True
+        ) -> dict[str, float]:
+    model = load_model(paths.model)
+    test = pd.read_parquet(paths.test_split)
+    features = contract.feature_columns(params.featurize.exclude_columns)
+    y = contract.encode_target(test[contract.target.column])
+    p = positive_proba(model, test[features])
+    metrics = classification_metrics(y, p, params.evaluate.threshold)
+    write_json({k: round(v, 6) for k, v in metrics.items()}, paths.metrics)
+    data = plot_data(y, p, params.evaluate.threshold, params.evaluate.calibration_bins)
+    paths.plots.mkdir(parents=True, exist_ok=True)
+    for name, frame in data.items():
+        frame.to_csv(paths.plots / f"{name}.csv", index=False, float_format="%.6f")
+    figures = render_figures(data, metrics, paths.figures)
+    if mlflow_logging:
+        try:
+            log_to_mlflow(params, paths, metrics, figures)
+        except Exception as err:  # the metrics files are the record; MLflow is a mirror
+            log.warning("could not log evaluation to MLflow: %s", err)
+    return metrics

@@ -1,0 +1,85 @@
+"""MLflow set-up: where runs go, and the provenance every run carries.
+
+Default store: SQLite inside the project (``mlflow.db``) with artifacts in ``mlartifacts/``,
+both gitignored. ``MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri`` in params) points
+elsewhere, e.g. a shared tracking server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from plumbline.config import MlflowConfig
+from plumbline.paths import home_root
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(cfg: MlflowConfig, root: Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    return f"sqlite:///{home_root(root) / 'mlflow.db'}"
+
+
+def artifact_location(root: Path) -> str:
+    return (home_root(root) / "mlartifacts").as_uri()
+
+
+def configure(cfg: MlflowConfig, root: Path) -> Any:
+    """Point MLflow at the store and make sure the experiment exists; returns the module."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+
+    uri = tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        kwargs = {}
+        if uri.startswith("sqlite:"):
+            kwargs["artifact_location"] = artifact_location(root)
+        mlflow.create_experiment(cfg.experiment, **kwargs)
+    mlflow.set_experiment(cfg.experiment)
+    return mlflow
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=root, capture_output=True, text=True, timeout=10,
+    ).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+def md5_file(path: Path) -> str:
+    """The same MD5 that DVC records for a file output in dvc.lock."""
+    h = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model: what loading and scoring it needs."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in
+            ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
