@@ -67,7 +67,7 @@ def _gx_context(data_docs_dir: Path | None) -> Any:
                 "show_how_to_buttons": False,
                 "store_backend": {
                     "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(data_docs_dir),
+                    "base_directory": str(data_docs_dir.resolve()),  # GX wants it absolute
                 },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
@@ -131,8 +131,9 @@ def quarantine_reasons(frame: pd.DataFrame, suite_result: Any, check_duplicates:
             reasons[int(i)].append(check)
 
     if check_duplicates:
-        # Keep the first copy of each duplicated row; later copies are quarantined.
-        duplicated = frame.drop(columns=[SOURCE_ROW, TYPE_ERRORS]).duplicated(keep="first")
+        # Keep the first copy of each duplicated row; later copies are quarantined. The original
+        # text of cells that failed coercion counts: "abc" and "xyz" are both null now.
+        duplicated = frame.drop(columns=[SOURCE_ROW]).duplicated(keep="first")
         for i in np.flatnonzero(duplicated.to_numpy()):
             reasons[i].append("duplicate")
 
@@ -152,7 +153,8 @@ def validate(frame: pd.DataFrame, contract: Contract, max_bad_fraction: float,
     bad = np.array([bool(r) for r in reasons], dtype=bool)
     valid = frame.loc[~bad].reset_index(drop=True)
     quarantine = frame.loc[bad].reset_index(drop=True)
-    quarantine[REASONS] = [r for r in reasons if r]
+    quarantine[REASONS] = pd.Series([r for r in reasons if r], index=quarantine.index,
+                                    dtype=object)
     rows_in = len(frame)
     fraction = float(bad.sum()) / rows_in if rows_in else 0.0
     stats = dict(suite_result.statistics)

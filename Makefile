@@ -1,0 +1,37 @@
+# Plumbline task runner. `make` sets everything up and runs the main job; `make test` tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# Stage commands in dvc.yaml call `plumbline`; make sure it is the one from this venv.
+export PATH := $(BIN):$(PATH)
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: all setup run test lint bench-pipeline clean-outputs help
+
+all: run ## set up (if needed) and run the pipeline end to end
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv and install the locked dependencies
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $@
+
+run: setup ## dvc repro, then push data and models to the DVC remote
+	dvc repro
+	dvc push --quiet
+
+test: setup ## run the test suite
+	$(BIN)/python -m pytest
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check src tests serve benchmarks
+	$(BIN)/mypy
+
+bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
+	$(BIN)/python benchmarks/pipeline_bench.py
