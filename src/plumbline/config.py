@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from plumbline.errors import PlumblineError
 from plumbline.paths import project_root
 
 
-class ConfigError(Exception):
+class ConfigError(PlumblineError):
     """params.yaml (or a file it names) is missing, malformed or invalid."""
 
 
@@ -97,6 +98,9 @@ class FeaturizeConfig(StrictModel):
     onehot_min_frequency: int | None = Field(default=None, ge=1)
     scale_numeric: bool = True
     profile_quantiles: int = Field(default=10, ge=2, le=100)
+    profile_sample_size: int = Field(
+        default=2000, ge=0, description="Training values kept per numeric feature for KS tests"
+    )
     split_seed: int = Field(default=0, description="Used only when rows are not time-ordered")
 
     @model_validator(mode="after")
@@ -143,6 +147,76 @@ class MlflowConfig(StrictModel):
     model_name: str = "plumbline-classifier"
 
 
+class GateConfig(StrictModel):
+    """What a candidate model must score on the test split to be promoted (``plumbline gate``)."""
+
+    min_roc_auc: float = Field(default=0.70, ge=0.0, le=1.0)
+    min_pr_auc: float = Field(default=0.45, ge=0.0, le=1.0)
+    max_brier: float = Field(default=0.21, ge=0.0, le=1.0)
+    max_regression: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much worse than the champion (re-scored on the same test split) the "
+        "candidate may be on ROC AUC, PR AUC and Brier score, in absolute units",
+    )
+
+
+class PredictionLogConfig(StrictModel):
+    """Where the server appends every request's inputs and outputs (Parquet, rotated)."""
+
+    enabled: bool = True
+    dir: Path = Field(default=Path("logs/predictions"),
+                      description="Finished files are <dir>/predictions-*.parquet")
+    rotate_rows: int = Field(default=100_000, gt=0, description="Start a new file after N rows")
+    rotate_s: float = Field(default=3600.0, gt=0, description="... or after this many seconds")
+    flush_s: float = Field(default=1.0, gt=0, description="Write buffered rows this often")
+    max_files: int = Field(default=500, ge=1, description="Delete the oldest files beyond this")
+    max_pending_rows: int = Field(
+        default=1_000_000, gt=0,
+        description="Rows waiting for the writer; beyond this new rows are dropped and counted",
+    )
+
+
+class ServeConfig(StrictModel):
+    """The online prediction server (serve/): model source, API limits, batching, reload."""
+
+    model_alias: str = Field(default="champion",
+                             description="Serve models:/<mlflow.model_name>@<alias>")
+    fallback_artifact: Path | None = Field(
+        default=Path("models/model.skops"),
+        description="Loaded when the registry cannot be reached; null = stay not-ready instead",
+    )
+    poll_interval_s: float = Field(default=10.0, gt=0,
+                                   description="How often to check whether the alias moved")
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0,
+                             description="label = 1 when the probability is at least this")
+    unknown_category: Literal["reject", "allow"] = Field(
+        default="reject",
+        description="reject: 422 for a category the contract does not list; allow: score it "
+        "as the model's encoder does (all indicators 0)",
+    )
+    max_records: int = Field(default=10_000, ge=1, description="Records per request")
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024,
+                                description="Larger bodies are refused (413) before parsing")
+    max_batch_size: int = Field(default=64, ge=1,
+                                description="Requests scored together in one call")
+    batch_timeout_s: float = Field(
+        default=0.002, ge=0.0, le=1.0,
+        description="Longest wait for more requests once a batch has started under load; "
+        "a lone request is never held back",
+    )
+    api_servers: int = Field(default=2, ge=1, description="HTTP processes")
+    inference_workers: int = Field(default=1, ge=1, description="Scoring processes")
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    metrics: bool = Field(default=True, description="Prometheus /metrics and instrumentation")
+    admin_token_env: str = Field(
+        default="PLUMBLINE_ADMIN_TOKEN",
+        description="Environment variable holding the bearer token of POST /admin/reload",
+    )
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+
 class Params(StrictModel):
     data: DataConfig
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
@@ -150,6 +224,8 @@ class Params(StrictModel):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -158,13 +234,34 @@ class Params(StrictModel):
         return path if path.is_absolute() else project_root() / path
 
 
-def _format_errors(err: ValidationError, source: Path) -> str:
+def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
+    """The key as written in the file: without Pydantic's union tags (``data.source.csv.sep``
+    is ``data.source.sep``) and validator names."""
+    parts: list[str] = []
+    node = raw
+    for part in loc:
+        if str(part).startswith("function-"):
+            continue
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue  # the discriminator tag of a tagged union, not a key in the file
+        parts.append("validate" if part == "validate_" else str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _format_errors(err: ValidationError, source: Path, raw: Any) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        key = key.replace("validate_", "validate")
+        key = _key_path(e["loc"], raw) or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
+        elif isinstance(e.get("input"), dict | list):
+            lines.append(f"  {key}: {e['msg']}")  # a whole section: too long to repeat
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -176,7 +273,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, raw)) from None
 
 
 def load_params(path: Path | None = None) -> Params:
@@ -185,6 +282,8 @@ def load_params(path: Path | None = None) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text
+        raise ConfigError(f"{path}: cannot be read: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_params(raw, path)

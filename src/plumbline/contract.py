@@ -24,6 +24,8 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from plumbline.errors import PlumblineError
+
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
 
@@ -42,7 +44,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-class ContractError(Exception):
+class ContractError(PlumblineError):
     """The contract file is invalid, or data does not fit its shape (e.g. a missing column)."""
 
 
@@ -101,11 +103,13 @@ class Contract(BaseModel):
     @model_validator(mode="after")
     def _target_known(self) -> Contract:
         if self.target.column not in self.columns:
-            raise ValueError(f"target column {self.target.column!r} is not among the columns")
+            raise ValueError(f"target.column {self.target.column!r} is not among the columns")
         spec = self.columns[self.target.column]
-        if spec.type == "category" and str(self.target.positive) not in (spec.categories or []):
+        if spec.type == "category" and _as_text(self.target.positive) not in (
+            spec.categories or []
+        ):
             raise ValueError(
-                f"positive label {self.target.positive!r} is not a category of "
+                f"target.positive {self.target.positive!r} is not a category of "
                 f"{self.target.column!r}"
             )
         if self.time_column is not None and self.time_column not in self.columns:
@@ -135,7 +139,7 @@ class Contract(BaseModel):
         """1 for the positive label, 0 otherwise."""
         positive: Any = self.target.positive
         if self.columns[self.target.column].type == "category":
-            positive = str(positive)
+            positive = _as_text(positive)
         return (values == positive).to_numpy(dtype=np.int64)
 
     # --- Arrow ----------------------------------------------------------------------------
@@ -183,8 +187,8 @@ class Contract(BaseModel):
                 out[name] = _text_cells(col, present)
         out[SOURCE_ROW] = pa.array(np.arange(n, dtype=np.int64))
         type_errors: list[str | None] = [None] * n
-        for i, cells in errors.items():
-            type_errors[i] = json.dumps(cells, sort_keys=True)
+        for row, cells in errors.items():
+            type_errors[row] = json.dumps(cells, sort_keys=True)
         out[TYPE_ERRORS] = pa.array(type_errors, type=pa.string())
         table = pa.table(out, schema=self.arrow_schema())
         return table.to_pandas()
@@ -293,22 +297,29 @@ class Contract(BaseModel):
                 annotation = annotation | None
             fields[python_name(name)] = (
                 annotation,
-                Field(default=None if spec.nullable else ..., alias=name, description=spec.description,
-                      **constraints),
+                Field(default=None if spec.nullable else ..., alias=name,
+                      description=spec.description, **constraints),
             )
-        model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        model: type[BaseModel] = create_model(
             model_name or _camel(self.name) + "Record",
             __config__=ConfigDict(extra="ignore", populate_by_name=True, frozen=True),
             **fields,
         )
         return model
 
-    def record_errors(self, frame: pd.DataFrame, columns: list[str] | None = None) -> list[list[str]]:
+    def record_errors(self, frame: pd.DataFrame, columns: list[str] | None = None
+                      ) -> list[list[str]]:
         """Validate rows with the record model; per row, the failing contract column names."""
         model = self.record_model(columns)
+        integers = {name for name, spec in self.columns.items() if spec.type == "integer"}
         out: list[list[str]] = []
         for record in frame.to_dict(orient="records"):
             clean = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+            for k in integers & clean.keys():
+                # An integer column with nulls is float64 in pandas: 35.0 is the integer 35.
+                value = clean[k]
+                if isinstance(value, float) and value.is_integer():
+                    clean[k] = int(value)
             try:
                 model.model_validate(clean)
                 out.append([])
@@ -333,6 +344,8 @@ def _is_missing(value: Any) -> bool:
 
 
 def _as_text(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"  # JSON's spelling, as a CSV holds it
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -358,7 +371,8 @@ def _numeric_cells(
 
 def _text_cells(col: pd.Series, present: pd.Series) -> pa.Array:
     if col.dtype == object:
-        items = [_as_text(v) if ok else None for v, ok in zip(col.to_numpy(), present.to_numpy(), strict=True)]
+        items = [_as_text(v) if ok else None
+                 for v, ok in zip(col.to_numpy(), present.to_numpy(), strict=True)]
         return pa.array(items, type=pa.string())
     return pa.array(col.where(present), type=pa.string(), from_pandas=True)
 
@@ -380,6 +394,8 @@ def load_contract(path: Path) -> Contract:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ContractError(f"contract file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text
+        raise ContractError(f"contract file {path} cannot be read: {err}") from None
     except yaml.YAMLError as err:
         raise ContractError(f"contract file {path} is not valid YAML: {err}") from None
     try:
@@ -388,5 +404,5 @@ def load_contract(path: Path) -> Contract:
         lines = [f"contract file {path} is invalid:"]
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {key}: {e['msg']}")
+            lines.append(f"  {key}: {e['msg']}" if key else f"  {e['msg']}")
         raise ContractError("\n".join(lines)) from None

@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from plumbline.model import ModelLoadError
-    from plumbline.stages.featurize import SplitError
-    from plumbline.stages.ingest import SourceError
-    from plumbline.stages.validate import ValidationFailed
-
-    return (SourceError, ValidationFailed, SplitError, ModelLoadError, FileNotFoundError)
-
-
-USER_ERRORS = _user_errors()
+class PlumblineError(Exception):
+    """Base of every error whose message tells the user what to fix (bad config, bad source,
+    too many bad rows, a failed gate...). Anything else is a bug and keeps its traceback."""

@@ -54,39 +54,51 @@ def build_transformer(contract: Contract, features: list[str], cfg: FeaturizeCon
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
 
 
+def numeric_profile(values: np.ndarray, quantiles: int, sample_size: int,
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Quantile bin edges, the share of values per bin, mean/std and a random sample."""
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {"kind": "numeric", "bin_edges": [], "bin_fractions": [], "mean": None,
+                "std": None, "sample": []}
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, quantiles + 1)))
+    counts = np.bincount(np.searchsorted(edges[1:-1], values, side="right"),
+                         minlength=max(len(edges) - 1, 1))
+    sample = rng.choice(values, size=sample_size, replace=False) \
+        if len(values) > sample_size else values
+    return {
+        "kind": "numeric",
+        "bin_edges": [float(x) for x in edges],
+        "bin_fractions": [float(c) / len(values) for c in counts],
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "sample": [float(x) for x in sample],
+    }
+
+
 def reference_profile(frame: pd.DataFrame, contract: Contract, features: list[str],
-                      quantiles: int) -> dict[str, Any]:
+                      quantiles: int, sample_size: int = 0, seed: int = 0) -> dict[str, Any]:
     """Per-feature distribution of the training rows, the baseline for drift checks.
 
-    Numeric features: quantile bin edges and the share of rows per bin (plus mean/std).
-    Categorical features: the share of each contract category.
+    Numeric features: see :func:`numeric_profile`. Categorical features: the share of each
+    contract category.
     """
     profile: dict[str, Any] = {"rows": len(frame), "features": {}}
-    qs = np.linspace(0, 1, quantiles + 1)
+    rng = np.random.default_rng(seed)
     for name in features:
         col = frame[name]
         spec = contract.columns[name]
         if spec.is_numeric:
-            values = col.dropna().to_numpy(dtype=float)
-            edges = np.unique(np.quantile(values, qs)) if len(values) else np.array([])
-            inner = edges[1:-1]
-            counts = np.bincount(np.searchsorted(inner, values, side="right"),
-                                 minlength=len(inner) + 1)
-            profile["features"][name] = {
-                "kind": "numeric",
-                "bin_edges": [float(x) for x in edges],
-                "bin_fractions": [float(c) / max(len(values), 1) for c in counts],
-                "mean": float(values.mean()) if len(values) else None,
-                "std": float(values.std()) if len(values) else None,
-                "null_fraction": float(col.isna().mean()),
-            }
+            entry = numeric_profile(col.to_numpy(dtype=float, na_value=np.nan), quantiles,
+                                    sample_size, rng)
         else:
             shares = col.value_counts(normalize=True, dropna=False)
-            profile["features"][name] = {
+            entry = {
                 "kind": "categorical",
                 "frequencies": {
                     str(cat): float(shares.get(cat, 0.0)) for cat in (spec.categories or [])
                 },
-                "null_fraction": float(col.isna().mean()),
             }
+        entry["null_fraction"] = float(col.isna().mean())
+        profile["features"][name] = entry
     return profile

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from plumbline.config import TrainConfig
+from plumbline.errors import PlumblineError
 
 TRUSTED_TYPES: list[str] = [
     "numpy.dtype",
@@ -28,7 +29,7 @@ TRUSTED_TYPES: list[str] = [
 ]
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(PlumblineError):
     pass
 
 
@@ -45,6 +46,8 @@ class ModelCard:
     mlflow_model_uri: str | None = None
     git_commit: str | None = None
     data_hashes: dict[str, str] = field(default_factory=dict)
+    # Distribution of the model's scores on the training rows: the baseline for score drift.
+    score_profile: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

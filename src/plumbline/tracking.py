@@ -43,10 +43,8 @@ def configure(cfg: MlflowConfig, root: Path) -> Any:
     uri = tracking_uri(cfg, root)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(cfg.experiment) is None:
-        kwargs = {}
-        if uri.startswith("sqlite:"):
-            kwargs["artifact_location"] = artifact_location(root)
-        mlflow.create_experiment(cfg.experiment, **kwargs)
+        location = artifact_location(root) if uri.startswith("sqlite:") else None
+        mlflow.create_experiment(cfg.experiment, artifact_location=location)
     mlflow.set_experiment(cfg.experiment)
     return mlflow
 

@@ -17,11 +17,12 @@ from sklearn.compose import ColumnTransformer
 
 from plumbline.config import FeaturizeConfig
 from plumbline.contract import SOURCE_ROW, Contract
+from plumbline.errors import PlumblineError
 from plumbline.features import build_transformer, reference_profile
 from plumbline.stages.ingest import write_json, write_parquet
 
 
-class SplitError(Exception):
+class SplitError(PlumblineError):
     pass
 
 
@@ -46,6 +47,8 @@ def time_ordered_split(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeCo
     n = len(ordered)
     n_train = int(np.floor(cfg.train_fraction * n))
     n_test = int(np.floor(cfg.test_fraction * n))
+    if abs(cfg.train_fraction + cfg.test_fraction - 1.0) < 1e-9:
+        n_test = n - n_train  # fractions that add up to 1 use every row (floor twice loses one)
     if n_train == 0 or n_test == 0:
         raise SplitError(f"{n} valid rows are too few for the configured split fractions")
     train = ordered.iloc[:n_train].reset_index(drop=True)
@@ -78,7 +81,8 @@ def run(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig, train_pat
     transformer = fit_transformer(split.train, contract, cfg)
     transformer_path.parent.mkdir(parents=True, exist_ok=True)
     sio.dump(transformer, transformer_path)
-    profile = reference_profile(split.train, contract, features, cfg.profile_quantiles)
+    profile = reference_profile(split.train, contract, features, cfg.profile_quantiles,
+                                cfg.profile_sample_size, cfg.split_seed)
     profile.update(
         contract=contract.name,
         split_order=split.order,

@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plumbline.config import CsvSource, DataConfig, HttpSource, SqlSource
-from plumbline.contract import SOURCE_ROW, Contract
+from plumbline.contract import SOURCE_ROW, Contract, ContractError
+from plumbline.errors import PlumblineError
 
 
-class SourceError(Exception):
+class SourceError(PlumblineError):
     """A source could not be read; the message names it."""
 
 
@@ -53,6 +54,16 @@ def describe_source(source: CsvSource | SqlSource | HttpSource) -> dict[str, Any
     if isinstance(source, HttpSource):
         info.pop("headers", None)  # may carry credentials
     return info
+
+
+def source_label(source: CsvSource | SqlSource | HttpSource, root: Path) -> str:
+    """How messages name a source."""
+    if isinstance(source, CsvSource):
+        return f"CSV source {source.path if source.path.is_absolute() else root / source.path}"
+    if isinstance(source, SqlSource):
+        what = f"table {source.table!r}" if source.table is not None else "query"
+        return f"SQL source {describe_source(source)['url']} ({what})"
+    return f"HTTP source {source.url}"
 
 
 # --- readers ------------------------------------------------------------------------------
@@ -116,12 +127,26 @@ def _csv_header(path: Path, read_opts: Any, parse_opts: Any) -> list[str]:
     return list(reader.schema.names)
 
 
-def read_sql(source: SqlSource) -> pd.DataFrame:
+def read_sql(source: SqlSource, root: Path) -> pd.DataFrame:
     import sqlalchemy as sa
 
     label = describe_source(source)["url"]
     try:
-        engine = sa.create_engine(source.url)
+        url = sa.engine.make_url(source.url)
+    except Exception as err:
+        raise SourceError(f"SQL source {label} cannot be opened: {err}") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and "uri" not in url.query:
+        # SQLite would create a missing file (and report "no such table"); a relative path is
+        # relative to the project root, like every path in params.yaml.
+        path = Path(url.database or "")
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise SourceError(f"SQL source {label} cannot be opened: database file {path} "
+                              "not found")
+        url = url.set(database=str(path))
+    try:
+        engine = sa.create_engine(url)
     except Exception as err:
         raise SourceError(f"SQL source {label} cannot be opened: {err}") from None
     if source.table is not None:
@@ -154,11 +179,11 @@ def read_http(source: HttpSource) -> pd.DataFrame:
             response = session.get(source.url, params=params, timeout=source.timeout_s)
             response.raise_for_status()
             body = response.json()
+        except ValueError as err:  # before RequestException: requests' JSONDecodeError is both
+            raise SourceError(f"HTTP source {source.url} (page {page}) is not JSON: {err}") \
+                from None
         except requests.RequestException as err:
             raise SourceError(f"HTTP source {source.url} (page {page}) cannot be read: {err}") \
-                from None
-        except ValueError as err:
-            raise SourceError(f"HTTP source {source.url} (page {page}) is not JSON: {err}") \
                 from None
         batch = body if source.records_key is None else body.get(source.records_key) \
             if isinstance(body, dict) else None
@@ -183,7 +208,7 @@ def read_source(data: DataConfig, contract: Contract, root: Path) -> pd.DataFram
     if isinstance(source, CsvSource):
         return read_csv(source, contract, root)
     if isinstance(source, SqlSource):
-        return read_sql(source)
+        return read_sql(source, root)
     return read_http(source)
 
 
@@ -217,9 +242,14 @@ def resample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def ingest(data: DataConfig, contract: Contract, root: Path) -> tuple[pd.DataFrame, IngestRecord]:
     raw = read_source(data, contract, root)
+    label = source_label(data.source, root)
     if raw.empty:
-        raise SourceError(f"source {describe_source(data.source)} returned no rows")
-    typed = contract.coerce(raw)
+        raise SourceError(f"{label} returned no rows")
+    try:
+        typed = contract.coerce(raw)
+    except ContractError as err:  # e.g. a wrong separator: one column named 'a;b;c'
+        found = [str(c) for c in raw.columns[:10]]
+        raise ContractError(f"{label}: {err}; the source has columns {found}") from None
     resampled_from = None
     if data.resample_rows is not None:
         resampled_from = len(typed)
@@ -253,7 +283,8 @@ def write_json(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def run(data: DataConfig, contract: Contract, root: Path, out: Path, record_path: Path) -> IngestRecord:
+def run(data: DataConfig, contract: Contract, root: Path, out: Path, record_path: Path
+        ) -> IngestRecord:
     frame, record = ingest(data, contract, root)
     write_parquet(frame, out, contract.arrow_schema())
     write_json(asdict(record), record_path)

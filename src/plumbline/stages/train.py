@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.features import numeric_profile
 from plumbline.model import (
     TRUSTED_TYPES,
     ModelCard,
@@ -91,12 +92,20 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
         estimator=params.train.estimator,
         git_commit=git_commit(paths.root),
         data_hashes=data_hashes(paths),
+        score_profile=numeric_profile(p, params.featurize.profile_quantiles,
+                                      params.featurize.profile_sample_size,
+                                      np.random.default_rng(params.train.seed)),
     )
     if log_to_mlflow:
         mlflow = configure(params.mlflow, paths.root)
         from mlflow.models import infer_signature
 
         example = train[features].head(5)
+        with warnings.catch_warnings():
+            # MLflow warns that integer columns cannot hold missing values; the contract
+            # decides nullability, and serving validates requests against it, not MLflow.
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(example, positive_proba(model, example))
         with mlflow.start_run(run_name=f"train-{params.train.estimator}") as active:
             logged = flatten("", {
                 "train": params.train.model_dump(mode="json"),
@@ -115,7 +124,7 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
                 pip_requirements=pip_requirements(),
-                signature=infer_signature(example, positive_proba(model, example)),
+                signature=signature,
             )
             card.mlflow_run_id = active.info.run_id
             card.mlflow_model_uri = info.model_uri

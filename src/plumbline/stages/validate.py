@@ -20,12 +20,13 @@ import pandas as pd
 import pyarrow as pa
 
 from plumbline.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
+from plumbline.errors import PlumblineError
 from plumbline.stages.ingest import write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(PlumblineError):
     """Too many rows failed the contract."""
 
 
@@ -62,7 +63,7 @@ def _gx_context(data_docs_dir: Path | None) -> Any:
     if data_docs_dir is not None:
         context.add_data_docs_site(
             site_name="reports",
-            site_config={
+            site_config={  # type: ignore[typeddict-unknown-key]
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
                 "store_backend": {
@@ -87,7 +88,7 @@ def run_suite(frame: pd.DataFrame, contract: Contract, check_duplicates: bool,
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{contract.name}_rows", data=batch_definition, suite=suite)
     )
-    actions = []
+    actions: list[Any] = []
     if data_docs_dir is not None:
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reports"]))
     checkpoint = context.checkpoints.add(
@@ -187,8 +188,9 @@ def run(frame: pd.DataFrame, contract: Contract, max_bad_fraction: float, check_
     write_parquet(result.valid, valid_path, contract.arrow_schema())
     write_parquet(result.quarantine, quarantine_path, quarantine_schema(contract))
     write_json(asdict(result.report), report_path)
-    suite = contract.expectation_suite(check_duplicates).to_json_dict()
+    suite: dict[str, Any] = dict(contract.expectation_suite(check_duplicates).to_json_dict())
     suite.pop("id", None)
+    expectation: dict[str, Any]
     for expectation in suite.get("expectations", []):
         expectation.pop("id", None)  # random per run; the readable suite should not churn
     write_json(suite, suite_path)
