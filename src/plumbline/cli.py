@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from plumbline.config import ConfigError, Params, load_params
-from plumbline.contract import Contract, ContractError, load_contract
+from plumbline.config import Params, load_params
+from plumbline.contract import Contract, load_contract
+from plumbline.errors import PlumblineError
 from plumbline.paths import Layout, layout, project_root
 
 log = logging.getLogger("plumbline")
@@ -84,6 +85,72 @@ def cmd_check_config(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"params.yaml and contract {ctx.contract.name!r} are valid; {len(features)} features"
 
 
+# --- promotion: gate, registry, pull-request report ------------------------------------------
+
+
+def cmd_gate(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline import gate
+
+    result = gate.run(ctx.params, ctx.contract, ctx.paths)
+    if not result.passed:
+        raise gate.GateFailed(result.failure_message())
+    return f"{result.summary()}; wrote {gate.GATE_FILE}"
+
+
+def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.gate import GATE_FILE, GateResult
+    from plumbline.registry import CHALLENGER, CHAMPION, Registry
+
+    verdict = GateResult.read(ctx.paths / GATE_FILE)
+    registry = Registry.from_params(ctx.params, ctx.root)
+    done = registry.promote(ctx.params, ctx.paths, verdict)
+    what = (f"{'found' if done.reused else 'registered'} {registry.name!r} version "
+            f"{done.version}; {CHALLENGER} -> {done.version}")
+    if done.champion_moved:
+        return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
+    if done.passed:
+        return f"{what}; version {done.version} already is {CHAMPION}"
+    return (f"{what}; gate failed, {CHAMPION} stays "
+            f"{'version ' + done.champion_before if done.champion_before else 'unset'}")
+
+
+def cmd_rollback(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.registry import CHAMPION, Registry
+
+    registry = Registry.from_params(ctx.params, ctx.root)
+    event = registry.rollback(args.reason)
+    return (f"{registry.name!r}: {CHAMPION} rolled back from version {event.from_version} "
+            f"to version {event.to_version}")
+
+
+def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.registry import CHAMPION, Registry, history_lines, versions_table
+
+    registry = Registry.from_params(ctx.params, ctx.root)
+    rows = registry.versions()
+    if not rows:
+        return f"registered model {registry.name!r} has no versions in {registry.uri}"
+    print(versions_table(rows))
+    events = registry.history()
+    if events:
+        print(f"\n{CHAMPION} history (latest last):")
+        print("\n".join(history_lines(events)))
+    champion = registry.alias_version(CHAMPION)
+    return (f"{len(rows)} version{'s' if len(rows) != 1 else ''} of {registry.name!r}; "
+            f"{CHAMPION}: "
+            f"{'version ' + champion if champion else 'none'}")
+
+
+def cmd_report(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline import report
+
+    done = report.write(ctx.paths, base=args.base, output=args.output)
+    against = f"against {done.base.ref}" if done.base else "with no base branch"
+    gate = {None: "not run", True: "passed", False: "failed"}[done.gate_passed]
+    plots = len(done.images)
+    return f"wrote {done.path} ({against}; gate {gate}; {plots} plot{'s' if plots != 1 else ''})"
+
+
 COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str]] = {
     "ingest": (cmd_ingest, "read the configured source into typed Parquet"),
     "validate": (cmd_validate, "run the contract's GX suite, quarantine failing rows"),
@@ -91,6 +158,11 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "train": (cmd_train, "fit the model, save models/model.skops, log to MLflow"),
     "evaluate": (cmd_evaluate, "metrics and plots on the test split"),
     "check-config": (cmd_check_config, "validate params.yaml and the contract, then exit"),
+    "gate": (cmd_gate, "check reports/metrics.json against params and the champion"),
+    "promote": (cmd_promote, "register the candidate; move champion if the gate passed"),
+    "rollback": (cmd_rollback, "move champion back to the previous champion"),
+    "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
+    "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
 }
 
 
@@ -104,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         if name in ("train", "evaluate"):
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+        if name == "rollback":
+            p.add_argument("--reason", default="manual rollback",
+                           help="why (kept in the promotion history)")
+        if name == "report":
+            p.add_argument("--base", default=None,
+                           help="git ref to compare with (default: the PR base branch, "
+                                "else origin/main or main)")
+            p.add_argument("--output", type=Path, default=None,
+                           help="where to write (default: report.md at the project root)")
     return parser
 
 
@@ -117,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handler, _ = COMMANDS[args.command]
     started = time.perf_counter()
-    from plumbline.errors import USER_ERRORS
-
     try:
         ctx = StageContext(args.params)
         summary = handler(ctx, args)
-    except (ConfigError, ContractError, *USER_ERRORS) as err:
+    except Exception as err:
+        if not isinstance(err, (PlumblineError, FileNotFoundError)):
+            raise
         print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
         return 1
     print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")
