@@ -209,9 +209,12 @@ class Registry:
 
         with tempfile.TemporaryDirectory(prefix="plumbline-model-") as tmp:
             with _registry_errors(f"cannot download {self.name!r} version {version}"):
+                # Resolve the version's artifact location through our own client: a
+                # "models:/" URI would be resolved through MLflow's global registry URI,
+                # whatever store this Registry was opened on.
+                location = self.client.get_model_version_download_uri(self.name, version)
                 local = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.name}/{version}", dst_path=tmp,
-                    tracking_uri=self.uri, registry_uri=self.uri,
+                    artifact_uri=location, dst_path=tmp, tracking_uri=self.uri,
                 ))
             mlmodel = local / "MLmodel"
             if not mlmodel.is_file():

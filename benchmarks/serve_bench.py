@@ -1,0 +1,363 @@
+"""Serving benchmark: the Plumbline server against a naive FastAPI app, same run, same model.
+
+Needs ``wrk`` (``apt-get install wrk``) and the pipeline's outputs ``models/model.skops`` and
+``data/features/test.parquet`` (``dvc repro``). Everything runs on loopback, in this order:
+
+1. cold start to ready: ``python serve/app.py`` until ``GET /ready`` answers 200, with the
+   model in a (temporary) SQLite MLflow registry as ``@champion`` and from the local
+   artifact, three times each;
+2. single-record POSTs at concurrency 1, 16 and 64 (wrk, keep-alive, 64 different records),
+   against the server and against ``benchmarks/naive_app.py``; requests/s, p50, p99, errors;
+3. Prometheus cost: the server with ``serve.metrics: true`` and ``false`` side by side,
+   alternating concurrency-64 runs (throughput and the servers' CPU time per request);
+4. one 10,000-row request end to end (client sends, server validates, scores and answers,
+   client parses the JSON), median of several.
+
+Usage: python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--json out.json]
+Targets (issue 4): >= 2,000 req/s at concurrency 64 with p99 <= 60 ms and no errors, >= 8x the
+naive app, p50 <= 8 ms at concurrency 1, 10k rows <= 250 ms, ready <= 5 s, metrics <= 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MODEL = REPO / "models" / "model.skops"
+TEST_SPLIT = REPO / "data" / "features" / "test.parquet"
+MODEL_NAME = "plumbline-bench"
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'RESULT {"requests":%%d,"duration_us":%%d,"connect":%%d,"read":%%d,"write":%%d,' ..
+    '"status":%%d,"timeout":%%d,"p50_us":%%d,"p99_us":%%d,"max_us":%%d}\\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass
+class Run:
+    target: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    cpu_ms_per_request: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_records(n: int) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    from plumbline.config import load_params
+    from plumbline.contract import load_contract
+
+    params = load_params(REPO / "params.yaml")
+    contract = load_contract(REPO / params.data.contract)
+    features = contract.feature_columns(params.featurize.exclude_columns)
+    frame = pd.read_parquet(TEST_SPLIT)[features]
+    frame = pd.concat([frame] * (n // len(frame) + 1), ignore_index=True).head(n)
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in frame.astype(object).to_dict(orient="records")]
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    out.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return out
+
+
+class Process:
+    def __init__(self, cmd: list[str], environment: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._log = log.open("wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=environment, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def wait_ready(self, url: str, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"server exited:\n{self.log.read_text()}")
+            try:
+                if requests.get(url + "/ready", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.02)
+        sys.exit(f"not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and all of its processes."""
+        import psutil
+
+        try:
+            main = psutil.Process(self.proc.pid)
+            procs = [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def server_params(work: Path, name: str, **serve: Any) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["mlflow"]["model_name"] = MODEL_NAME
+    section = dict(raw.get("serve") or {})
+    section["fallback_artifact"] = str(MODEL)
+    section["prediction_log"] = dict(section.get("prediction_log") or {},
+                                     dir=str(work / f"predictions-{name}"))
+    section.update(serve)
+    raw["serve"] = section
+    path = work / f"params-{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def start_server(work: Path, name: str, tracking_uri: str, **serve: Any
+                 ) -> tuple[Process, str, float]:
+    port = free_port()
+    params = server_params(work, name, **serve)
+    proc = Process([PYTHON, "serve/app.py", "--params", str(params), "--host", "127.0.0.1",
+                    "--port", str(port)], env(MLFLOW_TRACKING_URI=tracking_uri),
+                   work / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    return proc, url, proc.wait_ready(url)
+
+
+def register(work: Path) -> str:
+    """A temporary MLflow store with models/model.skops as version 1 @champion."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    from plumbline.model import TRUSTED_TYPES, load_model
+    from plumbline.tracking import pip_requirements
+
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("bench", artifact_location=(work / "art").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(load_model(MODEL), name="model",
+                                        serialization_format="skops",
+                                        skops_trusted_types=TRUSTED_TYPES,
+                                        pip_requirements=pip_requirements())
+    version = mlflow.register_model(info.model_uri, MODEL_NAME)
+    mlflow.MlflowClient(uri, uri).set_registered_model_alias(MODEL_NAME, "champion",
+                                                             version.version)
+    return uri
+
+
+def wrk(url: str, concurrency: int, seconds: int, script: Path, target: str,
+        server: Process | None = None) -> Run:
+    threads = min(concurrency, 2)
+    cpu_before = server.cpu_seconds() if server else 0.0
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--timeout", "5s",
+         "-s", str(script), url + "/predict"], capture_output=True, text=True, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line.removeprefix("RESULT "))
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    cpu = (server.cpu_seconds() - cpu_before) if server else 0.0
+    return Run(target, concurrency, r["requests"] / (r["duration_us"] / 1e6),
+               r["p50_us"] / 1000, r["p99_us"] / 1000, errors, r["requests"],
+               1000 * cpu / max(r["requests"], 1))
+
+
+def batch_latency(url: str, body: bytes, repeats: int) -> list[float]:
+    session = requests.Session()
+    times = []
+    for i in range(repeats + 1):
+        started = time.perf_counter()
+        response = session.post(url + "/predict", data=body, timeout=60,
+                                headers={"Content-Type": "application/json"})
+        parsed = response.json()
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200 and len(parsed) == 10_000, response.text[:200]
+        if i:  # the first one warms up
+            times.append(elapsed)
+    return times
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in
+                       enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=4, help="metrics on/off pairs")
+    parser.add_argument("--batch-repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    for needed in (MODEL, TEST_SPLIT):
+        if not needed.is_file():
+            sys.exit(f"{needed} is missing: run `dvc repro` first")
+
+    work = Path(tempfile.mkdtemp(prefix="plumbline-serve-bench-"))
+    procs: list[Process] = []
+    results: dict[str, Any] = {"runs": []}
+    try:
+        singles = test_records(64)
+        script = work / "post.lua"
+        script.write_text(LUA % ", ".join(f"[[{json.dumps(r)}]]" for r in singles))
+        big = json.dumps(test_records(10_000)).encode()
+        missing_store = f"sqlite:///{work / 'no-registry.db'}"
+
+        # 1. cold start, three times each way (median)
+        uri = register(work)
+        starts: dict[str, list[float]] = {"registry": [], "local": []}
+        for i in range(3):
+            for label, store in (("registry", uri), ("local", missing_store)):
+                proc, url, seconds = start_server(work, f"cold-{label}-{i}", store)
+                proc.stop()
+                starts[label].append(seconds)
+        results["ready_s"] = starts
+        ready_registry = statistics.median(starts["registry"])
+        ready_local = statistics.median(starts["local"])
+        print(f"cold start to ready: {starts['registry']} s from the registry, "
+              f"{starts['local']} s from the local artifact", flush=True)
+
+        # 2. the server and the naive app, concurrency 1/16/64
+        server, url, _ = start_server(work, "server", uri)
+        procs.append(server)
+        runs: list[Run] = []
+        wrk(url, 16, 2, script, "warm-up")
+        for c in (1, 16, 64):
+            runs.append(wrk(url, c, args.duration, script, "plumbline", server))
+            print(runs[-1], flush=True)
+        times = batch_latency(url, big, args.batch_repeats)
+        results["batch_10k_ms"] = {"median": statistics.median(times) * 1000,
+                                   "max": max(times) * 1000}
+        print(f"10k-row request: median {results['batch_10k_ms']['median']:.0f} ms, "
+              f"max {results['batch_10k_ms']['max']:.0f} ms", flush=True)
+
+        naive_port = free_port()
+        naive = Process([PYTHON, "benchmarks/naive_app.py", "--model", str(MODEL), "--port",
+                         str(naive_port)], env(), work / "naive.log")
+        procs.append(naive)
+        naive_url = f"http://127.0.0.1:{naive_port}"
+        naive.wait_ready(naive_url)
+        server.stop()
+        wrk(naive_url, 16, 2, script, "warm-up")
+        for c in (1, 16, 64):
+            runs.append(wrk(naive_url, c, args.duration, script, "naive FastAPI", naive))
+            print(runs[-1], flush=True)
+        naive.stop()
+
+        # 3. Prometheus on / off, alternating
+        on, on_url, _ = start_server(work, "metrics-on", missing_store, metrics=True)
+        off, off_url, _ = start_server(work, "metrics-off", missing_store, metrics=False)
+        procs += [on, off]
+        wrk(on_url, 16, 2, script, "warm-up")
+        wrk(off_url, 16, 2, script, "warm-up")
+        rps: dict[str, list[float]] = {"on": [], "off": []}
+        cpu: dict[str, list[float]] = {"on": [], "off": []}
+        for _ in range(args.rounds):
+            for label, u, p in (("on", on_url, on), ("off", off_url, off)):
+                run = wrk(u, 64, max(5, args.duration // 2), script, label, p)
+                rps[label].append(run.rps)
+                cpu[label].append(run.cpu_ms_per_request)
+        on.stop()
+        off.stop()
+        # Paired, adjacent runs: the median of the per-round ratios resists the noise of a
+        # shared machine better than the ratio of means.
+        cost = 1 - statistics.median(a / b for a, b in zip(rps["on"], rps["off"], strict=True))
+        cpu_cost = statistics.median(a / b for a, b in zip(cpu["on"], cpu["off"],
+                                                             strict=True)) - 1
+        results["metrics"] = {"rps_on": rps["on"], "rps_off": rps["off"], "cost": cost,
+                              "cpu_ms_on": cpu["on"], "cpu_ms_off": cpu["off"],
+                              "cpu_cost": cpu_cost}
+
+        naive_by_c = {r.concurrency: r for r in runs if r.target == "naive FastAPI"}
+        rows = [["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", "x naive",
+                 "CPU ms/req"]]
+        for r in runs:
+            ratio = r.rps / naive_by_c[r.concurrency].rps
+            rows.append([r.target, str(r.concurrency), f"{r.rps:,.0f}", f"{r.p50_ms:.2f}",
+                         f"{r.p99_ms:.1f}", str(r.errors), f"{ratio:.1f}",
+                         f"{r.cpu_ms_per_request:.2f}"])
+        print()
+        print(table(rows))
+        print()
+        print(f"10,000-row request, end to end: median {results['batch_10k_ms']['median']:.0f}"
+              f" ms, max {results['batch_10k_ms']['max']:.0f} ms "
+              f"({args.batch_repeats} runs)")
+        print(f"cold start to /ready 200 (median of 3): {ready_registry:.2f} s (registry "
+              f"@champion, SQLite store), {ready_local:.2f} s (local artifact); all: "
+              + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in starts.items()))
+        print(f"Prometheus instrumentation (concurrency 64, {args.rounds} alternating pairs, "
+              f"median of paired ratios): {statistics.mean(rps['on']):,.0f} req/s with, "
+              f"{statistics.mean(rps['off']):,.0f} without -> throughput cost {cost:+.1%}; "
+              f"server CPU per request {statistics.mean(cpu['on']):.3f} vs "
+              f"{statistics.mean(cpu['off']):.3f} ms -> {cpu_cost:+.1%}")
+        results["runs"] = [asdict(r) for r in runs]
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Prometheus metrics of the server, correct across all of its processes.
+
+LitServe runs HTTP and scoring in separate processes, so the server uses prometheus-client's
+multiprocess mode: every process writes its samples to memory-mapped files in
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` (served by whichever HTTP process gets the
+scrape) adds them up. Who records what:
+
+=====================================  ==========  ==========================================
+series                                 recorded in  meaning
+=====================================  ==========  ==========================================
+plumbline_http_requests_total          HTTP         requests by route, method and status
+plumbline_http_request_duration_seconds HTTP        latency histogram by route
+plumbline_validation_failures_total    HTTP         rejected inputs, by contract field
+plumbline_batch_size                   worker       requests per scoring call
+plumbline_batch_rows                   worker       rows per scoring call
+plumbline_prediction_score             worker       histogram of positive-class probabilities
+plumbline_predictions_total            worker       predictions by label (positive rate =
+                                                    rate of label="1" / rate of all)
+plumbline_predicted_positive_ratio     worker       share of positive labels, last 1,000 rows
+plumbline_model_info                   worker       1 for the model name/version being served
+plumbline_model_ready                  worker       1 once a model passed its smoke check
+plumbline_model_reloads_total          worker       reloads by result (success / failure)
+plumbline_prediction_log_rows_total    worker       rows written to the prediction log
+plumbline_prediction_log_dropped_rows_total worker  rows dropped because the writer lagged
+=====================================  ==========  ==========================================
+
+The environment variable must be set before ``prometheus_client`` is first imported in the
+main process (:func:`prepare_multiprocess_dir`); forked HTTP processes and spawned workers
+inherit it. Nothing here imports ``prometheus_client`` at module level for that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+from bisect import bisect_left
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.045, 0.06,
+                   0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+ROW_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+POSITIVE_WINDOW = 1000
+FLUSH_S = 0.25  # how often an HTTP process writes its request counts to the shared files
+
+
+def prepare_multiprocess_dir(path: str | None = None) -> Path:
+    """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory (a new temporary one if unset).
+
+    A directory given by the environment is emptied of old ``*.db`` files: samples of the
+    processes of an earlier run must not be added to this run's.
+    """
+    given = path or os.environ.get(ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("*.db"):
+            old.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="plumbline-metrics-"))
+    os.environ[ENV] = str(directory)
+    return directory
+
+
+def remove_multiprocess_dir(directory: Path) -> None:
+    if directory.name.startswith("plumbline-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class ServeMetrics:
+    """The server's series; every method is a no-op when metrics are disabled."""
+
+    def __init__(self, enabled: bool, role: str) -> None:
+        """``role`` is "http" or "worker": each process creates only the series it records
+        (a series created elsewhere would add a stray 0 sample of that process)."""
+        self.enabled = enabled and ENV in os.environ
+        self._recent: deque[tuple[int, int]] = deque()
+        self._recent_rows = 0
+        self._recent_positive = 0
+        self._model_labels: tuple[str, str, str] | None = None
+        self._http_children: dict[tuple[str, str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._pending_requests: dict[tuple[str, str, int], int] = {}
+        self._pending_latency: dict[str, list[float]] = {}
+        self._flush_scheduled = False
+        self._pending_batches: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._lock = threading.Lock()
+        if not self.enabled:
+            return
+        if role == "http":
+            self._http_series()
+        else:
+            self._worker_series()
+
+    def _http_series(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter("plumbline_http_requests", "HTTP requests by route and status",
+                                ["route", "method", "status"])
+        self.latency = Histogram("plumbline_http_request_duration_seconds",
+                                 "Time from request received to response sent", ["route"],
+                                 buckets=LATENCY_BUCKETS)
+        self.validation_failures = Counter("plumbline_validation_failures",
+                                           "Requests rejected by validation, by field",
+                                           ["field"])
+
+    def _worker_series(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.batch_size = Histogram("plumbline_batch_size", "Requests per scoring call",
+                                    buckets=BATCH_BUCKETS)
+        self.batch_rows = Histogram("plumbline_batch_rows", "Rows per scoring call",
+                                    buckets=ROW_BUCKETS)
+        self.scores = Histogram("plumbline_prediction_score",
+                                "Predicted probability of the positive class",
+                                buckets=SCORE_BUCKETS)
+        self.predictions = Counter("plumbline_predictions", "Predictions by label", ["label"])
+        self.positive_ratio = Gauge("plumbline_predicted_positive_ratio",
+                                    f"Share of label 1 in the last {POSITIVE_WINDOW} predictions",
+                                    multiprocess_mode="mostrecent")
+        self.model_info = Gauge("plumbline_model_info", "The model being served (value 1)",
+                                ["model_name", "model_version", "source"],
+                                multiprocess_mode="livemax")
+        self.model_ready = Gauge("plumbline_model_ready",
+                                 "1 when a model is loaded and passed its smoke check",
+                                 multiprocess_mode="livemin")
+        self.reloads = Counter("plumbline_model_reloads", "Model (re)loads by result",
+                               ["result"])
+        self.log_rows = Counter("plumbline_prediction_log_rows", "Rows written to the log")
+        self.log_dropped_rows = Counter("plumbline_prediction_log_dropped_rows",
+                                   "Rows not logged because the writer fell behind")
+        self._positive = self.predictions.labels(label="1")
+        self._negative = self.predictions.labels(label="0")
+
+    # --- HTTP processes ---------------------------------------------------------------------
+
+    def http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count a request; written to the shared files every FLUSH_S by the event loop.
+
+        Each multiprocess sample write takes a lock and touches a memory-mapped file; per
+        request that would be ~5 % of the server's CPU. Adding to plain ints here and writing
+        the sums a few times a second costs almost nothing; a scrape sees at most FLUSH_S-old
+        counts of the other HTTP processes (its own are flushed first).
+        """
+        if not self.enabled:
+            return
+        key = (route, method, status)
+        self._pending_requests[key] = self._pending_requests.get(key, 0) + 1
+        latency = self._pending_latency.get(route)
+        if latency is None:
+            latency = self._pending_latency[route] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le-bucket (+Inf last)
+        latency[-1] += seconds
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_S, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write this process's pending counts to the shared files."""
+        if not self.enabled:
+            return
+        with self._lock:
+            batches, self._pending_batches = self._pending_batches, []
+        if batches:
+            self._record_batches(batches)
+        requests, self._pending_requests = self._pending_requests, {}
+        for key, count in requests.items():
+            child = self._http_children.get(key)
+            if child is None:
+                child = self._http_children[key] = self.requests.labels(
+                    key[0], key[1], str(key[2]))
+            child.inc(count)
+        latencies, self._pending_latency = self._pending_latency, {}
+        for route, counts in latencies.items():
+            hist = self._latency_children.get(route)
+            if hist is None:
+                hist = self._latency_children[route] = self.latency.labels(route)
+            _add_to_histogram(hist, counts[:-1], counts[-1])
+
+    def validation_failed(self, fields: set[str]) -> None:
+        if not self.enabled:
+            return
+        for name in fields:
+            self.validation_failures.labels(name).inc()
+
+    # --- inference workers ------------------------------------------------------------------
+
+    def scored(self, requests: int, probabilities: np.ndarray, labels: np.ndarray) -> None:
+        """Note a scored batch; written to the shared files by :meth:`flush` (the worker's
+        watcher thread calls it every 50 ms), not on the scoring path."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._pending_batches.append((requests, probabilities, labels))
+
+    def _record_batches(self, batches: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        sizes = np.array([b[0] for b in batches], dtype=np.float64)
+        rows = np.array([len(b[1]) for b in batches], dtype=np.float64)
+        _observe_many(self.batch_size, sizes)
+        _observe_many(self.batch_rows, rows)
+        probabilities = np.concatenate([b[1] for b in batches])
+        labels = np.concatenate([b[2] for b in batches])
+        _observe_many(self.scores, probabilities)
+        total = len(labels)
+        positive = int(labels.sum())
+        if positive:
+            self._positive.inc(positive)
+        if total - positive:
+            self._negative.inc(total - positive)
+        self._recent.append((total, positive))
+        self._recent_rows += total
+        self._recent_positive += positive
+        while self._recent_rows - self._recent[0][0] >= POSITIVE_WINDOW:
+            old_rows, old_positive = self._recent.popleft()
+            self._recent_rows -= old_rows
+            self._recent_positive -= old_positive
+        self.positive_ratio.set(self._recent_positive / self._recent_rows)
+
+    def model_loaded(self, name: str, version: str, source: str) -> None:
+        if not self.enabled:
+            return
+        if self._model_labels is not None:
+            self.model_info.labels(*self._model_labels).set(0)
+        self._model_labels = (name, version, source)
+        self.model_info.labels(name, version, source).set(1)
+        self.model_ready.set(1)
+
+    def not_ready(self) -> None:
+        if self.enabled:
+            self.model_ready.set(0)
+
+    def reload(self, success: bool) -> None:
+        if self.enabled:
+            self.reloads.labels("success" if success else "failure").inc()
+
+    def logged(self, rows: int) -> None:
+        if self.enabled and rows:
+            self.log_rows.inc(rows)
+
+    def log_dropped(self, rows: int) -> None:
+        if self.enabled and rows:
+            self.log_dropped_rows.inc(rows)
+
+
+def _observe_many(histogram: Any, values: np.ndarray) -> None:
+    """Observe many values with one write per bucket instead of one call per value."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or len(values) < 4:
+        for v in values.tolist():
+            histogram.observe(v)
+        return
+    index = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
+    counts = np.bincount(index, minlength=len(bounds))
+    _add_to_histogram(histogram, counts.tolist(), float(values.sum()))
+
+
+def _add_to_histogram(histogram: Any, counts: list[float], total: float) -> None:
+    """Add pre-bucketed observations: ``counts[i]`` values fell in bucket ``i`` (the first
+    upper bound >= the value, +Inf last), ``total`` is their sum. prometheus-client has no
+    public bulk observe; its histogram keeps exactly these per-bucket values."""
+    buckets = histogram._buckets
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
+    histogram._sum.inc(total)
+
+
+def render() -> tuple[bytes, str]:
+    """All processes' samples in the Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    if ENV in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
