@@ -151,6 +151,15 @@ def cmd_report(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"wrote {done.path} ({against}; gate {gate}; {plots} plot{'s' if plots != 1 else ''})"
 
 
+# --- monitoring: the monitor service, drift report, retraining, replay ------------------------
+
+
+def cmd_monitoring(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.monitoring import commands
+
+    return commands.run(ctx, args)
+
+
 COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str]] = {
     "ingest": (cmd_ingest, "read the configured source into typed Parquet"),
     "validate": (cmd_validate, "run the contract's GX suite, quarantine failing rows"),
@@ -163,6 +172,10 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "rollback": (cmd_rollback, "move champion back to the previous champion"),
     "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
     "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
+    "monitor": (cmd_monitoring, "run the monitor: feedback, drift/live metrics, retrain trigger"),
+    "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
+    "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
+    "replay": (cmd_monitoring, "send the later part of the data as traffic, then its labels"),
 }
 
 
@@ -172,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="params file (default: params.yaml at the project root)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (handler, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name in ("train", "evaluate"):
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
@@ -185,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "else origin/main or main)")
             p.add_argument("--output", type=Path, default=None,
                            help="where to write (default: report.md at the project root)")
+        if handler is cmd_monitoring:
+            from plumbline.monitoring.commands import add_arguments
+
+            add_arguments(name, p)
     return parser
 
 
