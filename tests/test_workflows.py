@@ -99,8 +99,13 @@ def test_plumbline_commands_and_options_exist(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_tools_come_from_the_project_or_a_setup_action(name: str) -> None:
     workflow = load(name)
-    deps = " ".join(PYPROJECT["project"]["dependencies"])
-    dev = " ".join(PYPROJECT["project"]["optional-dependencies"]["dev"])
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    # What the workflow installs: the base dependencies plus every extra it names.
+    extras = {extra for s in steps(workflow) for c in commands(s)
+              for group in re.findall(r"\.\[([a-z,]+)\]", c) for extra in group.split(",")}
+    deps = " ".join([*PYPROJECT["project"]["dependencies"],
+                     *(d for e in extras for d in optional.get(e, []))])
+    dev = " ".join(optional["dev"])
     provided = {
         "plumbline": "plumbline" in PYPROJECT["project"]["scripts"],
         "dvc": re.search(r"\bdvc\b", deps) is not None,
