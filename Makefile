@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all setup run test lint bench-pipeline clean-outputs help
+.PHONY: all setup run test lint serve monitor bench-pipeline bench-serve help
 
 all: run ## set up (if needed) and run the pipeline end to end
 
@@ -22,9 +22,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $@
 
-run: setup ## dvc repro, then push data and models to the DVC remote
+run: setup ## dvc repro, push to the DVC remote, gate, and promote a passing model to champion
 	dvc repro
 	dvc push --quiet
+	plumbline gate
+	plumbline promote
+	plumbline models
 
 test: setup ## run the test suite
 	$(BIN)/python -m pytest
@@ -33,5 +36,14 @@ lint: setup ## ruff and mypy
 	$(BIN)/ruff check src tests serve benchmarks
 	$(BIN)/mypy
 
+serve: setup ## the prediction server on :8000 (models:/<name>@champion, else models/model.skops)
+	$(BIN)/python serve/app.py --port 8000
+
+monitor: setup ## the monitor on :8001 (feedback, drift and live metrics, retrain trigger)
+	plumbline monitor --port 8001
+
 bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
 	$(BIN)/python benchmarks/pipeline_bench.py
+
+bench-serve: setup ## serving throughput and latency vs a naive FastAPI app (needs wrk: apt-get install wrk)
+	$(BIN)/python benchmarks/serve_bench.py
