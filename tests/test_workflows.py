@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def test_workflow_is_valid_yaml_with_pinned_actions(name: str) -> None:
 
 
 def test_workflows_match_the_github_workflow_schema() -> None:
-    exe = shutil.which("check-jsonschema")
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or \
+        shutil.which("check-jsonschema")
     assert exe, "check-jsonschema (a dev dependency) is not installed"
     proc = subprocess.run(
         [exe, "--builtin-schema", "vendor.github-workflows", *(str(WORKFLOWS / n) for n in NAMES)],
