@@ -218,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = StageContext(args.params)
         summary = handler(ctx, args)
-    except Exception as err:
-        if not isinstance(err, (PlumblineError, FileNotFoundError)):
-            raise
+    except (PlumblineError, FileNotFoundError) as err:
         print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
         return 1
     print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")
