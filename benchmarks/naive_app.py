@@ -52,8 +52,9 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=None)
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    uvicorn.run(build_app(args.model, args.params), host="127.0.0.1", port=args.port,
-                log_level="warning")
+    uvicorn.run(
+        build_app(args.model, args.params), host="127.0.0.1", port=args.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -41,12 +41,12 @@ class Measurement:
         return f"{self.rows / self.seconds:,.0f}" if self.rows else ""
 
 
-def measure(label: str, cmd: list[str], cwd: Path, env: dict[str, str],
-            rows: int | None = None) -> Measurement:
+def measure(
+    label: str, cmd: list[str], cwd: Path, env: dict[str, str], rows: int | None = None
+) -> Measurement:
     """Wall time and peak RSS of a command and all the processes it waited for."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     output = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
@@ -60,7 +60,10 @@ def measure(label: str, cmd: list[str], cwd: Path, env: dict[str, str],
 def copy_project(dest: Path) -> None:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     for rel in files:
         if not rel or not (REPO / rel).is_file() or rel.startswith("tests/"):
@@ -68,9 +71,20 @@ def copy_project(dest: Path) -> None:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=bench", "-c", "user.email=bench@invalid",
-                 "commit", "-qm", "bench"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@invalid",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
 
 
@@ -105,8 +119,11 @@ def per_stage(project: Path, env: dict[str, str]) -> list[Measurement]:
 
     out = []
     for stage in STAGES:
-        rows = stage_rows(project).get(stage) if (project / "reports/validation.json").exists() \
+        rows = (
+            stage_rows(project).get(stage)
+            if (project / "reports/validation.json").exists()
             else None
+        )
         if stage == "train":
             rows = len(pd.read_parquet(project / "data/features/train.parquet"))
         if stage == "evaluate":
@@ -137,12 +154,19 @@ def main() -> None:
         env.setdefault("OMP_NUM_THREADS", "1")
 
         # Warm the MLflow store once so its one-time schema migration is not billed to a stage.
-        subprocess.run([sys.executable, "-c", "import mlflow; mlflow.set_tracking_uri("
-                        f"'{env['MLFLOW_TRACKING_URI']}'); mlflow.search_experiments()"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import mlflow; mlflow.set_tracking_uri("
+                f"'{env['MLFLOW_TRACKING_URI']}'); mlflow.search_experiments()",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
 
-        full = measure("dvc repro (41,188 rows, cold)", ["dvc", "repro", "--force"], project,
-                       env)
+        full = measure("dvc repro (41,188 rows, cold)", ["dvc", "repro", "--force"], project, env)
         noop = measure("dvc repro (no-op)", ["dvc", "repro"], project, env)
         stages = per_stage(project, env)
         report = [table("Default data (41,188 rows)", [full, noop, *stages])]
@@ -152,8 +176,7 @@ def main() -> None:
             f"({noop.seconds:.2f} s)"
         )
         if not args.skip_large:
-            set_params(project, data__resample_rows=args.rows,
-                       validate__check_duplicates=False)
+            set_params(project, data__resample_rows=args.rows, validate__check_duplicates=False)
             large = measure(f"dvc repro ({args.rows:,} rows)", ["dvc", "repro"], project, env)
             large_stages = per_stage(project, env)
             report.append("")

@@ -93,8 +93,10 @@ def test_records(n: int) -> list[dict[str, Any]]:
     features = contract.feature_columns(params.featurize.exclude_columns)
     frame = pd.read_parquet(TEST_SPLIT)[features]
     frame = pd.concat([frame] * (n // len(frame) + 1), ignore_index=True).head(n)
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.astype(object).to_dict(orient="records")]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.astype(object).to_dict(orient="records")
+    ]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -108,8 +110,9 @@ class Process:
         self.log = log
         self._log = log.open("wb")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=environment, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, url: str, timeout: float = 60) -> float:
         deadline = time.monotonic() + timeout
@@ -158,8 +161,9 @@ def server_params(work: Path, name: str, **serve: Any) -> Path:
     raw["mlflow"]["model_name"] = MODEL_NAME
     section = dict(raw.get("serve") or {})
     section["fallback_artifact"] = str(MODEL)
-    section["prediction_log"] = dict(section.get("prediction_log") or {},
-                                     dir=str(work / f"predictions-{name}"))
+    section["prediction_log"] = dict(
+        section.get("prediction_log") or {}, dir=str(work / f"predictions-{name}")
+    )
     section.update(serve)
     raw["serve"] = section
     path = work / f"params-{name}.yaml"
@@ -167,13 +171,25 @@ def server_params(work: Path, name: str, **serve: Any) -> Path:
     return path
 
 
-def start_server(work: Path, name: str, tracking_uri: str, **serve: Any
-                 ) -> tuple[Process, str, float]:
+def start_server(
+    work: Path, name: str, tracking_uri: str, **serve: Any
+) -> tuple[Process, str, float]:
     port = free_port()
     params = server_params(work, name, **serve)
-    proc = Process([PYTHON, "serve/app.py", "--params", str(params), "--host", "127.0.0.1",
-                    "--port", str(port)], env(MLFLOW_TRACKING_URI=tracking_uri),
-                   work / f"{name}.log")
+    proc = Process(
+        [
+            PYTHON,
+            "serve/app.py",
+            "--params",
+            str(params),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env(MLFLOW_TRACKING_URI=tracking_uri),
+        work / f"{name}.log",
+    )
     url = f"http://127.0.0.1:{port}"
     return proc, url, proc.wait_ready(url)
 
@@ -191,30 +207,60 @@ def register(work: Path) -> str:
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("bench", artifact_location=(work / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(load_model(MODEL), name="model",
-                                        serialization_format="skops",
-                                        skops_trusted_types=TRUSTED_TYPES,
-                                        pip_requirements=pip_requirements())
+        info = mlflow.sklearn.log_model(
+            load_model(MODEL),
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=pip_requirements(),
+        )
     version = mlflow.register_model(info.model_uri, MODEL_NAME)
-    mlflow.MlflowClient(uri, uri).set_registered_model_alias(MODEL_NAME, "champion",
-                                                             version.version)
+    mlflow.MlflowClient(uri, uri).set_registered_model_alias(
+        MODEL_NAME, "champion", version.version
+    )
     return uri
 
 
-def wrk(url: str, concurrency: int, seconds: int, script: Path, target: str,
-        server: Process | None = None) -> Run:
+def wrk(
+    url: str,
+    concurrency: int,
+    seconds: int,
+    script: Path,
+    target: str,
+    server: Process | None = None,
+) -> Run:
     threads = min(concurrency, 2)
     cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--timeout", "5s",
-         "-s", str(script), url + "/predict"], capture_output=True, text=True, check=True)
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{max(1, int(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url + "/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
     r = json.loads(line.removeprefix("RESULT "))
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     cpu = (server.cpu_seconds() - cpu_before) if server else 0.0
-    return Run(target, concurrency, r["requests"] / (r["duration_us"] / 1e6),
-               r["p50_us"] / 1000, r["p99_us"] / 1000, errors, r["requests"],
-               1000 * cpu / max(r["requests"], 1))
+    return Run(
+        target,
+        concurrency,
+        r["requests"] / (r["duration_us"] / 1e6),
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        errors,
+        r["requests"],
+        1000 * cpu / max(r["requests"], 1),
+    )
 
 
 def batch_latency(url: str, body: bytes, repeats: int) -> list[float]:
@@ -222,8 +268,9 @@ def batch_latency(url: str, body: bytes, repeats: int) -> list[float]:
     times = []
     for i in range(repeats + 1):
         started = time.perf_counter()
-        response = session.post(url + "/predict", data=body, timeout=60,
-                                headers={"Content-Type": "application/json"})
+        response = session.post(
+            url + "/predict", data=body, timeout=60, headers={"Content-Type": "application/json"}
+        )
         parsed = response.json()
         elapsed = time.perf_counter() - started
         assert response.status_code == 200 and len(parsed) == 10_000, response.text[:200]
@@ -234,8 +281,12 @@ def batch_latency(url: str, body: bytes, repeats: int) -> list[float]:
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -274,8 +325,11 @@ def main() -> None:
         results["ready_s"] = starts
         ready_registry = statistics.median(starts["registry"])
         ready_local = statistics.median(starts["local"])
-        print(f"cold start to ready: {starts['registry']} s from the registry, "
-              f"{starts['local']} s from the local artifact", flush=True)
+        print(
+            f"cold start to ready: {starts['registry']} s from the registry, "
+            f"{starts['local']} s from the local artifact",
+            flush=True,
+        )
 
         # 2. the server and the naive app, concurrency 1/16/64
         server, url, _ = start_server(work, "server", uri)
@@ -286,14 +340,22 @@ def main() -> None:
             runs.append(wrk(url, c, args.duration, script, "plumbline", server))
             print(runs[-1], flush=True)
         times = batch_latency(url, big, args.batch_repeats)
-        results["batch_10k_ms"] = {"median": statistics.median(times) * 1000,
-                                   "max": max(times) * 1000}
-        print(f"10k-row request: median {results['batch_10k_ms']['median']:.0f} ms, "
-              f"max {results['batch_10k_ms']['max']:.0f} ms", flush=True)
+        results["batch_10k_ms"] = {
+            "median": statistics.median(times) * 1000,
+            "max": max(times) * 1000,
+        }
+        print(
+            f"10k-row request: median {results['batch_10k_ms']['median']:.0f} ms, "
+            f"max {results['batch_10k_ms']['max']:.0f} ms",
+            flush=True,
+        )
 
         naive_port = free_port()
-        naive = Process([PYTHON, "benchmarks/naive_app.py", "--model", str(MODEL), "--port",
-                         str(naive_port)], env(), work / "naive.log")
+        naive = Process(
+            [PYTHON, "benchmarks/naive_app.py", "--model", str(MODEL), "--port", str(naive_port)],
+            env(),
+            work / "naive.log",
+        )
         procs.append(naive)
         naive_url = f"http://127.0.0.1:{naive_port}"
         naive.wait_ready(naive_url)
@@ -322,34 +384,52 @@ def main() -> None:
         # Paired, adjacent runs: the median of the per-round ratios resists the noise of a
         # shared machine better than the ratio of means.
         cost = 1 - statistics.median(a / b for a, b in zip(rps["on"], rps["off"], strict=True))
-        cpu_cost = statistics.median(a / b for a, b in zip(cpu["on"], cpu["off"],
-                                                             strict=True)) - 1
-        results["metrics"] = {"rps_on": rps["on"], "rps_off": rps["off"], "cost": cost,
-                              "cpu_ms_on": cpu["on"], "cpu_ms_off": cpu["off"],
-                              "cpu_cost": cpu_cost}
+        cpu_cost = statistics.median(a / b for a, b in zip(cpu["on"], cpu["off"], strict=True)) - 1
+        results["metrics"] = {
+            "rps_on": rps["on"],
+            "rps_off": rps["off"],
+            "cost": cost,
+            "cpu_ms_on": cpu["on"],
+            "cpu_ms_off": cpu["off"],
+            "cpu_cost": cpu_cost,
+        }
 
         naive_by_c = {r.concurrency: r for r in runs if r.target == "naive FastAPI"}
-        rows = [["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", "x naive",
-                 "CPU ms/req"]]
+        rows = [["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", "x naive", "CPU ms/req"]]
         for r in runs:
             ratio = r.rps / naive_by_c[r.concurrency].rps
-            rows.append([r.target, str(r.concurrency), f"{r.rps:,.0f}", f"{r.p50_ms:.2f}",
-                         f"{r.p99_ms:.1f}", str(r.errors), f"{ratio:.1f}",
-                         f"{r.cpu_ms_per_request:.2f}"])
+            rows.append(
+                [
+                    r.target,
+                    str(r.concurrency),
+                    f"{r.rps:,.0f}",
+                    f"{r.p50_ms:.2f}",
+                    f"{r.p99_ms:.1f}",
+                    str(r.errors),
+                    f"{ratio:.1f}",
+                    f"{r.cpu_ms_per_request:.2f}",
+                ]
+            )
         print()
         print(table(rows))
         print()
-        print(f"10,000-row request, end to end: median {results['batch_10k_ms']['median']:.0f}"
-              f" ms, max {results['batch_10k_ms']['max']:.0f} ms "
-              f"({args.batch_repeats} runs)")
-        print(f"cold start to /ready 200 (median of 3): {ready_registry:.2f} s (registry "
-              f"@champion, SQLite store), {ready_local:.2f} s (local artifact); all: "
-              + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in starts.items()))
-        print(f"Prometheus instrumentation (concurrency 64, {args.rounds} alternating pairs, "
-              f"median of paired ratios): {statistics.mean(rps['on']):,.0f} req/s with, "
-              f"{statistics.mean(rps['off']):,.0f} without -> throughput cost {cost:+.1%}; "
-              f"server CPU per request {statistics.mean(cpu['on']):.3f} vs "
-              f"{statistics.mean(cpu['off']):.3f} ms -> {cpu_cost:+.1%}")
+        print(
+            f"10,000-row request, end to end: median {results['batch_10k_ms']['median']:.0f}"
+            f" ms, max {results['batch_10k_ms']['max']:.0f} ms "
+            f"({args.batch_repeats} runs)"
+        )
+        print(
+            f"cold start to /ready 200 (median of 3): {ready_registry:.2f} s (registry "
+            f"@champion, SQLite store), {ready_local:.2f} s (local artifact); all: "
+            + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in starts.items())
+        )
+        print(
+            f"Prometheus instrumentation (concurrency 64, {args.rounds} alternating pairs, "
+            f"median of paired ratios): {statistics.mean(rps['on']):,.0f} req/s with, "
+            f"{statistics.mean(rps['off']):,.0f} without -> throughput cost {cost:+.1%}; "
+            f"server CPU per request {statistics.mean(cpu['on']):.3f} vs "
+            f"{statistics.mean(cpu['off']):.3f} ms -> {cpu_cost:+.1%}"
+        )
         results["runs"] = [asdict(r) for r in runs]
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -30,16 +30,26 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="serve/app.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None,
-                        help="params file (default: params.yaml at the project root)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params file (default: params.yaml at the project root)",
+    )
     parser.add_argument("--host", default="0.0.0.0", choices=["0.0.0.0", "127.0.0.1", "::"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"],
-                        help="uvicorn/LitServe log level (Plumbline's own lines are INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="uvicorn/LitServe log level (Plumbline's own lines are INFO)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     # Fetch the champion's files in a separate process while this one starts the server: the
     # MLflow import and lookup then overlap with the workers' own start (see prefetch.py).
@@ -53,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"serve: error: {err}", file=sys.stderr)
         return 1
-    prefetch, prefetch_dir = start_prefetch(params.mlflow.model_name, params.serve.model_alias,
-                                            tracking_uri(params.mlflow, project_root()))
+    prefetch, prefetch_dir = start_prefetch(
+        params.mlflow.model_name,
+        params.serve.model_alias,
+        tracking_uri(params.mlflow, project_root()),
+    )
     try:
         # Before anything imports prometheus_client: multiprocess mode is chosen at import.
         from plumbline.serving.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
@@ -69,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serve: error: {err}", file=sys.stderr)
             return 1
         try:
-            PlumblineServer(settings).run(host=args.host, port=args.port,
-                                          log_level=args.log_level)
+            PlumblineServer(settings).run(host=args.host, port=args.port, log_level=args.log_level)
         finally:
             remove_multiprocess_dir(metrics_dir)
     finally:

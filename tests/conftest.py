@@ -41,7 +41,14 @@ def data_config(source: dict[str, Any], **extra: Any) -> DataConfig:
 
 def run_cli(*args: str, root: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m plumbline ARGS`` with the project root at ``root`` and MLflow kept there."""
-    env = dict(os.environ, PLUMBLINE_ROOT=str(root),
-               MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
-    return subprocess.run([sys.executable, "-m", "plumbline", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(
+        os.environ, PLUMBLINE_ROOT=str(root), MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "plumbline", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -29,8 +29,13 @@ PIPELINE_DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "k8s"
 
 # What the compose file publishes, as issue 6 asks.
-PUBLISHED_PORTS = {"api": 8000, "mlflow": 5000, "prometheus": 9090, "alertmanager": 9093,
-                   "grafana": 3000}
+PUBLISHED_PORTS = {
+    "api": 8000,
+    "mlflow": 5000,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "grafana": 3000,
+}
 
 # --- docker-compose.yml -----------------------------------------------------------------------
 
@@ -137,8 +142,9 @@ def ports(svc: dict[str, Any]) -> list[Port]:
     out = []
     for entry in svc.get("ports") or []:
         if isinstance(entry, dict):
-            out.append(Port(str(entry.get("host_ip", "")), int(entry["published"]),
-                            int(entry["target"])))
+            out.append(
+                Port(str(entry.get("host_ip", "")), int(entry["published"]), int(entry["target"]))
+            )
             continue
         text = str(entry).split("/")[0]
         head, _, target = text.rpartition(":")
@@ -319,8 +325,13 @@ def ignored(rel: str, ignore_file: Path) -> bool:
 
 
 def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [f for f in out.splitlines() if f and (REPO / f).exists()]
 
 
@@ -345,8 +356,7 @@ def dependency_closure(dist: str, extras: tuple[str, ...] = ()) -> set[str]:
         done.add((name, wanted))
         seen.add(name)
         try:
-            requires = _own_requirements() if name == "plumbline" else \
-                metadata.requires(name) or []
+            requires = _own_requirements() if name == "plumbline" else metadata.requires(name) or []
         except metadata.PackageNotFoundError:
             continue
         for text in requires:
@@ -379,11 +389,19 @@ def slim_venv(directory: Path, extras: tuple[str, ...]) -> Path:
 
     python = directory / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)],
-                       check=True, capture_output=True)
-    site = Path(subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True).stdout.strip())
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(directory)],
+            check=True,
+            capture_output=True,
+        )
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     here = Path(sysconfig.get_path("purelib"))
     wanted = dependency_closure("plumbline", extras) - {"plumbline"}
     for dist in metadata.distributions():

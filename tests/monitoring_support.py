@@ -50,12 +50,12 @@ def bank_full() -> pd.DataFrame:
 
 def history_frame() -> pd.DataFrame:
     frame = bank_full()
-    return frame.iloc[: int(0.6 * len(frame)): HISTORY_STEP]
+    return frame.iloc[: int(0.6 * len(frame)) : HISTORY_STEP]
 
 
 def live_frame() -> pd.DataFrame:
     frame = bank_full()
-    return frame.iloc[int(LIVE_START * len(frame)):]
+    return frame.iloc[int(LIVE_START * len(frame)) :]
 
 
 def live_records(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -64,12 +64,21 @@ def live_records(start: int, count: int) -> tuple[list[dict[str, Any]], list[str
 
     contract = load_contract(REPO / "contracts/bank_marketing.yaml")
     features = contract.feature_columns(["duration"])
-    part = live_frame().iloc[start:start + count]
+    part = live_frame().iloc[start : start + count]
     out = []
     for raw in part[features].to_dict(orient="records"):
-        out.append({k: (int(v) if contract.columns[k].type == "integer" else
-                        float(v) if contract.columns[k].type == "float" else v)
-                    for k, v in raw.items()})
+        out.append(
+            {
+                k: (
+                    int(v)
+                    if contract.columns[k].type == "integer"
+                    else float(v)
+                    if contract.columns[k].type == "float"
+                    else v
+                )
+                for k, v in raw.items()
+            }
+        )
     return out, part["y"].tolist()
 
 
@@ -82,14 +91,21 @@ def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> dict[str, An
     return target
 
 
-def _cli(root: Path, *args: str, store: str | None = None, timeout: float = 300
-         ) -> subprocess.CompletedProcess[str]:
+def _cli(
+    root: Path, *args: str, store: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PLUMBLINE_ROOT=str(root), OMP_NUM_THREADS="1")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if store:
         env["MLFLOW_TRACKING_URI"] = store
-    done = subprocess.run([sys.executable, "-m", "plumbline", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "plumbline", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"plumbline {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -124,19 +140,37 @@ class Project:
         params = yaml.safe_load((root / "params.yaml").read_text())
         defaults: dict[str, Any] = {
             # Loose enough for models trained on a few thousand rows of a shifting period.
-            "gate": {"min_roc_auc": 0.0, "min_pr_auc": 0.0, "max_brier": 0.35,
-                     "max_regression": 0.02},
-            "serve": {"fallback_artifact": str(root / "models/model.skops"),
-                      "poll_interval_s": 1.0, "api_servers": 1,
-                      "prediction_log": {"dir": str(self.log_dir), "flush_s": 0.2,
-                                         "rotate_s": 1.0}},
-            "monitor": {"interval_s": 1.0, "window_rows": 400, "label_window_rows": 400,
-                        "min_labelled_rows": 100, "state_dir": str(root / "logs/monitor"),
-                        "report_dir": str(root / "reports/drift"),
-                        "drift": {"min_rows": 100}},
-            "retrain": {"cooldown_s": 3600.0, "min_new_labels": 100,
-                        "window": {"live_rows": 500, "history_rows": 500,
-                                   "max_history_per_live": 1.0, "min_live_rows": 100}},
+            "gate": {
+                "min_roc_auc": 0.0,
+                "min_pr_auc": 0.0,
+                "max_brier": 0.35,
+                "max_regression": 0.02,
+            },
+            "serve": {
+                "fallback_artifact": str(root / "models/model.skops"),
+                "poll_interval_s": 1.0,
+                "api_servers": 1,
+                "prediction_log": {"dir": str(self.log_dir), "flush_s": 0.2, "rotate_s": 1.0},
+            },
+            "monitor": {
+                "interval_s": 1.0,
+                "window_rows": 400,
+                "label_window_rows": 400,
+                "min_labelled_rows": 100,
+                "state_dir": str(root / "logs/monitor"),
+                "report_dir": str(root / "reports/drift"),
+                "drift": {"min_rows": 100},
+            },
+            "retrain": {
+                "cooldown_s": 3600.0,
+                "min_new_labels": 100,
+                "window": {
+                    "live_rows": 500,
+                    "history_rows": 500,
+                    "max_history_per_live": 1.0,
+                    "min_live_rows": 100,
+                },
+            },
         }
         deep_update(params, defaults)
         deep_update(params, overrides)
@@ -191,8 +225,13 @@ class Process:
 
     def start(self) -> Any:
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.argv(), cwd=self.directory, env=self.env(),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.argv(),
+            cwd=self.directory,
+            env=self.env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def log(self) -> str:
@@ -203,8 +242,9 @@ class Process:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n"
-                                     f"{self.log()[-4000:]}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.proc.returncode}):\n{self.log()[-4000:]}"
+                )
             with contextlib.suppress(requests.RequestException):
                 if requests.get(self.url + path, timeout=2).status_code == 200:
                     return
@@ -239,13 +279,28 @@ class MonitorProcess(Process):
         self.extra_env = env or {}
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "plumbline", "--params", str(self.project.params),
-                "monitor", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "plumbline",
+            "--params",
+            str(self.project.params),
+            "monitor",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
 
     def env(self) -> dict[str, str]:
-        return dict(super().env(), PLUMBLINE_ROOT=str(self.project.root),
-                    MLFLOW_TRACKING_URI=self.project.store, OMP_NUM_THREADS="1",
-                    PYTHONUNBUFFERED="1", **self.extra_env)
+        return dict(
+            super().env(),
+            PLUMBLINE_ROOT=str(self.project.root),
+            MLFLOW_TRACKING_URI=self.project.store,
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+        )
 
     def start(self) -> MonitorProcess:
         super().start()
@@ -272,19 +327,33 @@ class PrometheusProcess(Process):
 
     name = "prometheus"
 
-    def __init__(self, directory: Path, api: str, monitor: str, alertmanager: str | None = None,
-                 interval: str = "1s") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        api: str,
+        monitor: str,
+        alertmanager: str | None = None,
+        interval: str = "1s",
+    ) -> None:
         super().__init__(directory)
-        targets = {"plumbline-api": api, "plumbline-monitor": monitor,
-                   "prometheus": f"127.0.0.1:{self.port}"}
-        self.config = localstack.prometheus(directory, targets, alertmanager, interval,
-                                            pending="1s")
+        targets = {
+            "plumbline-api": api,
+            "plumbline-monitor": monitor,
+            "prometheus": f"127.0.0.1:{self.port}",
+        }
+        self.config = localstack.prometheus(
+            directory, targets, alertmanager, interval, pending="1s"
+        )
 
     def argv(self) -> list[str]:
         assert PROMETHEUS
-        return [PROMETHEUS, f"--config.file={self.config}",
-                f"--storage.tsdb.path={self.directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        return [
+            PROMETHEUS,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
 
     def start(self) -> PrometheusProcess:
         super().start()
@@ -313,15 +382,21 @@ class AlertmanagerProcess(Process):
     def __init__(self, directory: Path, monitor_url: str) -> None:
         super().__init__(directory)
         self.config = localstack.alertmanager(
-            directory, monitor_url,
-            {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "5s"})
+            directory,
+            monitor_url,
+            {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "5s"},
+        )
 
     def argv(self) -> list[str]:
         assert ALERTMANAGER
-        return [ALERTMANAGER, f"--config.file={self.config}",
-                f"--storage.path={self.directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                "--log.level=warn"]
+        return [
+            ALERTMANAGER,
+            f"--config.file={self.config}",
+            f"--storage.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
 
     def start(self) -> AlertmanagerProcess:
         super().start()
@@ -329,8 +404,13 @@ class AlertmanagerProcess(Process):
         return self
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.5,
-             details: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 0.5,
+    details: Callable[[], str] | None = None,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -351,14 +431,19 @@ def panel_queries(rate_interval: str = "30s") -> list[tuple[str, str]]:
     out = []
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            out.append((panel["title"],
-                        target["expr"].replace("$__rate_interval", rate_interval)))
+            out.append((panel["title"], target["expr"].replace("$__rate_interval", rate_interval)))
     return out
 
 
-def write_log(directory: Path, request_ids: list[str], records: list[dict[str, Any]],
-              probabilities: list[float], version: str, received_at: float | None = None,
-              threshold: float = 0.5) -> None:
+def write_log(
+    directory: Path,
+    request_ids: list[str],
+    records: list[dict[str, Any]],
+    probabilities: list[float],
+    version: str,
+    received_at: float | None = None,
+    threshold: float = 0.5,
+) -> None:
     """One finished prediction-log file, written by the server's own PredictionLog code."""
     import numpy as np
 
@@ -369,14 +454,26 @@ def write_log(directory: Path, request_ids: list[str], records: list[dict[str, A
 
     contract = load_contract(REPO / "contracts/bank_marketing.yaml")
     features = contract.feature_columns(["duration"])
-    writer = PredictionLog(PredictionLogConfig(dir=directory), directory, contract, features,
-                           ServeMetrics(False, "worker"))
+    writer = PredictionLog(
+        PredictionLogConfig(dir=directory),
+        directory,
+        contract,
+        features,
+        ServeMetrics(False, "worker"),
+    )
     writer.start()
     p = np.asarray(probabilities, dtype=float)
     at = time.time() if received_at is None else received_at
-    writer.append(Batch(request_ids=request_ids, row_counts=[1] * len(request_ids),
-                        received_at=[at + i * 1e-3 for i in range(len(request_ids))],
-                        model_name=MODEL_NAME, model_version=version,
-                        rows=[tuple(r[f] for f in features) for r in records],
-                        probabilities=p, labels=(p >= threshold).astype(np.int64)))
+    writer.append(
+        Batch(
+            request_ids=request_ids,
+            row_counts=[1] * len(request_ids),
+            received_at=[at + i * 1e-3 for i in range(len(request_ids))],
+            model_name=MODEL_NAME,
+            model_version=version,
+            rows=[tuple(r[f] for f in features) for r in records],
+            probabilities=p,
+            labels=(p >= threshold).astype(np.int64),
+        )
+    )
     writer.close()

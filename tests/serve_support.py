@@ -77,28 +77,51 @@ def artifacts() -> Artifacts:
 
     root = session_dir() / "pipeline"
     params = load_params(REPO / "params.yaml")
-    data = params.data.model_copy(update={"source": params.data.source.model_copy(
-        update={"path": BANK_SMALL}), "resample_rows": None})
+    data = params.data.model_copy(
+        update={
+            "source": params.data.source.model_copy(update={"path": BANK_SMALL}),
+            "resample_rows": None,
+        }
+    )
     contract = load_contract(REPO / params.data.contract)
     frame, _ = ingest.ingest(data, contract, REPO)
     frame = frame[frame["_type_errors"].isna()].reset_index(drop=True)
     paths = {name: root / f"{name}.parquet" for name in ("train", "test")}
-    featurize.run(frame, contract, params.featurize, paths["train"], paths["test"],
-                  root / "transformer.skops", root / "profile.json")
+    featurize.run(
+        frame,
+        contract,
+        params.featurize,
+        paths["train"],
+        paths["test"],
+        root / "transformer.skops",
+        root / "profile.json",
+    )
     train_rows = pd.read_parquet(paths["train"])
     from plumbline.stages.featurize import fit_transformer
 
     models = {}
     for name, weight in (("model", None), ("other", "balanced")):
-        cfg = params.model_copy(update={"train": params.train.model_copy(update={
-            "logistic_regression": params.train.logistic_regression.model_copy(
-                update={"class_weight": weight})})})
+        cfg = params.model_copy(
+            update={
+                "train": params.train.model_copy(
+                    update={
+                        "logistic_regression": params.train.logistic_regression.model_copy(
+                            update={"class_weight": weight}
+                        )
+                    }
+                )
+            }
+        )
         transformer = fit_transformer(train_rows, contract, params.featurize)
         models[name] = root / f"{name}.skops"
         save_model(train.fit(train_rows, transformer, contract, cfg), models[name])
-    return Artifacts(root=root, test_split=paths["test"], model=models["model"],
-                     other_model=models["other"],
-                     features=contract.feature_columns(params.featurize.exclude_columns))
+    return Artifacts(
+        root=root,
+        test_split=paths["test"],
+        model=models["model"],
+        other_model=models["other"],
+        features=contract.feature_columns(params.featurize.exclude_columns),
+    )
 
 
 def records(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
@@ -121,7 +144,8 @@ class Store:
         from mlflow import MlflowClient
 
         MlflowClient(tracking_uri=self.uri, registry_uri=self.uri).set_registered_model_alias(
-            MODEL_NAME, "champion", self.versions[label])
+            MODEL_NAME, "champion", self.versions[label]
+        )
 
 
 def make_store(directory: Path, labels: dict[str, Path]) -> Store:
@@ -141,20 +165,26 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
     uri = f"sqlite:///{directory / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("serve-tests",
-                                          artifact_location=(directory / "art").as_uri())
+    experiment = mlflow.create_experiment(
+        "serve-tests", artifact_location=(directory / "art").as_uri()
+    )
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions: dict[str, str] = {}
     for label, path in labels.items():
         with mlflow.start_run(experiment_id=experiment):
             info = mlflow.sklearn.log_model(
-                load_model(path), name="model", serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES, pip_requirements=pip_requirements())
+                load_model(path),
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=pip_requirements(),
+            )
         version = mlflow.register_model(info.model_uri, MODEL_NAME)
         versions[label] = str(version.version)
         if label.endswith("corrupt"):
-            location = Path(mlflow.get_logged_model(info.model_id).artifact_location
-                            .removeprefix("file://"))
+            location = Path(
+                mlflow.get_logged_model(info.model_id).artifact_location.removeprefix("file://")
+            )
             for model_file in location.rglob("*.skops"):
                 model_file.write_bytes(b"this is not a skops file")
     client.set_registered_model_alias(MODEL_NAME, "champion", versions[next(iter(labels))])
@@ -171,9 +201,12 @@ def write_params(directory: Path, tracking_uri: str | None = None, **serve: Any)
     raw["mlflow"]["model_name"] = MODEL_NAME
     raw["mlflow"]["tracking_uri"] = tracking_uri
     section = dict(raw.get("serve") or {})
-    section["prediction_log"] = dict(section.get("prediction_log") or {},
-                                     dir=str(directory / "predictions"), flush_s=0.2,
-                                     **serve.pop("prediction_log", {}))
+    section["prediction_log"] = dict(
+        section.get("prediction_log") or {},
+        dir=str(directory / "predictions"),
+        flush_s=0.2,
+        **serve.pop("prediction_log", {}),
+    )
     for key, value in serve.items():
         section[key] = value
     raw["serve"] = section
@@ -186,19 +219,24 @@ def write_params(directory: Path, tracking_uri: str | None = None, **serve: Any)
 class Server:
     """``python serve/app.py`` on a free port; stopped (and checked) on exit."""
 
-    def __init__(self, directory: Path, tracking_uri: str, uri_from: str = "env",
-                 **serve: Any) -> None:
+    def __init__(
+        self, directory: Path, tracking_uri: str, uri_from: str = "env", **serve: Any
+    ) -> None:
         """``uri_from``: pass the MLflow store as MLFLOW_TRACKING_URI ("env") or as
         ``mlflow.tracking_uri`` in params.yaml ("params")."""
         self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.params = write_params(directory, tracking_uri if uri_from == "params" else None,
-                                   **serve)
+        self.params = write_params(
+            directory, tracking_uri if uri_from == "params" else None, **serve
+        )
         self.log_path = directory / "server.log"
-        self.env = dict(os.environ, PLUMBLINE_ADMIN_TOKEN=ADMIN_TOKEN,
-                        PROMETHEUS_MULTIPROC_DIR=str(directory / "metrics"),
-                        PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ,
+            PLUMBLINE_ADMIN_TOKEN=ADMIN_TOKEN,
+            PROMETHEUS_MULTIPROC_DIR=str(directory / "metrics"),
+            PYTHONUNBUFFERED="1",
+        )
         self.env.pop("PLUMBLINE_ROOT", None)
         self.env.pop("MLFLOW_TRACKING_URI", None)
         if uri_from == "env":
@@ -209,9 +247,21 @@ class Server:
     def start(self) -> Server:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "--params", str(self.params), "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                str(APP),
+                "--params",
+                str(self.params),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def wait(self, path: str = "/ready", status: int = 200, timeout: float = 60) -> Any:
@@ -228,8 +278,10 @@ class Server:
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"{path} did not answer {status} in {timeout}s (last: "
-                             f"{getattr(last, 'status_code', None)}):\n{self.log()}")
+        raise AssertionError(
+            f"{path} did not answer {status} in {timeout}s (last: "
+            f"{getattr(last, 'status_code', None)}):\n{self.log()}"
+        )
 
     def post(self, payload: Any, **kwargs: Any) -> requests.Response:
         return self.session.post(self.url + "/predict", json=payload, timeout=30, **kwargs)

@@ -92,10 +92,14 @@ def contract_with(tmp_path: Path, edit: Any) -> Path:
     [
         (lambda c: c["columns"]["age"].update(maximum=99), "columns.age.maximum: Extra inputs"),
         (lambda c: c["columns"]["age"].update(type="int"), "columns.age.type: Input should be"),
-        (lambda c: c["columns"]["job"].update(categories=[]),
-         "columns.job: Value error, a category column needs a non-empty 'categories' list"),
-        (lambda c: c["target"].update(positive="maybe"),
-         "target.positive 'maybe' is not a category of 'y'"),
+        (
+            lambda c: c["columns"]["job"].update(categories=[]),
+            "columns.job: Value error, a category column needs a non-empty 'categories' list",
+        ),
+        (
+            lambda c: c["target"].update(positive="maybe"),
+            "target.positive 'maybe' is not a category of 'y'",
+        ),
         (lambda c: c.pop("rows_time_ordered"), "rows_time_ordered: Field required"),
     ],
 )
@@ -124,7 +128,10 @@ def test_unreadable_contract_file(tmp_path: Path) -> None:
     ],
 )
 def test_cli_reports_config_errors_without_traceback(
-    tmp_path: Path, case: str, expected: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    case: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     params = real_params()
@@ -134,8 +141,11 @@ def test_cli_reports_config_errors_without_traceback(
         _wrong_type(params)
     path = write_params(tmp_path, params)
     if case.startswith("contract"):
-        bad = (contract_with(tmp_path, lambda c: c["columns"]["age"].update(maximum=99))
-               if case == "contract_key" else tmp_path)
+        bad = (
+            contract_with(tmp_path, lambda c: c["columns"]["age"].update(maximum=99))
+            if case == "contract_key"
+            else tmp_path
+        )
         path.write_text(path.read_text().replace(str(BANK_CONTRACT), str(bad)))
     monkeypatch.setenv("PLUMBLINE_ROOT", str(tmp_path))
     # Every stage validates the configuration first, like check-config.
@@ -151,9 +161,10 @@ def test_cli_reports_config_errors_without_traceback(
 def test_plumbline_command_exits_1_on_a_typo(tmp_path: Path) -> None:
     params = real_params()
     _typo(params)
-    proc = run_cli("--params", str(write_params(tmp_path, params)), "check-config",
-                   root=tmp_path)
+    proc = run_cli("--params", str(write_params(tmp_path, params)), "check-config", root=tmp_path)
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert proc.stderr == (f"plumbline check-config: error: {tmp_path / 'params.yaml'}: "
-                           "invalid configuration\n  train.logistic_regresion: unknown key\n")
+    assert proc.stderr == (
+        f"plumbline check-config: error: {tmp_path / 'params.yaml'}: "
+        "invalid configuration\n  train.logistic_regresion: unknown key\n"
+    )

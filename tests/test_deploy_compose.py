@@ -41,15 +41,20 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNO
 
 
 def _check_jsonschema() -> str:
-    found = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or \
-        shutil.which("check-jsonschema")
+    found = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which(
+        "check-jsonschema"
+    )
     assert found, "check-jsonschema is not installed: pip install -e '.[dev]'"
     return found
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_check_jsonschema(), "--builtin-schema", "vendor.compose-spec",
-                           str(path)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [_check_jsonschema(), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def listen_port(name: str) -> int:
@@ -140,8 +145,10 @@ def test_services_of_one_image_share_its_build() -> None:
             builds.setdefault(svc["image"], []).append(svc["build"])
     assert set(builds) == {"plumbline-pipeline:0.1.0", "plumbline-serve:0.1.0"}
     assert builds["plumbline-serve:0.1.0"] == [{"context": ".", "dockerfile": "serve/Dockerfile"}]
-    assert all(b == {"context": ".", "dockerfile": "Dockerfile"}
-               for b in builds["plumbline-pipeline:0.1.0"])
+    assert all(
+        b == {"context": ".", "dockerfile": "Dockerfile"}
+        for b in builds["plumbline-pipeline:0.1.0"]
+    )
     assert len(builds["plumbline-pipeline:0.1.0"]) == 3  # mlflow, bootstrap, monitor
 
 
@@ -151,13 +158,17 @@ def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
     serve_root = parse_dockerfile(SERVE_DOCKERFILE).final.env()["PLUMBLINE_ROOT"]
     pipeline_root = parse_dockerfile(PIPELINE_DOCKERFILE).final.env()["PLUMBLINE_ROOT"]
     written = Path(serve_root) / params.serve.prediction_log.dir
-    read = Path(pipeline_root) / (params.monitor.prediction_log_dir
-                                  or params.serve.prediction_log.dir)
+    read = Path(pipeline_root) / (
+        params.monitor.prediction_log_dir or params.serve.prediction_log.dir
+    )
 
     def in_volume(svc: str, path: Path) -> tuple[str, Path]:
         for mount in mounts(service(svc)):
-            if not mount.bind and path.is_relative_to(mount.target) and \
-                    mount.target != pipeline_root:
+            if (
+                not mount.bind
+                and path.is_relative_to(mount.target)
+                and mount.target != pipeline_root
+            ):
                 return mount.source, path.relative_to(mount.target)
         raise AssertionError(f"{svc}: {path} is on no shared volume")
 
@@ -180,13 +191,19 @@ def test_the_api_command_is_the_image_command_and_the_one_the_serving_tests_star
     # In the image, WORKDIR /app holds serve/app.py: the repository's file, as the tests run it.
     workdir = dockerfile.final.all("WORKDIR")[-1].args
     assert ("serve/app.py", "./serve/app.py") in [
-        (s, d) for s, d in [(i.args.split()[0], i.args.split()[-1])
-                            for i in dockerfile.final.all("COPY") if not i.flags]]
+        (s, d)
+        for s, d in [
+            (i.args.split()[0], i.args.split()[-1])
+            for i in dockerfile.final.all("COPY")
+            if not i.flags
+        ]
+    ]
     assert workdir == "/app"
     assert REPO / argv[1] == APP
     # Every option is one serve/app.py accepts, with an accepted value.
-    done = subprocess.run([sys.executable, str(APP), *argv[2:], "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(APP), *argv[2:], "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "--port" in done.stdout and "--host" in done.stdout
 
@@ -208,10 +225,8 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
     registry = f"http://mlflow:{listen_port('mlflow')}"
     for name in ("api", "bootstrap", "monitor"):
         assert environment(service(name))["MLFLOW_TRACKING_URI"] == registry, name
-    assert set(environment(service("api"))) == {"MLFLOW_TRACKING_URI",
-                                                  params.serve.admin_token_env}
-    assert set(environment(service("monitor"))) == {"MLFLOW_TRACKING_URI",
-                                                      params.monitor.token_env}
+    assert set(environment(service("api"))) == {"MLFLOW_TRACKING_URI", params.serve.admin_token_env}
+    assert set(environment(service("monitor"))) == {"MLFLOW_TRACKING_URI", params.monitor.token_env}
     # MLflow answers only the Host headers it is told: the name the others use must be one.
     argv = command(service("mlflow"))
     allowed = argv[argv.index("--allowed-hosts") + 1].split(",")
@@ -223,8 +238,7 @@ def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
     expected = {
         "bootstrap": {"mlflow": "service_healthy"},
         "api": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
-        "monitor": {"mlflow": "service_healthy",
-                    "bootstrap": "service_completed_successfully"},
+        "monitor": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "grafana": {"prometheus": "service_healthy"},
     }
     for name, deps in expected.items():
@@ -248,11 +262,16 @@ def test_healthchecks_request_routes_that_exist() -> None:
     # Routes are declared when the app is made; the monitor objects are only used per request.
     app = create_app(None, None, None, refresh_loop=False)
     monitor_routes = {getattr(r, "path", "") for r in app.routes}
-    routes = {"api": set(ROUTES), "monitor": monitor_routes,
-              # MLflow's, Prometheus's, Alertmanager's and Grafana's documented health routes;
-              # the first is requested for real in test_deploy_stack.py.
-              "mlflow": {"/health"}, "prometheus": {"/-/ready"},
-              "alertmanager": {"/-/ready"}, "grafana": {"/api/health"}}
+    routes = {
+        "api": set(ROUTES),
+        "monitor": monitor_routes,
+        # MLflow's, Prometheus's, Alertmanager's and Grafana's documented health routes;
+        # the first is requested for real in test_deploy_stack.py.
+        "mlflow": {"/health"},
+        "prometheus": {"/-/ready"},
+        "alertmanager": {"/-/ready"},
+        "grafana": {"/api/health"},
+    }
     for name, known in routes.items():
         url = urlparse(healthcheck_url(service(name)) or "")
         assert url.hostname == "127.0.0.1", name
@@ -272,8 +291,7 @@ def _host_port(target: str) -> tuple[str, int]:
 def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_services() -> None:
     services = compose()["services"]
     prom_mount = next(m for m in mounts(service("prometheus")) if m.bind)
-    config_flag = next(a for a in command(service("prometheus"))
-                       if a.startswith("--config.file="))
+    config_flag = next(a for a in command(service("prometheus")) if a.startswith("--config.file="))
     config_path = Path(config_flag.partition("=")[2])
     local = REPO / prom_mount.source / config_path.relative_to(prom_mount.target)
     config = yaml.safe_load(local.read_text())
@@ -292,12 +310,14 @@ def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_servic
     for am in config["alerting"]["alertmanagers"]:
         for static in am["static_configs"]:
             assert [_host_port(t) for t in static["targets"]] == [
-                ("alertmanager", listen_port("alertmanager"))]
+                ("alertmanager", listen_port("alertmanager"))
+            ]
 
     am_mount = next(m for m in mounts(service("alertmanager")) if m.bind)
     alertmanager = yaml.safe_load((REPO / am_mount.source).read_text())
-    hooks = [urlparse(h["url"]) for r in alertmanager["receivers"]
-             for h in r.get("webhook_configs", [])]
+    hooks = [
+        urlparse(h["url"]) for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])
+    ]
     assert hooks, "alertmanager.yml sends no webhook to the retraining trigger"
     for hook in hooks:
         assert (hook.hostname, hook.port) == ("monitor", listen_port("monitor"))

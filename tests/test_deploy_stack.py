@@ -57,13 +57,19 @@ pytestmark = pytest.mark.slow
 
 PROMETHEUS = shutil.which("prometheus")
 if PROMETHEUS is None and not os.environ.get("CI"):
-    pytest.skip("Prometheus is not installed (Debian package `prometheus`); CI must have it",
-                allow_module_level=True)
+    pytest.skip(
+        "Prometheus is not installed (Debian package `prometheus`); CI must have it",
+        allow_module_level=True,
+    )
 
 RUN = ("mlflow", "api", "monitor", "prometheus")  # long-running services started here
 LISTEN = {"mlflow": 5000, "api": 8000, "monitor": 8001, "prometheus": 9090}
-IMAGES = {"api": SERVE_DOCKERFILE, "mlflow": PIPELINE_DOCKERFILE,
-          "bootstrap": PIPELINE_DOCKERFILE, "monitor": PIPELINE_DOCKERFILE}
+IMAGES = {
+    "api": SERVE_DOCKERFILE,
+    "mlflow": PIPELINE_DOCKERFILE,
+    "bootstrap": PIPELINE_DOCKERFILE,
+    "monitor": PIPELINE_DOCKERFILE,
+}
 BIN = Path(sys.executable).parent
 
 
@@ -130,9 +136,18 @@ class Stack:
         return out
 
     def env(self, name: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PLUMBLINE_ROOT", "MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR",
-                            "PLUMBLINE_ADMIN_TOKEN", "PLUMBLINE_MONITOR_TOKEN")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "PLUMBLINE_ROOT",
+                "MLFLOW_TRACKING_URI",
+                "PROMETHEUS_MULTIPROC_DIR",
+                "PLUMBLINE_ADMIN_TOKEN",
+                "PLUMBLINE_MONITOR_TOKEN",
+            )
+        }
         if name in IMAGES:
             for key, value in parse_dockerfile(IMAGES[name]).final.env().items():
                 if key != "PATH":
@@ -151,8 +166,14 @@ class Stack:
     def start(self, name: str, argv: list[str], cwd: Path) -> subprocess.Popen[bytes]:
         self.logs[name] = self.tmp / f"{name}.log"
         with self.logs[name].open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=cwd, env=self.env(name), stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 
@@ -163,8 +184,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
-                raise AssertionError(f"{name} exited ({self.procs[name].returncode}):\n"
-                                     f"{self.log(name)}")
+                raise AssertionError(
+                    f"{name} exited ({self.procs[name].returncode}):\n{self.log(name)}"
+                )
             with contextlib.suppress(requests.RequestException):
                 response = requests.get(self.url(name) + path, timeout=3)
                 if response.status_code == 200:
@@ -204,8 +226,9 @@ def lay_out_image(stack: Stack, dockerfile: Dockerfile) -> None:
             if dest.endswith("/") or len(sources) > 1:
                 into = into / src.name
             if src.is_dir():
-                shutil.copytree(src, into, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))
+                shutil.copytree(
+                    src, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
             else:
                 into.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, into)
@@ -253,9 +276,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def bootstrap(stack: Stack) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(stack.argv("bootstrap"), cwd=stack.workdir("bootstrap"),
-                          env=stack.env("bootstrap"), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        stack.argv("bootstrap"),
+        cwd=stack.workdir("bootstrap"),
+        env=stack.env("bootstrap"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +321,8 @@ def champion(stack: Stack) -> str:
 
 
 def test_bootstrap_gives_a_new_registry_a_champion_and_a_second_run_changes_nothing(
-        stack: Stack, bootstrapped: tuple[subprocess.CompletedProcess[str], ...]) -> None:
+    stack: Stack, bootstrapped: tuple[subprocess.CompletedProcess[str], ...]
+) -> None:
     first, second = bootstrapped
     assert "bootstrap: champion is version 1; the API can serve it" in first.stdout
     assert "Running stage 'train'" in first.stdout + first.stderr
@@ -305,8 +334,12 @@ def test_bootstrap_gives_a_new_registry_a_champion_and_a_second_run_changes_noth
     assert champion(stack) == "1"
     # The pipeline's outputs are in the workspace volume, for the monitor.
     workspace = stack.tmp / "volumes/workspace"
-    for rel in ("models/model.skops", "data/features/reference_profile.json", "dvc.lock",
-                "reports/metrics.json"):
+    for rel in (
+        "models/model.skops",
+        "data/features/reference_profile.json",
+        "dvc.lock",
+        "reports/metrics.json",
+    ):
         assert (workspace / rel).is_file(), rel
 
 
@@ -321,7 +354,8 @@ def test_the_api_serves_the_champion_loaded_from_mlflow_over_http(running: Stack
     workspace = running.tmp / "volumes/workspace"
     params = load_params(REPO / "params.yaml")
     features = load_contract(REPO / params.data.contract).feature_columns(
-        params.featurize.exclude_columns)
+        params.featurize.exclude_columns
+    )
     import pandas as pd
 
     rows = pd.read_parquet(workspace / "data/features/test.parquet").head(25)
@@ -343,17 +377,20 @@ def test_the_api_serves_the_champion_loaded_from_mlflow_over_http(running: Stack
 
 
 def test_mlflow_answers_the_host_names_of_the_compose_network_and_refuses_others(
-        running: Stack) -> None:
+    running: Stack,
+) -> None:
     url = running.url("mlflow") + "/api/2.0/mlflow/registered-models/search"
     port = running.ports["mlflow"]
     assert requests.get(url, headers={"Host": f"mlflow:{port}"}, timeout=10).status_code == 200
-    assert requests.get(url, headers={"Host": f"evil.example:{port}"},
-                        timeout=10).status_code == 403
+    assert (
+        requests.get(url, headers={"Host": f"evil.example:{port}"}, timeout=10).status_code == 403
+    )
 
 
 def _query(stack: Stack, promql: str) -> list[dict[str, Any]]:
-    answer = requests.get(stack.url("prometheus") + "/api/v1/query", params={"query": promql},
-                          timeout=10).json()
+    answer = requests.get(
+        stack.url("prometheus") + "/api/v1/query", params={"query": promql}, timeout=10
+    ).json()
     assert answer["status"] == "success", answer
     result: list[dict[str, Any]] = answer["data"]["result"]
     return result
@@ -363,11 +400,16 @@ def test_prometheus_scrapes_the_api_and_the_monitor(running: Stack) -> None:
     requests.post(running.url("api") + "/predict", json=[], timeout=30)  # a 422, also counted
     deadline = time.monotonic() + 60
     while True:
-        served = _query(running, 'sum(plumbline_http_requests_total{route="/predict",'
-                                 'status="200"})')
+        served = _query(
+            running, 'sum(plumbline_http_requests_total{route="/predict",status="200"})'
+        )
         up = {r["metric"]["job"]: r["value"][1] for r in _query(running, "up")}
-        if served and float(served[0]["value"][1]) >= 2 and \
-                up.get("plumbline-api") == "1" and up.get("plumbline-monitor") == "1":
+        if (
+            served
+            and float(served[0]["value"][1]) >= 2
+            and up.get("plumbline-api") == "1"
+            and up.get("plumbline-monitor") == "1"
+        ):
             break
         assert time.monotonic() < deadline, (served, up, running.log("prometheus"))
         time.sleep(0.5)

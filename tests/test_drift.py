@@ -46,9 +46,12 @@ def test_numeric_drift_on_hand_made_samples() -> None:
     assert not same.drifted and same.psi < 0.05
     shifted = numeric_drift("x", reference, rng.normal(3, 1, 1000), DriftThresholds())
     assert shifted.drifted and shifted.psi > 1 and shifted.p_value < 1e-10
-    disjoint = numeric_drift("x", {"bin_edges": [0, 1, 2], "bin_fractions": [0.5, 0.5],
-                                   "sample": [0.1, 0.2, 0.3]},
-                             np.array([10.0, 11.0, 12.0]), DriftThresholds())
+    disjoint = numeric_drift(
+        "x",
+        {"bin_edges": [0, 1, 2], "bin_fractions": [0.5, 0.5], "sample": [0.1, 0.2, 0.3]},
+        np.array([10.0, 11.0, 12.0]),
+        DriftThresholds(),
+    )
     assert disjoint.statistic == 1.0  # KS: the samples do not overlap at all
 
 
@@ -58,8 +61,9 @@ def test_categorical_drift_exact_values() -> None:
     assert same.psi == pytest.approx(0.0, abs=1e-12)
     assert same.js_distance == pytest.approx(0.0, abs=1e-7)
     assert not same.drifted
-    moved = categorical_drift("c", {"frequencies": {"a": 1.0, "b": 0.0}},
-                              pd.Series(["b"] * 400), DriftThresholds())
+    moved = categorical_drift(
+        "c", {"frequencies": {"a": 1.0, "b": 0.0}}, pd.Series(["b"] * 400), DriftThresholds()
+    )
     assert moved.js_distance == pytest.approx(1.0)  # disjoint distributions, base-2 JS
     assert moved.drifted
 

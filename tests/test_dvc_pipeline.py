@@ -34,7 +34,11 @@ def _env(project: Path) -> dict[str, str]:
 
 def run(project: Path, *args: str, check: bool = True, timeout: float = 600) -> str:
     proc = subprocess.run(
-        list(args), cwd=project, env=_env(project), capture_output=True, text=True,
+        list(args),
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     output = proc.stdout + proc.stderr
@@ -61,7 +65,10 @@ def set_param(project: Path, dotted: str, value: object) -> None:
 def _tracked_files() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     return [f for f in out if f and (REPO / f).is_file()]
 
@@ -96,9 +103,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Path) -> None:
     first = run(project, "dvc", "repro")
     assert ran_stages(first) == STAGES
-    for out in ("data/interim/ingested.parquet", "data/quarantine/quarantine.parquet",
-                "data/features/train.parquet", "models/model.skops", "reports/metrics.json",
-                "reports/figures/roc.png", "reports/data_docs/index.html"):
+    for out in (
+        "data/interim/ingested.parquet",
+        "data/quarantine/quarantine.parquet",
+        "data/features/train.parquet",
+        "models/model.skops",
+        "reports/metrics.json",
+        "reports/figures/roc.png",
+        "reports/data_docs/index.html",
+    ):
         assert (project / out).is_file(), out
     validation = json.loads((project / "reports/validation.json").read_text())
     assert validation["rows_in"] == 3003
@@ -141,8 +154,9 @@ def test_two_runs_from_the_same_commit_give_identical_metrics(project: Path) -> 
 
 
 def test_exp_run_with_a_param_override_and_exp_show(project: Path) -> None:
-    out = run(project, "dvc", "exp", "run", "-n", "strong-reg",
-              "-S", "train.logistic_regression.C=0.01")
+    out = run(
+        project, "dvc", "exp", "run", "-n", "strong-reg", "-S", "train.logistic_regression.C=0.01"
+    )
     assert ran_stages(out) == ["train", "evaluate"]
     shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
     experiments = _experiments(shown)
@@ -169,8 +183,11 @@ def test_queued_sweep_of_three_experiments(project: Path) -> None:
         raise AssertionError(f"queue did not finish:\n{status}")
     assert status.count("Success") == 3, status
     shown = _experiments(json.loads(run(project, "dvc", "exp", "show", "--json")))
-    swept = {round(m["params"]["train.logistic_regression.C"], 4) for m in shown.values()
-             if "params" in m and m.get("roc_auc") is not None}
+    swept = {
+        round(m["params"]["train.logistic_regression.C"], 4)
+        for m in shown.values()
+        if "params" in m and m.get("roc_auc") is not None
+    }
     assert {0.05, 0.5, 5.0} <= swept
 
 
@@ -181,13 +198,15 @@ def _experiments(shown: list[dict]) -> dict[str, dict]:
         for exp_range in baseline.get("experiments") or []:
             for rev in exp_range.get("revs", []):
                 data = rev.get("data") or {}
-                metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get(
-                    "data", {})
+                metrics = (
+                    (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
+                )
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
                 flat = dict(metrics)
                 flat["params"] = {
-                    "train.logistic_regression.C":
-                        params.get("train", {}).get("logistic_regression", {}).get("C"),
+                    "train.logistic_regression.C": params.get("train", {})
+                    .get("logistic_regression", {})
+                    .get("C"),
                 }
                 found[rev.get("name") or rev.get("rev")] = flat
     return found

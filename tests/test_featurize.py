@@ -22,8 +22,9 @@ from plumbline.stages.featurize import SplitError
 @pytest.fixture(scope="module")
 def rows(contract: Contract) -> pd.DataFrame:
     """The 4,119-row bank file, ingested (it is clean: every row is valid)."""
-    frame, _ = ingest.ingest(data_config({"kind": "csv", "path": str(BANK_SMALL), "sep": ";"}),
-                             contract, REPO)
+    frame, _ = ingest.ingest(
+        data_config({"kind": "csv", "path": str(BANK_SMALL), "sep": ";"}), contract, REPO
+    )
     return frame
 
 
@@ -32,17 +33,28 @@ def repo_cfg() -> FeaturizeConfig:
     return load_params(REPO / "params.yaml").featurize
 
 
-def run(tmp_path: Path, frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig
-        ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    featurize.run(frame, contract, cfg, tmp_path / "train.parquet", tmp_path / "test.parquet",
-                  tmp_path / "transformer.skops", tmp_path / "profile.json")
-    return (pd.read_parquet(tmp_path / "train.parquet"), pd.read_parquet(tmp_path / "test.parquet"),
-            json.loads((tmp_path / "profile.json").read_text()))
+def run(
+    tmp_path: Path, frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    featurize.run(
+        frame,
+        contract,
+        cfg,
+        tmp_path / "train.parquet",
+        tmp_path / "test.parquet",
+        tmp_path / "transformer.skops",
+        tmp_path / "profile.json",
+    )
+    return (
+        pd.read_parquet(tmp_path / "train.parquet"),
+        pd.read_parquet(tmp_path / "test.parquet"),
+        json.loads((tmp_path / "profile.json").read_text()),
+    )
 
 
-def test_time_ordered_split_with_the_repo_params(tmp_path: Path, rows: pd.DataFrame,
-                                                 contract: Contract,
-                                                 repo_cfg: FeaturizeConfig) -> None:
+def test_time_ordered_split_with_the_repo_params(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
+) -> None:
     # Shuffled input: the split must restore source order, not trust the frame's order.
     shuffled = rows.sample(frac=1.0, random_state=0)
     train, test, profile = run(tmp_path, shuffled, contract, repo_cfg)
@@ -55,8 +67,9 @@ def test_time_ordered_split_with_the_repo_params(tmp_path: Path, rows: pd.DataFr
     assert (profile["rows_train"], profile["rows_test"]) == (len(train), len(test))
 
 
-def test_fractions_leave_a_gap_between_train_and_test(tmp_path: Path, rows: pd.DataFrame,
-                                                      contract: Contract) -> None:
+def test_fractions_leave_a_gap_between_train_and_test(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract
+) -> None:
     cfg = FeaturizeConfig(train_fraction=0.6, test_fraction=0.3, exclude_columns=["duration"])
     train, test, _ = run(tmp_path, rows, contract, cfg)
     n = len(rows)
@@ -64,8 +77,9 @@ def test_fractions_leave_a_gap_between_train_and_test(tmp_path: Path, rows: pd.D
     assert test[SOURCE_ROW].tolist() == list(range(n - int(0.3 * n), n))  # the latest rows
 
 
-def test_duration_is_not_a_model_feature(tmp_path: Path, rows: pd.DataFrame,
-                                         contract: Contract, repo_cfg: FeaturizeConfig) -> None:
+def test_duration_is_not_a_model_feature(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
+) -> None:
     train, _, profile = run(tmp_path, rows, contract, repo_cfg)
     transformer = sio.load(tmp_path / "transformer.skops", trusted=TRUSTED_TYPES)
     features = list(transformer.feature_names_in_)
@@ -73,14 +87,16 @@ def test_duration_is_not_a_model_feature(tmp_path: Path, rows: pd.DataFrame,
     assert features == [c for c in contract.columns if c not in ("duration", "y")]
     assert "duration" not in train.columns and "duration" not in profile["features"]
     out = transformer.transform(train[features])
-    onehots = sum(len(contract.columns[c].categories or []) for c in
-                  contract.categorical_columns(features))
+    onehots = sum(
+        len(contract.columns[c].categories or []) for c in contract.categorical_columns(features)
+    )
     assert out.shape == (len(train), len(contract.numeric_columns(features)) + onehots)
     assert not np.isnan(out).any()
 
 
-def test_reference_profile(tmp_path: Path, rows: pd.DataFrame, contract: Contract,
-                           repo_cfg: FeaturizeConfig) -> None:
+def test_reference_profile(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
+) -> None:
     train, _, profile = run(tmp_path, rows, contract, repo_cfg)
     features = contract.feature_columns(repo_cfg.exclude_columns)
     assert list(profile["features"]) == features
@@ -106,8 +122,9 @@ def test_reference_profile(tmp_path: Path, rows: pd.DataFrame, contract: Contrac
     assert max(age["bin_fractions"]) < 0.2
 
 
-def test_unordered_contract_gives_a_seeded_random_split(tmp_path: Path, rows: pd.DataFrame,
-                                                        contract: Contract) -> None:
+def test_unordered_contract_gives_a_seeded_random_split(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract
+) -> None:
     unordered = contract.model_copy(update={"rows_time_ordered": False})
     cfg = FeaturizeConfig(exclude_columns=["duration"], split_seed=7)
     first = featurize.time_ordered_split(rows, unordered, cfg)

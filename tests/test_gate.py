@@ -30,9 +30,26 @@ from plumbline.gate import ChampionScore, decide
 DEFAULT_MODEL = {"roc_auc": 0.748403, "pr_auc": 0.527354, "brier": 0.190549, "rows": 8235.0}
 
 # Everything but age and marital status: a weak model that still clears loose thresholds.
-TWO_FEATURES = ["duration", "job", "education", "default", "housing", "loan", "contact", "month",
-                "day_of_week", "campaign", "pdays", "previous", "poutcome", "emp.var.rate",
-                "cons.price.idx", "cons.conf.idx", "euribor3m", "nr.employed"]
+TWO_FEATURES = [
+    "duration",
+    "job",
+    "education",
+    "default",
+    "housing",
+    "loan",
+    "contact",
+    "month",
+    "day_of_week",
+    "campaign",
+    "pdays",
+    "previous",
+    "poutcome",
+    "emp.var.rate",
+    "cons.price.idx",
+    "cons.conf.idx",
+    "euribor3m",
+    "nr.employed",
+]
 
 
 def test_default_thresholds_pass_the_default_model() -> None:
@@ -92,8 +109,13 @@ def base_project(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Path:
 
 
 @pytest.fixture
-def project(base_project: Path, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-            request: pytest.FixtureRequest) -> Path:
+def project(
+    base_project: Path,
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Path:
     root = tmp_path / "project"
     shutil.copytree(base_project, root)
     use_project(monkeypatch, root, store)
@@ -120,10 +142,13 @@ def test_gate_command_passes_then_fails_with_reasons(project: Path) -> None:
 
     assert code == 1
     lines = err.strip().splitlines()
-    assert lines[0] == ("plumbline gate: error: gate failed 2 of 3 checks "
-                        "(details in reports/gate.json):")
-    assert lines[1:] == ["  - roc_auc 0.5200 is below gate.min_roc_auc 0.5500",
-                         "  - brier 0.3100 is above gate.max_brier 0.3000"]
+    assert lines[0] == (
+        "plumbline gate: error: gate failed 2 of 3 checks (details in reports/gate.json):"
+    )
+    assert lines[1:] == [
+        "  - roc_auc 0.5200 is below gate.min_roc_auc 0.5500",
+        "  - brier 0.3100 is above gate.max_brier 0.3000",
+    ]
     assert gate_json(project)["passed"] is False
 
 
@@ -131,8 +156,15 @@ def test_gate_command_fails_a_regression_against_the_champion(project: Path) -> 
     champion_metrics = train_candidate(project)
     ok("gate")
     ok("promote")
-    set_params(project, **{"gate.min_roc_auc": 0.5, "gate.min_pr_auc": 0.1,
-                           "gate.max_brier": 0.4, "gate.max_regression": 0.01})
+    set_params(
+        project,
+        **{
+            "gate.min_roc_auc": 0.5,
+            "gate.min_pr_auc": 0.1,
+            "gate.max_brier": 0.4,
+            "gate.max_regression": 0.01,
+        },
+    )
     # The weak candidate's split holds only its two features: the champion is re-scored on the
     # same test rows with its own columns taken from the validated data.
     train_candidate(project, **{"featurize.exclude_columns": TWO_FEATURES})
@@ -147,4 +179,5 @@ def test_gate_command_fails_a_regression_against_the_champion(project: Path) -> 
     assert not by_name["champion_roc_auc"]["passed"]
     assert written["champion"]["version"] == "1"
     assert written["champion"]["metrics"]["roc_auc"] == pytest.approx(
-        champion_metrics["roc_auc"], abs=1e-6)
+        champion_metrics["roc_auc"], abs=1e-6
+    )

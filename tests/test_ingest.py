@@ -45,7 +45,7 @@ class RowsHandler(BaseHTTPRequestHandler):
         if url.path == "/rows":
             page, size = int(query["page"][0]), int(query["page_size"][0])
             self.server.pages.append(page)
-            body = json.dumps({"records": self.server.records[(page - 1) * size:page * size]})
+            body = json.dumps({"records": self.server.records[(page - 1) * size : page * size]})
             self._send(200, body.encode(), "application/json")
         elif url.path == "/html":
             self._send(200, b"<html>maintenance</html>", "text/html")
@@ -105,31 +105,37 @@ def test_csv_honours_separator_and_encoding(tmp_path: Path, contract: Contract) 
     text.to_csv(path, sep="|", index=False, encoding="utf-16")
     frame, record = ingest.ingest(
         data_config({"kind": "csv", "path": str(path), "sep": "|", "encoding": "utf-16"}),
-        contract, tmp_path)
+        contract,
+        tmp_path,
+    )
     assert record.rows == len(frame) == 300
     assert frame["age"].tolist() == text["age"].astype(int).tolist()
     assert frame["job"].tolist() == text["job"].tolist()
     assert frame[TYPE_ERRORS].isna().all()
     with pytest.raises(SourceError, match=f"CSV source {path} cannot be read"):
-        ingest.ingest(data_config({"kind": "csv", "path": str(path), "sep": "|"}),
-                      contract, tmp_path)
+        ingest.ingest(
+            data_config({"kind": "csv", "path": str(path), "sep": "|"}), contract, tmp_path
+        )
 
 
-def test_parquet_has_the_contract_schema_and_a_record(tmp_path: Path, contract: Contract
-                                                      ) -> None:
+def test_parquet_has_the_contract_schema_and_a_record(tmp_path: Path, contract: Contract) -> None:
     csv = tmp_path / "rows.csv"
     with_bad_cells(bank_text()).to_csv(csv, sep=";", index=False)
     out, record_path = tmp_path / "ingested.parquet", tmp_path / "ingest.json"
-    ingest.run(data_config({"kind": "csv", "path": "rows.csv", "sep": ";"}), contract,
-               tmp_path, out, record_path)
+    ingest.run(
+        data_config({"kind": "csv", "path": "rows.csv", "sep": ";"}),
+        contract,
+        tmp_path,
+        out,
+        record_path,
+    )
     schema = pq.read_schema(out)
     assert schema.remove_metadata().equals(contract.arrow_schema().remove_metadata())
     assert schema.metadata[b"plumbline.contract"] == b"bank_marketing"
 
     record = json.loads(record_path.read_text())
     assert record["rows"] == 300
-    assert record["source"] == {"kind": "csv", "path": "rows.csv", "sep": ";",
-                                "encoding": "utf-8"}
+    assert record["source"] == {"kind": "csv", "path": "rows.csv", "sep": ";", "encoding": "utf-8"}
     assert record["cells_failing_type"] == 3  # abc, 2.5, n/a; the empty cell is a null
     assert record["source_sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
     written = pd.read_parquet(out)
@@ -138,8 +144,9 @@ def test_parquet_has_the_contract_schema_and_a_record(tmp_path: Path, contract: 
 
 
 @pytest.mark.parametrize("bad_cells", [False, True], ids=["clean", "bad-cells"])
-def test_same_rows_same_hash_from_csv_sql_and_http(tmp_path: Path, contract: Contract,
-                                                   server: Rows, bad_cells: bool) -> None:
+def test_same_rows_same_hash_from_csv_sql_and_http(
+    tmp_path: Path, contract: Contract, server: Rows, bad_cells: bool
+) -> None:
     text = bank_text()
     if bad_cells:
         text = with_bad_cells(text)
@@ -170,9 +177,16 @@ def test_sql_query(tmp_path: Path, contract: Contract) -> None:
     text = bank_text()
     to_sqlite(text, tmp_path / "rows.db")
     frame, record = ingest.ingest(
-        data_config({"kind": "sql", "url": f"sqlite:///{tmp_path / 'rows.db'}",
-                     "query": "SELECT * FROM rows WHERE y = 'yes'"}),
-        contract, tmp_path)
+        data_config(
+            {
+                "kind": "sql",
+                "url": f"sqlite:///{tmp_path / 'rows.db'}",
+                "query": "SELECT * FROM rows WHERE y = 'yes'",
+            }
+        ),
+        contract,
+        tmp_path,
+    )
     assert record.rows == (text["y"] == "yes").sum() > 0
     assert set(frame["y"]) == {"yes"}
     assert record.source["query"] == "SELECT * FROM rows WHERE y = 'yes'"
@@ -182,7 +196,9 @@ def test_http_stops_at_an_empty_page_after_full_pages(contract: Contract, server
     serve(server, bank_text(128))  # exactly two full pages; every value a JSON string
     frame, record = ingest.ingest(
         data_config({"kind": "http", "url": f"{server.base}/rows", "page_size": 64}),
-        contract, Path("."))
+        contract,
+        Path("."),
+    )
     assert record.rows == 128
     assert server.pages == [1, 2, 3]
     assert frame["age"].dtype == "int64"
@@ -190,19 +206,26 @@ def test_http_stops_at_an_empty_page_after_full_pages(contract: Contract, server
 
 
 def test_json_booleans_read_like_csv_text(tmp_path: Path, server: Rows) -> None:
-    flags = Contract.model_validate({
-        "name": "flags", "rows_time_ordered": True,
-        "target": {"column": "flag", "positive": "true"},
-        "columns": {"n": {"type": "integer"},
-                    "flag": {"type": "category", "categories": ["true", "false"]}},
-    })
+    flags = Contract.model_validate(
+        {
+            "name": "flags",
+            "rows_time_ordered": True,
+            "target": {"column": "flag", "positive": "true"},
+            "columns": {
+                "n": {"type": "integer"},
+                "flag": {"type": "category", "categories": ["true", "false"]},
+            },
+        }
+    )
     frame = pd.DataFrame({"n": [1, 2, 3], "flag": [True, False, True]})
     (tmp_path / "flags.csv").write_text("n,flag\n1,true\n2,false\n3,true\n")
     serve(server, frame)
     from_csv, csv_record = ingest.ingest(
-        data_config({"kind": "csv", "path": str(tmp_path / "flags.csv")}), flags, tmp_path)
+        data_config({"kind": "csv", "path": str(tmp_path / "flags.csv")}), flags, tmp_path
+    )
     from_http, http_record = ingest.ingest(
-        data_config({"kind": "http", "url": f"{server.base}/rows"}), flags, tmp_path)
+        data_config({"kind": "http", "url": f"{server.base}/rows"}), flags, tmp_path
+    )
     assert from_http["flag"].tolist() == from_csv["flag"].tolist() == ["true", "false", "true"]
     assert http_record.content_sha256 == csv_record.content_sha256
     assert flags.encode_target(from_http["flag"]).tolist() == [1, 0, 1]
@@ -214,26 +237,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("case", ["csv-missing", "sqlite-missing", "sqlite-table",
-                                  "sqlite-not-a-db", "http-refused", "http-500", "http-html"])
-def test_unreadable_source_names_it(tmp_path: Path, contract: Contract, server: Rows,
-                                    case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "csv-missing",
+        "sqlite-missing",
+        "sqlite-table",
+        "sqlite-not-a-db",
+        "http-refused",
+        "http-500",
+        "http-html",
+    ],
+)
+def test_unreadable_source_names_it(
+    tmp_path: Path, contract: Contract, server: Rows, case: str
+) -> None:
     to_sqlite(bank_text(5), tmp_path / "rows.db")
     (tmp_path / "notes.txt").write_text("not a database " * 100)
     port = free_port()
     source, name = {
         "csv-missing": ({"kind": "csv", "path": "missing.csv"}, str(tmp_path / "missing.csv")),
-        "sqlite-missing": ({"kind": "sql", "url": f"sqlite:///{tmp_path}/nope.db",
-                            "table": "rows"}, f"{tmp_path}/nope.db"),
-        "sqlite-table": ({"kind": "sql", "url": f"sqlite:///{tmp_path}/rows.db",
-                          "table": "customers"}, "'customers'"),
-        "sqlite-not-a-db": ({"kind": "sql", "url": f"sqlite:///{tmp_path}/notes.txt",
-                             "table": "rows"}, f"{tmp_path}/notes.txt"),
-        "http-refused": ({"kind": "http", "url": f"http://127.0.0.1:{port}/rows",
-                          "timeout_s": 5}, f"http://127.0.0.1:{port}/rows"),
+        "sqlite-missing": (
+            {"kind": "sql", "url": f"sqlite:///{tmp_path}/nope.db", "table": "rows"},
+            f"{tmp_path}/nope.db",
+        ),
+        "sqlite-table": (
+            {"kind": "sql", "url": f"sqlite:///{tmp_path}/rows.db", "table": "customers"},
+            "'customers'",
+        ),
+        "sqlite-not-a-db": (
+            {"kind": "sql", "url": f"sqlite:///{tmp_path}/notes.txt", "table": "rows"},
+            f"{tmp_path}/notes.txt",
+        ),
+        "http-refused": (
+            {"kind": "http", "url": f"http://127.0.0.1:{port}/rows", "timeout_s": 5},
+            f"http://127.0.0.1:{port}/rows",
+        ),
         "http-500": ({"kind": "http", "url": f"{server.base}/fail"}, f"{server.base}/fail"),
-        "http-html": ({"kind": "http", "url": f"{server.base}/html"},
-                      f"{server.base}/html (page 1) is not JSON"),
+        "http-html": (
+            {"kind": "http", "url": f"{server.base}/html"},
+            f"{server.base}/html (page 1) is not JSON",
+        ),
     }[case]
     with pytest.raises(SourceError) as err:
         ingest.ingest(data_config(source), contract, tmp_path)
@@ -245,18 +289,29 @@ def test_wrong_separator_names_the_source(tmp_path: Path, contract: Contract) ->
     path = tmp_path / "rows.csv"
     bank_text(5).to_csv(path, sep=";", index=False)
     with pytest.raises(ContractError, match=f"CSV source {path}: source lacks columns"):
-        ingest.ingest(data_config({"kind": "csv", "path": str(path), "sep": ","}),
-                      contract, tmp_path)
+        ingest.ingest(
+            data_config({"kind": "csv", "path": str(path), "sep": ","}), contract, tmp_path
+        )
 
 
-def test_cli_exits_1_naming_a_missing_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "params.yaml").write_text(json.dumps(
-        {"data": {"contract": str(BANK_CONTRACT),
-                  "source": {"kind": "csv", "path": "data/raw/gone.csv", "sep": ";"}}}))
+def test_cli_exits_1_naming_a_missing_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "params.yaml").write_text(
+        json.dumps(
+            {
+                "data": {
+                    "contract": str(BANK_CONTRACT),
+                    "source": {"kind": "csv", "path": "data/raw/gone.csv", "sep": ";"},
+                }
+            }
+        )
+    )
     monkeypatch.setenv("PLUMBLINE_ROOT", str(tmp_path))
     assert main(["ingest"]) == 1
-    assert capsys.readouterr().err == (f"plumbline ingest: error: CSV source "
-                                       f"{tmp_path}/data/raw/gone.csv cannot be read: "
-                                       "file not found\n")
+    assert capsys.readouterr().err == (
+        f"plumbline ingest: error: CSV source "
+        f"{tmp_path}/data/raw/gone.csv cannot be read: "
+        "file not found\n"
+    )
     assert not (tmp_path / "data/interim/ingested.parquet").exists()

@@ -23,10 +23,14 @@ DASHBOARD = MONITORING / "grafana/dashboards/plumbline.json"
 
 # In CI a missing tool is a broken install step, never a reason to skip.
 IN_CI = bool(os.environ.get("CI"))
-needs_promtool = pytest.mark.skipif(PROMTOOL is None and not IN_CI, reason="promtool not "
-                                    "installed (Debian package 'prometheus'; .ci/run installs it)")
-needs_amtool = pytest.mark.skipif(AMTOOL is None and not IN_CI, reason="amtool not installed "
-                                  "(Debian package 'prometheus-alertmanager'; .ci/run installs it)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None and not IN_CI,
+    reason="promtool not installed (Debian package 'prometheus'; .ci/run installs it)",
+)
+needs_amtool = pytest.mark.skipif(
+    AMTOOL is None and not IN_CI,
+    reason="amtool not installed (Debian package 'prometheus-alertmanager'; .ci/run installs it)",
+)
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -68,16 +72,24 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
     rules = alert_rules()
     names = [r["alert"] for r in rules]
     assert len(names) == len(set(names))
-    required = {"PlumblineLatencySLO", "PlumblineHighErrorRate", "PlumblineNoTraffic",
-                "PlumblineReadinessFlapping", "PlumblineModelReloadFailed",
-                "PlumblineDataDrift", "PlumblinePredictionDrift",
-                "PlumblineLivePerformanceDrop", "PlumblineRetrainFailed"}
+    required = {
+        "PlumblineLatencySLO",
+        "PlumblineHighErrorRate",
+        "PlumblineNoTraffic",
+        "PlumblineReadinessFlapping",
+        "PlumblineModelReloadFailed",
+        "PlumblineDataDrift",
+        "PlumblinePredictionDrift",
+        "PlumblineLivePerformanceDrop",
+        "PlumblineRetrainFailed",
+    }
     assert required <= set(names)
     for rule in rules:
         annotations = rule.get("annotations", {})
         assert annotations.get("summary"), rule["alert"]
-        assert len(annotations.get("description", "")) > 120, \
+        assert len(annotations.get("description", "")) > 120, (
             f"{rule['alert']}: the description must tell the person on call what to do"
+        )
         assert rule["labels"]["severity"] in ("page", "warning")
     fired: set[str] = set()
     quiet: set[str] = set()
@@ -90,8 +102,11 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
 
 def test_retrain_alerts_are_the_ones_the_monitor_acts_on() -> None:
     retrain = {r["alert"] for r in alert_rules() if r["labels"].get("action") == "retrain"}
-    assert retrain == {"PlumblineDataDrift", "PlumblinePredictionDrift",
-                       "PlumblineLivePerformanceDrop"}
+    assert retrain == {
+        "PlumblineDataDrift",
+        "PlumblinePredictionDrift",
+        "PlumblineLivePerformanceDrop",
+    }
     assert set(RetrainConfig().trigger_alerts) == retrain
     assert set(load_params(REPO / "params.yaml").retrain.trigger_alerts) == retrain
 
@@ -105,11 +120,15 @@ def test_alertmanager_config_and_routing() -> None:
         labels = [f"alertname={rule['alert']}", *(f"{k}={v}" for k, v in rule["labels"].items())]
         done = run(str(AMTOOL), "config", "routes", "test", f"--config.file={config}", *labels)
         receivers = done.stdout.strip().split(",")
-        expected = ["retrain", "oncall"] if rule["labels"].get("action") == "retrain" \
-            else ["oncall"]
+        expected = (
+            ["retrain", "oncall"] if rule["labels"].get("action") == "retrain" else ["oncall"]
+        )
         assert receivers == expected, (rule["alert"], done.stdout, done.stderr)
-    hooks = [h["url"] for r in yaml.safe_load(config.read_text())["receivers"]
-             for h in r.get("webhook_configs", [])]
+    hooks = [
+        h["url"]
+        for r in yaml.safe_load(config.read_text())["receivers"]
+        for h in r.get("webhook_configs", [])
+    ]
     port = load_params(REPO / "params.yaml").monitor.port
     assert hooks == [f"http://monitor:{port}/alerts"]
 
@@ -120,8 +139,9 @@ def test_prometheus_scrapes_the_api_and_the_monitor() -> None:
     port = load_params(REPO / "params.yaml").monitor.port
     assert jobs["plumbline-api"] == ["api:8000"]
     assert jobs["plumbline-monitor"] == [f"monitor:{port}"]
-    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == \
-        ["alertmanager:9093"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
     assert (MONITORING / config["rule_files"][0]).parent == RULES.parent
 
 
@@ -147,11 +167,13 @@ def test_rules_and_dashboard_only_use_exported_series() -> None:
 
 def test_grafana_provisioning_and_dashboard() -> None:
     sources = yaml.safe_load(
-        (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
+        (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
     [source] = sources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     providers = yaml.safe_load(
-        (MONITORING / "grafana/provisioning/dashboards/plumbline.yml").read_text())
+        (MONITORING / "grafana/provisioning/dashboards/plumbline.yml").read_text()
+    )
     assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
     board = dashboard()
@@ -163,16 +185,26 @@ def test_grafana_provisioning_and_dashboard() -> None:
         assert panel["description"] and panel["targets"]
         assert all(t["expr"].strip() for t in panel["targets"])
     titles = " | ".join(p["title"].lower() for p in panels)
-    for topic in ("requests per second", "latency", "errors", "batch sizes",
-                  "score distribution", "positive rate", "per-feature drift", "live roc auc",
-                  "model version", "reloads"):
+    for topic in (
+        "requests per second",
+        "latency",
+        "errors",
+        "batch sizes",
+        "score distribution",
+        "positive rate",
+        "per-feature drift",
+        "live roc auc",
+        "model version",
+        "reloads",
+    ):
         assert topic in titles, f"no panel about {topic}"
     # Panels are laid out without overlapping.
     cells: set[tuple[int, int]] = set()
     for panel in board["panels"]:
         g = panel["gridPos"]
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
-                for y in range(g["y"], g["y"] + g["h"])}
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not (mine & cells), panel["title"]
         assert g["x"] + g["w"] <= 24
         cells |= mine

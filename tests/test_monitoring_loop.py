@@ -34,10 +34,11 @@ from monitoring_support import (
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif((PROMETHEUS is None or ALERTMANAGER is None)
-                       and not os.environ.get("CI"),
-                       reason="prometheus / prometheus-alertmanager not installed (Debian "
-                              "packages; .ci/run installs them)"),
+    pytest.mark.skipif(
+        (PROMETHEUS is None or ALERTMANAGER is None) and not os.environ.get("CI"),
+        reason="prometheus / prometheus-alertmanager not installed (Debian "
+        "packages; .ci/run installs them)",
+    ),
 ]
 
 LABELLED = 500
@@ -59,8 +60,7 @@ class Load:
         i = 0
         while not self._stop.wait(0.02):
             try:
-                r = session.post(self.url + "/predict", json=self.records[i % 2000],
-                                 timeout=30)
+                r = session.post(self.url + "/predict", json=self.records[i % 2000], timeout=30)
                 version = r.json().get("model_version", "") if r.status_code == 200 else ""
                 self.seen.append((r.status_code, version))
                 if r.status_code != 200:
@@ -87,10 +87,16 @@ class Load:
 
 @pytest.fixture()
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    window = {"live_rows": LABELLED, "history_rows": 500, "max_history_per_live": 1.0,
-              "min_live_rows": LABELLED}
-    project = Project(tmp_path_factory.mktemp("loop") / "project",
-                      {"retrain": {"min_new_labels": LABELLED, "window": window}})
+    window = {
+        "live_rows": LABELLED,
+        "history_rows": 500,
+        "max_history_per_live": 1.0,
+        "min_live_rows": LABELLED,
+    }
+    project = Project(
+        tmp_path_factory.mktemp("loop") / "project",
+        {"retrain": {"min_new_labels": LABELLED, "window": window}},
+    )
     project.promote_current()
     yield project
 
@@ -105,41 +111,90 @@ def test_drift_triggers_a_retrain_that_the_server_picks_up(project: Project) -> 
         with MonitorProcess(project) as monitor:
             # Live traffic from the late period, outcomes fed back after half a second.
             replay = subprocess.run(
-                [sys.executable, "-m", "plumbline", "--params", str(project.params), "replay",
-                 "--api", server.url, "--monitor", monitor.url, "--source", str(BANK_FULL),
-                 "--start", str(LIVE_START), "--rows", str(LABELLED), "--rate", "100",
-                 "--label-delay", "0.5", "--concurrency", "1", "--id-prefix", "loop",
-                 "--summary", str(root / "replay.json")],
-                cwd=root, env=monitor.env(), capture_output=True, text=True, timeout=300)
+                [
+                    sys.executable,
+                    "-m",
+                    "plumbline",
+                    "--params",
+                    str(project.params),
+                    "replay",
+                    "--api",
+                    server.url,
+                    "--monitor",
+                    monitor.url,
+                    "--source",
+                    str(BANK_FULL),
+                    "--start",
+                    str(LIVE_START),
+                    "--rows",
+                    str(LABELLED),
+                    "--rate",
+                    "100",
+                    "--label-delay",
+                    "0.5",
+                    "--concurrency",
+                    "1",
+                    "--id-prefix",
+                    "loop",
+                    "--summary",
+                    str(root / "replay.json"),
+                ],
+                cwd=root,
+                env=monitor.env(),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert replay.returncode == 0, replay.stdout + replay.stderr
             assert f"{LABELLED} rows answered, {LABELLED} outcomes posted" in replay.stdout
             # Outcomes that arrived before their log file are joined once it is read.
             status = wait_for(
                 lambda: (s := monitor.refresh())["feedback"]["joined"] == LABELLED and s,
-                60, "every outcome joined", details=lambda: str(monitor.status()["feedback"]))
+                60,
+                "every outcome joined",
+                details=lambda: str(monitor.status()["feedback"]),
+            )
             assert "euribor3m" in status["drift"]["drifted_features"]
             assert status["retrains"] == []
 
-            with Load(server.url) as load, \
-                    AlertmanagerProcess(root / "am", monitor.url) as alertmanager, \
-                    PrometheusProcess(root / "prom", api=f"127.0.0.1:{server.port}",
-                                      monitor=f"127.0.0.1:{monitor.port}",
-                                      alertmanager=f"127.0.0.1:{alertmanager.port}"):
+            with (
+                Load(server.url) as load,
+                AlertmanagerProcess(root / "am", monitor.url) as alertmanager,
+                PrometheusProcess(
+                    root / "prom",
+                    api=f"127.0.0.1:{server.port}",
+                    monitor=f"127.0.0.1:{monitor.port}",
+                    alertmanager=f"127.0.0.1:{alertmanager.port}",
+                ),
+            ):
+
                 def retrain_done() -> dict[str, Any] | None:
                     runs = monitor.status()["retrains"]
                     return runs[0] if runs and runs[0]["status"] != "running" else None
 
-                run = wait_for(retrain_done, 600, "a retrain to finish", every=2,
-                               details=lambda: monitor.log()[-3000:])
+                run = wait_for(
+                    retrain_done,
+                    600,
+                    "a retrain to finish",
+                    every=2,
+                    details=lambda: monitor.log()[-3000:],
+                )
                 assert run["status"] == "promoted", run
                 # Whichever drift alert's notification came first (data or prediction drift).
                 assert run["trigger"].startswith("alert Plumbline"), run["trigger"]
                 assert "Drift" in run["trigger"], run["trigger"]
-                assert (run["version"], run["champion_before"], run["champion_after"]) == \
-                    ("2", "1", "2")
+                assert (run["version"], run["champion_before"], run["champion_after"]) == (
+                    "2",
+                    "1",
+                    "2",
+                )
                 assert run["live_rows"] == LABELLED and run["history_rows"] == 500
-                wait_for(lambda: "2" in load.versions(), 60, "the server to serve version 2",
-                         details=lambda: server.log()[-3000:])
+                wait_for(
+                    lambda: "2" in load.versions(),
+                    60,
+                    "the server to serve version 2",
+                    details=lambda: server.log()[-3000:],
+                )
                 served_before = len(load.seen)
                 wait_for(lambda: len(load.seen) > served_before + 20, 60, "more traffic")
 
@@ -152,8 +207,11 @@ def test_drift_triggers_a_retrain_that_the_server_picks_up(project: Project) -> 
             assert counters.get("trigger.started") == 1
             # The reference moved with the champion: drift is now measured against the
             # training profile of version 2.
-            status = wait_for(lambda: (s := monitor.refresh())["serving_version"] == "2" and s,
-                              60, "version 2 in the log")
+            status = wait_for(
+                lambda: (s := monitor.refresh())["serving_version"] == "2" and s,
+                60,
+                "version 2 in the log",
+            )
             assert "retrain files" in status["reference_source"]
 
     assert registry.alias_version("champion") == "2"

@@ -27,17 +27,24 @@ from serve_support import Server
 from plumbline.monitoring.monitor import METRICS
 
 # In CI a missing Prometheus is a broken install step, never a reason to skip.
-pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
-                                reason="prometheus not installed (Debian package 'prometheus'; "
-                                       ".ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    PROMETHEUS is None and not os.environ.get("CI"),
+    reason="prometheus not installed (Debian package 'prometheus'; .ci/run installs it)",
+)
 
 # Series that must exist once traffic and labels flowed (the server's: serving/metrics.py).
 SERVER_SERIES = {
-    "plumbline_http_requests_total", "plumbline_http_request_duration_seconds_bucket",
-    "plumbline_validation_failures_total", "plumbline_batch_size_bucket",
-    "plumbline_batch_rows_bucket", "plumbline_prediction_score_bucket",
-    "plumbline_predictions_total", "plumbline_predicted_positive_ratio",
-    "plumbline_model_info", "plumbline_model_ready", "plumbline_model_reloads_total",
+    "plumbline_http_requests_total",
+    "plumbline_http_request_duration_seconds_bucket",
+    "plumbline_validation_failures_total",
+    "plumbline_batch_size_bucket",
+    "plumbline_batch_rows_bucket",
+    "plumbline_prediction_score_bucket",
+    "plumbline_predictions_total",
+    "plumbline_predicted_positive_ratio",
+    "plumbline_model_info",
+    "plumbline_model_ready",
+    "plumbline_model_reloads_total",
     "plumbline_prediction_log_rows_total",
 }
 
@@ -95,18 +102,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for chunk in (records[260:280], records[280:300]):
                 answer = server.post(chunk).json()
                 ids += [a["request_id"] for a in answer]
-            feedback = [{"request_id": rid, "row": 0, "outcome": y}
-                        for rid, y in zip(ids[:260], outcomes[:260], strict=True)]
-            feedback += [{"request_id": rid, "row": i % 20, "outcome": y}
-                         for i, (rid, y) in enumerate(zip(ids[260:], outcomes[260:],
-                                                          strict=True))]
+            feedback = [
+                {"request_id": rid, "row": 0, "outcome": y}
+                for rid, y in zip(ids[:260], outcomes[:260], strict=True)
+            ]
+            feedback += [
+                {"request_id": rid, "row": i % 20, "outcome": y}
+                for i, (rid, y) in enumerate(zip(ids[260:], outcomes[260:], strict=True))
+            ]
             assert server.post({**records[0], "age": "old"}).status_code == 422
             wait_for(lambda: monitor.refresh()["stored_rows"] >= 300, 30, "the log")
             assert monitor.feedback(feedback).json()["matched"] == 300
-            with PrometheusProcess(root / "prometheus",
-                                   api=f"127.0.0.1:{server.port}",
-                                   monitor=f"127.0.0.1:{monitor.port}") as prometheus, \
-                    Traffic(server, monitor) as traffic:
+            with (
+                PrometheusProcess(
+                    root / "prometheus",
+                    api=f"127.0.0.1:{server.port}",
+                    monitor=f"127.0.0.1:{monitor.port}",
+                ) as prometheus,
+                Traffic(server, monitor) as traffic,
+            ):
                 yield Stack(server, monitor, prometheus, traffic.errors)
 
 
@@ -115,27 +129,28 @@ def test_prometheus_scrapes_the_server_and_the_monitor(stack: Stack) -> None:
         up = stack.prometheus.query('up{job=~"plumbline-api|plumbline-monitor"}')
         return len(up) == 2 and all(r["value"][1] == "1" for r in up)
 
-    wait_for(both_up, 60, "both targets up", details=lambda: str(
-        stack.prometheus.api("targets")))
+    wait_for(both_up, 60, "both targets up", details=lambda: str(stack.prometheus.api("targets")))
     # Every monitor series but those that need a retrain or an alert first.
-    later = {"plumbline_monitor_alerts_received_total",
-             "plumbline_retrain_last_end_timestamp_seconds",
-             "plumbline_retrain_last_duration_seconds"}
+    later = {
+        "plumbline_monitor_alerts_received_total",
+        "plumbline_retrain_last_end_timestamp_seconds",
+        "plumbline_retrain_last_duration_seconds",
+    }
     expected = SERVER_SERIES | (set(METRICS) - later)
 
     def missing() -> set[str]:
         names = set(stack.prometheus.api("label/__name__/values"))
         return expected - names
 
-    wait_for(lambda: not missing(), 60, "every series",
-             details=lambda: f"missing: {sorted(missing())}")
+    wait_for(
+        lambda: not missing(), 60, "every series", details=lambda: f"missing: {sorted(missing())}"
+    )
     # Values that follow from the traffic.
     [ready] = stack.prometheus.query('plumbline_model_ready{job="plumbline-api"}')
     assert ready["value"][1] == "1"
     rejected = stack.prometheus.query('plumbline_validation_failures_total{field="age"}')
     assert float(rejected[0]["value"][1]) >= 1
-    matched = stack.prometheus.query(
-        'plumbline_feedback_outcomes_total{result="matched"}')
+    matched = stack.prometheus.query('plumbline_feedback_outcomes_total{result="matched"}')
     assert float(matched[0]["value"][1]) >= 300
     assert stack.errors == []
 
@@ -153,16 +168,24 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
                 out.append(f"{title}: {expr}")
         return out
 
-    wait_for(lambda: not empty(), 90, "data for every panel query", every=2,
-             details=lambda: "\n".join(empty()))
+    wait_for(
+        lambda: not empty(),
+        90,
+        "data for every panel query",
+        every=2,
+        details=lambda: "\n".join(empty()),
+    )
     assert stack.errors == []
 
 
 def test_alert_rules_evaluate_and_drift_fires(stack: Stack) -> None:
     def drift_firing() -> list[dict[str, Any]]:
         alerts = stack.prometheus.api("alerts")["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == "PlumblineDataDrift"
-                and a["state"] == "firing"]
+        return [
+            a
+            for a in alerts
+            if a["labels"]["alertname"] == "PlumblineDataDrift" and a["state"] == "firing"
+        ]
 
     firing = wait_for(drift_firing, 60, "PlumblineDataDrift to fire")
     features = {a["labels"]["feature"] for a in firing}

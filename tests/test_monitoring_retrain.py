@@ -42,8 +42,9 @@ from plumbline.paths import layout
 from plumbline.stages import ingest
 
 
-def labelled_project(root: Path, rows: int, labelled: int, overrides: dict | None = None,
-                     outcome: int | None = None) -> tuple[Project, Monitor, list[str]]:
+def labelled_project(
+    root: Path, rows: int, labelled: int, overrides: dict | None = None, outcome: int | None = None
+) -> tuple[Project, Monitor, list[str]]:
     """A project whose monitor store holds ``rows`` logged live rows, the first ``labelled``
     of them with their true outcome (or all with ``outcome``)."""
     project = Project(root, overrides or {})
@@ -54,16 +55,25 @@ def labelled_project(root: Path, rows: int, labelled: int, overrides: dict | Non
     ids = [f"live-{i}" for i in range(rows)]
     write_log(monitor.log_dir, ids, records, [0.5] * rows, "1")
     monitor.refresh()
-    monitor.feedback([Outcome(rid, 0, int(y == "yes") if outcome is None else outcome)
-                      for rid, y in list(zip(ids, ys, strict=True))[:labelled]])
+    monitor.feedback(
+        [
+            Outcome(rid, 0, int(y == "yes") if outcome is None else outcome)
+            for rid, y in list(zip(ids, ys, strict=True))[:labelled]
+        ]
+    )
     return project, monitor, ys
 
 
 def test_window_policy(tmp_path: Path) -> None:
-    window_cfg = {"live_rows": 300, "history_rows": 1000, "max_history_per_live": 1.5,
-                  "min_live_rows": 100}
-    project, monitor, ys = labelled_project(tmp_path / "p", 400, 350,
-                                            {"retrain": {"window": window_cfg}})
+    window_cfg = {
+        "live_rows": 300,
+        "history_rows": 1000,
+        "max_history_per_live": 1.5,
+        "min_live_rows": 100,
+    }
+    project, monitor, ys = labelled_project(
+        tmp_path / "p", 400, 350, {"retrain": {"window": window_cfg}}
+    )
     params, contract = monitor.params, monitor.contract
     window = build_window(params, contract, layout(project.root), monitor.store)
     # The newest 300 labelled rows (of 350), after min(1000, 1.5 * 300) history rows.
@@ -83,21 +93,38 @@ def test_window_policy(tmp_path: Path) -> None:
     features = contract.feature_columns(["duration"])
     derived = Contract.model_validate(window_contract(raw, features, "y"))
     write_window(window, contract, tmp_path / "window.csv")
-    data = DataConfig(contract=tmp_path / "c.yaml",
-                      source=CsvSource(path=tmp_path / "window.csv", sep=","))
+    data = DataConfig(
+        contract=tmp_path / "c.yaml", source=CsvSource(path=tmp_path / "window.csv", sep=",")
+    )
     typed, record = ingest.ingest(data, derived, tmp_path)
     assert record.rows == 750 and record.cells_failing_type == 0
     assert typed["y"].tolist() == window.frame["y"].tolist()
 
     # History so long that the training split would hold no live row: refused.
-    greedy = params.model_copy(update={"retrain": params.retrain.model_copy(update={
-        "window": params.retrain.window.model_copy(
-            update={"history_rows": 3000, "max_history_per_live": 10.0})})})
+    greedy = params.model_copy(
+        update={
+            "retrain": params.retrain.model_copy(
+                update={
+                    "window": params.retrain.window.model_copy(
+                        update={"history_rows": 3000, "max_history_per_live": 10.0}
+                    )
+                }
+            )
+        }
+    )
     with pytest.raises(RetrainError, match="would hold no live rows"):
         build_window(greedy, contract, layout(project.root), monitor.store)
-    strict = params.model_copy(update={"retrain": params.retrain.model_copy(update={
-        "window": params.retrain.window.model_copy(
-            update={"live_rows": 400, "min_live_rows": 351})})})
+    strict = params.model_copy(
+        update={
+            "retrain": params.retrain.model_copy(
+                update={
+                    "window": params.retrain.window.model_copy(
+                        update={"live_rows": 400, "min_live_rows": 351}
+                    )
+                }
+            )
+        }
+    )
     with pytest.raises(RetrainError, match="350 labelled live rows"):
         build_window(strict, contract, layout(project.root), monitor.store)
 
@@ -108,30 +135,51 @@ def test_one_retrain_at_a_time_across_processes(tmp_path: Path) -> None:
     (project.root / "data/interim/valid.parquet").unlink()
     lock_path = monitor.state_dir / "retrain.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from plumbline.monitoring.retrain import "
-         f"RetrainLock; lock = RetrainLock(Path({str(lock_path)!r})); "
-         "print(lock.acquire(), flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from plumbline.monitoring.retrain import "
+            f"RetrainLock; lock = RetrainLock(Path({str(lock_path)!r})); "
+            "print(lock.acquire(), flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
         assert not RetrainLock(lock_path).acquire()
-        retrainer = Retrainer(monitor.params, monitor.contract, project.root, monitor.store,
-                              monitor.references, monitor.state_dir)
+        retrainer = Retrainer(
+            monitor.params,
+            monitor.contract,
+            project.root,
+            monitor.store,
+            monitor.references,
+            monitor.state_dir,
+        )
         decision, _ = retrainer.request("test")
         assert decision.outcome == "busy"
         with MonitorProcess(project) as proc:
-            alert = {"status": "firing", "alerts": [
-                {"status": "firing", "labels": {"alertname": "PlumblineDataDrift"}}]}
+            alert = {
+                "status": "firing",
+                "alerts": [{"status": "firing", "labels": {"alertname": "PlumblineDataDrift"}}],
+            }
             import requests
 
             answer = requests.post(proc.url + "/alerts", json=alert, timeout=30).json()
             assert answer["outcome"] == "busy"
-            assert metric_value(proc.metrics(), "plumbline_retrain_triggers_total",
-                                outcome="busy") == 1
-            cli = subprocess.run([sys.executable, "-m", "plumbline", "--params",
-                                  str(project.params), "retrain"], env=proc.env(),
-                                 cwd=project.root, capture_output=True, text=True, timeout=120)
+            assert (
+                metric_value(proc.metrics(), "plumbline_retrain_triggers_total", outcome="busy")
+                == 1
+            )
+            cli = subprocess.run(
+                [sys.executable, "-m", "plumbline", "--params", str(project.params), "retrain"],
+                env=proc.env(),
+                cwd=project.root,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert cli.returncode == 1 and "busy" in cli.stderr
     finally:
         assert holder.stdin is not None
@@ -167,9 +215,14 @@ def test_failed_retrain_keeps_the_champion_and_is_counted(tmp_path: Path) -> Non
     project.promote_current()
     registry = project.registry()
     assert registry.alias_version("champion") == "1"
-    done = subprocess.run([sys.executable, "-m", "plumbline", "--params", str(project.params),
-                           "retrain"], env=MonitorProcess(project).env(), cwd=project.root,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "plumbline", "--params", str(project.params), "retrain"],
+        env=MonitorProcess(project).env(),
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "retrain 1 failed: stage featurize failed" in done.stderr
     assert "holds only one class" in done.stderr
@@ -185,14 +238,20 @@ def test_failed_retrain_keeps_the_champion_and_is_counted(tmp_path: Path) -> Non
 
 
 def test_a_retrain_the_gate_rejects_leaves_the_champion(tmp_path: Path) -> None:
-    strict_gate = {"min_roc_auc": 0.99, "min_pr_auc": 0.0, "max_brier": 1.0,
-                   "max_regression": 1.0}
-    project, monitor, _ = labelled_project(tmp_path / "p", 300, 300,
-                                           {"retrain": {"gate": strict_gate}})
+    strict_gate = {"min_roc_auc": 0.99, "min_pr_auc": 0.0, "max_brier": 1.0, "max_regression": 1.0}
+    project, monitor, _ = labelled_project(
+        tmp_path / "p", 300, 300, {"retrain": {"gate": strict_gate}}
+    )
     project.promote_current()
     registry = project.registry()
-    retrainer = Retrainer(monitor.params, monitor.contract, project.root, monitor.store,
-                          monitor.references, monitor.state_dir)
+    retrainer = Retrainer(
+        monitor.params,
+        monitor.contract,
+        project.root,
+        monitor.store,
+        monitor.references,
+        monitor.state_dir,
+    )
     decision, result = retrainer.request("test", background=False)
     assert decision.outcome == "started" and result is not None
     assert result.status == "rejected", result.reason
@@ -209,8 +268,9 @@ def test_a_retrain_the_gate_rejects_leaves_the_champion(tmp_path: Path) -> None:
     assert metric_value(text, "plumbline_retrain_runs_total", result="rejected") == 1
     assert metric_value(text, "plumbline_retrain_last_failed") == 0
     # Not enough new labels since this retrain: the next request is refused.
-    monitor.params = monitor.params.model_copy(update={"retrain": monitor.params.retrain
-                                                       .model_copy(update={"cooldown_s": 0})})
+    monitor.params = monitor.params.model_copy(
+        update={"retrain": monitor.params.retrain.model_copy(update={"cooldown_s": 0})}
+    )
     retrainer.params = monitor.params
     again, _ = retrainer.request("again")
     assert again.outcome == "not_enough_labels"

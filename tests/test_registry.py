@@ -45,8 +45,13 @@ def base_project(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Path:
 
 
 @pytest.fixture
-def project(base_project: Path, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-            request: pytest.FixtureRequest) -> Path:
+def project(
+    base_project: Path,
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Path:
     """A fresh copy of the featurized project with a registered-model name of its own."""
     root = tmp_path / "project"
     shutil.copytree(base_project, root)
@@ -74,8 +79,9 @@ def gate_and_promote(*, expect_pass: bool) -> str:
     return ok("promote")
 
 
-def test_first_passing_candidate_becomes_champion_with_provenance(project: Path, store: Path
-                                                                  ) -> None:
+def test_first_passing_candidate_becomes_champion_with_provenance(
+    project: Path, store: Path
+) -> None:
     metrics = train_candidate(project)
     out = gate_and_promote(expect_pass=True)
     name = model_name(project)
@@ -98,17 +104,39 @@ def test_first_passing_candidate_becomes_champion_with_provenance(project: Path,
     assert len(client(store).search_model_versions(f"name = '{name}'")) == 1
 
 
-def test_failed_gate_registers_challenger_and_leaves_champion(project: Path, store: Path
-                                                              ) -> None:
+def test_failed_gate_registers_challenger_and_leaves_champion(project: Path, store: Path) -> None:
     train_candidate(project)
     gate_and_promote(expect_pass=True)
     # A model that sees only two features: it clears the loose absolute thresholds but is far
     # worse than the champion re-scored on the same test rows.
-    train_candidate(project, **{"featurize.exclude_columns": [
-        c for c in ("duration", "job", "education", "default", "housing", "loan", "contact",
-                    "month", "day_of_week", "campaign", "pdays", "previous", "poutcome",
-                    "emp.var.rate", "cons.price.idx", "cons.conf.idx", "euribor3m",
-                    "nr.employed")]})
+    train_candidate(
+        project,
+        **{
+            "featurize.exclude_columns": [
+                c
+                for c in (
+                    "duration",
+                    "job",
+                    "education",
+                    "default",
+                    "housing",
+                    "loan",
+                    "contact",
+                    "month",
+                    "day_of_week",
+                    "campaign",
+                    "pdays",
+                    "previous",
+                    "poutcome",
+                    "emp.var.rate",
+                    "cons.price.idx",
+                    "cons.conf.idx",
+                    "euribor3m",
+                    "nr.employed",
+                )
+            ]
+        },
+    )
     out = gate_and_promote(expect_pass=False)
     name = model_name(project)
 
@@ -156,8 +184,9 @@ def test_champion_alias_loads_the_artifact_under_models(project: Path) -> None:
     local = load_model(project / "models/model.skops")
     test = pd.read_parquet(project / "data/features/test.parquet")
     features = list(local.feature_names_in_)
-    np.testing.assert_array_equal(positive_proba(served, test[features]),
-                                  positive_proba(local, test[features]))
+    np.testing.assert_array_equal(
+        positive_proba(served, test[features]), positive_proba(local, test[features])
+    )
 
 
 def test_promote_refuses_a_gate_verdict_for_another_model(project: Path) -> None:
@@ -181,15 +210,21 @@ def test_loader_refuses_types_outside_the_project_allow_list(project: Path, stor
     x = np.linspace(0, 1, 40).reshape(-1, 2)
     y = np.arange(20) % 2
     # operator.neg is harmless, but it is not on our list; the model's own MLmodel trusts it.
-    crafted = Pipeline([
-        ("f", FunctionTransformer(np.abs, inverse_func=operator.neg, check_inverse=False)),
-        ("c", LogisticRegression()),
-    ]).fit(x, y)
+    crafted = Pipeline(
+        [
+            ("f", FunctionTransformer(np.abs, inverse_func=operator.neg, check_inverse=False)),
+            ("c", LogisticRegression()),
+        ]
+    ).fit(x, y)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(crafted, name="model", serialization_format="skops",
-                                        skops_trusted_types=["_operator.neg"],
-                                        pip_requirements=["scikit-learn"])
+        info = mlflow.sklearn.log_model(
+            crafted,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=["_operator.neg"],
+            pip_requirements=["scikit-learn"],
+        )
     name = model_name(project)
     version = mlflow.register_model(info.model_uri, name)
     client(store).set_registered_model_alias(name, "champion", version.version)

@@ -32,8 +32,14 @@ METRICS = {"roc_auc": 0.70, "pr_auc": 0.48, "brier": 0.20, "rows": 800.0}
 
 
 def run(root: Path, *args: str) -> str:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_COMMITTER_NAME="t",
-               GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_EMAIL="t@example.invalid")
+    env = dict(
+        os.environ,
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_COMMITTER_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+    )
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -96,8 +102,7 @@ def test_report_diffs_against_the_base_branch(repo: Path) -> None:
     report = (repo / "report.md").read_text()
     assert "with the base branch `main`" in report
     # dvc metrics diff, as a markdown table with the old and new values
-    assert re.search(r"\| reports/metrics\.json \| roc_auc\s+\| 0\.7\s+\| 0\.75\s+\| 0\.05",
-                     report)
+    assert re.search(r"\| reports/metrics\.json \| roc_auc\s+\| 0\.7\s+\| 0\.75\s+\| 0\.05", report)
     assert re.search(r"\| reports/metrics\.json \| brier\s+\| 0\.2\s+\| 0\.18", report)
     assert "pr_auc" not in report.split("## Metrics")[1].split("## Params")[0]  # unchanged
     assert re.search(r"\| params\.yaml\s+\| evaluate\.threshold\s+\| 0\.5\s+\| 0\.4", report)

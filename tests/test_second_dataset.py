@@ -33,17 +33,23 @@ def customers(n: int = 600, seed: int = 0) -> pd.DataFrame:
     income = rng.lognormal(10.5, 0.4, n).round(2)
     tenure = rng.integers(1, 72, n)
     plan = rng.choice(["basic", "plus", "pro"], n)
-    logit = 1.0 - 0.05 * tenure - 0.8 * (np.log(income) - 10.5) / 0.4 \
+    logit = (
+        1.0
+        - 0.05 * tenure
+        - 0.8 * (np.log(income) - 10.5) / 0.4
         + pd.Series(plan).map({"basic": 1.0, "plus": 0.0, "pro": -1.0}).to_numpy()
+    )
     churned = rng.random(n) < 1 / (1 + np.exp(-logit))
-    frame = pd.DataFrame({
-        "customer_id": [f"C{i:05d}" for i in range(n)],
-        "region": rng.choice(["north", "south", "east", "west"], n),
-        "plan": plan,
-        "tenure_months": tenure,
-        "income": income.astype(object),
-        "churned": np.where(churned, "true", "false"),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "region": rng.choice(["north", "south", "east", "west"], n),
+            "plan": plan,
+            "tenure_months": tenure,
+            "income": income.astype(object),
+            "churned": np.where(churned, "true", "false"),
+        }
+    )
     frame.loc[rng.choice(n, 12, replace=False), "income"] = None  # nullable: imputed
     return frame
 
@@ -52,16 +58,20 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
     customers().to_csv(tmp_path / "customers.csv", index=False)
     (tmp_path / "churn.yaml").write_text(CONTRACT)
     params = {
-        "data": {"contract": "churn.yaml",
-                 "source": {"kind": "csv", "path": "customers.csv"}},
+        "data": {"contract": "churn.yaml", "source": {"kind": "csv", "path": "customers.csv"}},
         "validate": {"max_bad_fraction": 0.0},
         "featurize": {"train_fraction": 0.75, "test_fraction": 0.25, "exclude_columns": []},
         "train": {"estimator": "logistic_regression", "seed": 0},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
-    for stage in (["ingest"], ["validate"], ["featurize"], ["train", "--no-mlflow"],
-                  ["evaluate", "--no-mlflow"]):
+    for stage in (
+        ["ingest"],
+        ["validate"],
+        ["featurize"],
+        ["train", "--no-mlflow"],
+        ["evaluate", "--no-mlflow"],
+    ):
         proc = run_cli("--params", str(tmp_path / "params.yaml"), *stage, root=tmp_path)
         assert proc.returncode == 0, f"{stage}: {proc.stderr}"
 

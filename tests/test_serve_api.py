@@ -31,9 +31,14 @@ def bank() -> Artifacts:
 def server(bank: Artifacts) -> Iterator[Server]:
     directory = session_dir() / "api"
     missing_store = f"sqlite:///{directory / 'no-such-store.db'}"
-    with Server(directory, missing_store, fallback_artifact=str(bank.model),
-                max_body_bytes=MAX_BODY, poll_interval_s=30,
-                prediction_log={"rotate_rows": 500}) as srv:
+    with Server(
+        directory,
+        missing_store,
+        fallback_artifact=str(bank.model),
+        max_body_bytes=MAX_BODY,
+        poll_interval_s=30,
+        prediction_log={"rotate_rows": 500},
+    ) as srv:
         srv.wait("/ready")
         yield srv
 
@@ -88,17 +93,21 @@ def _detail(response: requests.Response) -> list[dict]:
     return response.json()["detail"]
 
 
-@pytest.mark.parametrize(("change", "field", "error_type"), [
-    (lambda r: r.pop("age"), "age", "missing"),
-    (lambda r: r.update(age="41"), "age", "int_type"),
-    (lambda r: r.update({"euribor3m": "high"}), "euribor3m", "float_type"),
-    (lambda r: r.update(age=200), "age", "less_than_equal"),
-    (lambda r: r.update(campaign=0), "campaign", "greater_than_equal"),
-    (lambda r: r.update(job="astronaut"), "job", "literal_error"),
-    (lambda r: r.update({"nr.employed": None}), "nr.employed", "float_type"),
-])
-def test_bad_record_is_422_naming_the_field(server: Server, good: dict, change, field: str,
-                                            error_type: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "error_type"),
+    [
+        (lambda r: r.pop("age"), "age", "missing"),
+        (lambda r: r.update(age="41"), "age", "int_type"),
+        (lambda r: r.update({"euribor3m": "high"}), "euribor3m", "float_type"),
+        (lambda r: r.update(age=200), "age", "less_than_equal"),
+        (lambda r: r.update(campaign=0), "campaign", "greater_than_equal"),
+        (lambda r: r.update(job="astronaut"), "job", "literal_error"),
+        (lambda r: r.update({"nr.employed": None}), "nr.employed", "float_type"),
+    ],
+)
+def test_bad_record_is_422_naming_the_field(
+    server: Server, good: dict, change, field: str, error_type: str
+) -> None:
     record = dict(good)
     change(record)
     errors = _detail(server.post(record))
@@ -111,8 +120,14 @@ def test_bad_record_is_422_naming_the_field(server: Server, good: dict, change, 
 
 def test_malformed_json_and_wrong_shapes_are_422(server: Server, good: dict) -> None:
     for body in (b'{"age": 41,', b"not json", b""):
-        errors = _detail(requests.post(server.url + "/predict", data=body, timeout=10,
-                                       headers={"Content-Type": "application/json"}))
+        errors = _detail(
+            requests.post(
+                server.url + "/predict",
+                data=body,
+                timeout=10,
+                headers={"Content-Type": "application/json"},
+            )
+        )
         assert errors[0]["field"] == "body" and errors[0]["type"] == "json_invalid"
     errors = _detail(requests.post(server.url + "/predict", data=b"42", timeout=10))
     assert errors[0]["field"] == "body"
@@ -142,8 +157,10 @@ def test_server_stays_up_after_bad_input(server: Server, good: dict) -> None:
     assert server.get("/health").status_code == 200
     assert server.get("/ready").status_code == 200
     assert server.post(good).status_code == 200
-    assert metric_value(server.get("/metrics").text, "plumbline_http_requests_total",
-                        status="500") == 0
+    assert (
+        metric_value(server.get("/metrics").text, "plumbline_http_requests_total", status="500")
+        == 0
+    )
 
 
 def test_probes(server: Server) -> None:
@@ -179,9 +196,12 @@ def test_metrics_move_with_traffic(server: Server, good: dict) -> None:
     def settled() -> str:
         """A scrape after earlier tests' counts have all been written (HTTP processes write
         theirs every 0.25 s): two scrapes 0.3 s apart agree."""
+
         def counts(text: str) -> tuple[float, float]:
-            return (metric_value(text, "plumbline_http_requests_total", route="/predict"),
-                    metric_value(text, "plumbline_predictions_total"))
+            return (
+                metric_value(text, "plumbline_http_requests_total", route="/predict"),
+                metric_value(text, "plumbline_predictions_total"),
+            )
 
         last = scrape()
         deadline = time.monotonic() + 10
@@ -207,8 +227,10 @@ def test_metrics_move_with_traffic(server: Server, good: dict) -> None:
     # Processes write their counts a few times a second: wait for the last ones.
     deadline = time.monotonic() + 10
     after = scrape()
-    while (moved("plumbline_http_request_duration_seconds_count", route="/predict") < n + 3
-           or moved("plumbline_predictions_total") < n):
+    while (
+        moved("plumbline_http_request_duration_seconds_count", route="/predict") < n + 3
+        or moved("plumbline_predictions_total") < n
+    ):
         assert time.monotonic() < deadline, "counts never caught up"
         time.sleep(0.1)
         after = scrape()

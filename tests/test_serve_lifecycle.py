@@ -36,8 +36,10 @@ def test_without_registry_or_fallback_it_is_alive_but_not_ready() -> None:
 def _start_request(port: int, body: bytes, held_back: int) -> socket.socket:
     """Send an HTTP request but the last ``held_back`` bytes of its body."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     sock.sendall(head + body[:-held_back])
     return sock
 
@@ -63,8 +65,9 @@ def test_sigterm_finishes_in_flight_requests_and_leaves_no_process() -> None:
     big = (rows * (10_000 // len(rows) + 1))[:10_000]
     body = json.dumps(big).encode()  # ~4 MB: bigger than the socket buffers
     directory = session_dir() / "shutdown"
-    server = Server(directory, f"sqlite:///{directory / 'none.db'}",
-                    fallback_artifact=str(bank.model)).start()
+    server = Server(
+        directory, f"sqlite:///{directory / 'none.db'}", fallback_artifact=str(bank.model)
+    ).start()
     try:
         server.wait("/ready")
         processes = server.processes()

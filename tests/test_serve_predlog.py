@@ -27,13 +27,21 @@ def features(contract: Contract) -> list[str]:
 def _batch(contract: Contract, features: list[str], n: int, request_id: str) -> Batch:
     rows = (smoke_rows(contract, features) * n)[:n]
     p = np.linspace(0, 1, n)
-    return Batch(request_ids=[request_id], row_counts=[n], received_at=[1_700_000_000.0],
-                 model_name="m", model_version="7", rows=rows, probabilities=p,
-                 labels=(p >= 0.5).astype(np.int64))
+    return Batch(
+        request_ids=[request_id],
+        row_counts=[n],
+        received_at=[1_700_000_000.0],
+        model_name="m",
+        model_version="7",
+        rows=rows,
+        probabilities=p,
+        labels=(p >= 0.5).astype(np.int64),
+    )
 
 
 def test_log_rotates_keeps_the_newest_files_and_types_columns(
-        tmp_path: Path, contract: Contract, features: list[str]) -> None:
+    tmp_path: Path, contract: Contract, features: list[str]
+) -> None:
     cfg = PredictionLogConfig(dir=tmp_path, rotate_rows=10, max_files=2, flush_s=60)
     log = PredictionLog(cfg, tmp_path, contract, features, ServeMetrics(False, "worker"))
     log.start()
@@ -52,7 +60,8 @@ def test_log_rotates_keeps_the_newest_files_and_types_columns(
 
 
 def test_log_drops_and_never_blocks_when_the_writer_lags(
-        tmp_path: Path, contract: Contract, features: list[str]) -> None:
+    tmp_path: Path, contract: Contract, features: list[str]
+) -> None:
     cfg = PredictionLogConfig(dir=tmp_path, max_pending_rows=25, flush_s=60)
     log = PredictionLog(cfg, tmp_path, contract, features, ServeMetrics(False, "worker"))
     for i in range(4):  # the writer thread is not even started: nothing drains

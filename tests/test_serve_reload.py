@@ -30,16 +30,23 @@ from serve_support import (
 @pytest.fixture(scope="module")
 def store() -> Store:
     bank = artifacts()
-    return make_store(session_dir() / "registry",
-                      {"v1": bank.model, "v2": bank.other_model, "corrupt": bank.model})
+    return make_store(
+        session_dir() / "registry",
+        {"v1": bank.model, "v2": bank.other_model, "corrupt": bank.model},
+    )
 
 
 @pytest.fixture(scope="module")
 def server(store: Store) -> Iterator[Server]:
     # The store named in params.yaml, not in the environment: the server must not depend on
     # MLFLOW_TRACKING_URI being set.
-    with Server(session_dir() / "reload", store.uri, uri_from="params", fallback_artifact=None,
-                poll_interval_s=0.5) as srv:
+    with Server(
+        session_dir() / "reload",
+        store.uri,
+        uri_from="params",
+        fallback_artifact=None,
+        poll_interval_s=0.5,
+    ) as srv:
         srv.wait("/ready")
         yield srv
 
@@ -63,8 +70,9 @@ class Load:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(self.threads)]
+        self._workers = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.threads)
+        ]
 
     def _run(self, i: int) -> None:
         session = requests.Session()
@@ -72,8 +80,9 @@ class Load:
         while not self._stop.is_set():
             n += self.threads
             try:
-                r = session.post(self.url + "/predict", json=self.rows[n % len(self.rows)],
-                                 timeout=30)
+                r = session.post(
+                    self.url + "/predict", json=self.rows[n % len(self.rows)], timeout=30
+                )
                 version = r.json().get("model_version", "") if r.status_code == 200 else ""
                 with self._lock:
                     self.outcomes.append((i, r.status_code, version))
@@ -111,12 +120,12 @@ class Load:
 
 
 def reloads(server: Server, result: str) -> float:
-    return metric_value(server.get("/metrics").text, "plumbline_model_reloads_total",
-                        result=result)
+    return metric_value(server.get("/metrics").text, "plumbline_model_reloads_total", result=result)
 
 
 def test_promotion_under_load_switches_version_without_failures(
-        server: Server, store: Store, rows: list[dict]) -> None:
+    server: Server, store: Store, rows: list[dict]
+) -> None:
     v1, v2 = store.versions["v1"], store.versions["v2"]
     store.set_champion("v1")
     server.wait("/ready")
@@ -141,7 +150,8 @@ def test_promotion_under_load_switches_version_without_failures(
 
 
 def test_corrupt_version_is_rejected_and_old_keeps_serving(
-        server: Server, store: Store, rows: list[dict]) -> None:
+    server: Server, store: Store, rows: list[dict]
+) -> None:
     store.set_champion("v2")
     good = store.versions["v2"]
     server.wait("/ready")
@@ -163,11 +173,13 @@ def test_corrupt_version_is_rejected_and_old_keeps_serving(
 
 
 def test_admin_reload_needs_the_token_and_reports_the_result(
-        server: Server, store: Store, rows: list[dict]) -> None:
+    server: Server, store: Store, rows: list[dict]
+) -> None:
     url = server.url + "/admin/reload"
     assert requests.post(url, timeout=10).status_code == 401
-    assert requests.post(url, headers={"Authorization": "Bearer wrong"},
-                         timeout=10).status_code == 401
+    assert (
+        requests.post(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    )
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     # champion -> the corrupt version: an explicit reload retries it, fails, and says so.

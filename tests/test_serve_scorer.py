@@ -26,17 +26,25 @@ from plumbline.serving.scorer import (
 
 
 def _rows(frame: pd.DataFrame, features: list[str]) -> list[tuple[Any, ...]]:
-    return [tuple(v.item() if hasattr(v, "item") else v for v in row)
-            for row in frame[features].astype(object).itertuples(index=False, name=None)]
+    return [
+        tuple(v.item() if hasattr(v, "item") else v for v in row)
+        for row in frame[features].astype(object).itertuples(index=False, name=None)
+    ]
 
 
-def _fit(contract: Contract, features: list[str], train: pd.DataFrame,
-         estimator: str = "logistic_regression") -> Any:
+def _fit(
+    contract: Contract,
+    features: list[str],
+    train: pd.DataFrame,
+    estimator: str = "logistic_regression",
+) -> Any:
     transformer = build_transformer(contract, features, FeaturizeConfig())
     transformer.fit(train[features])
     model = build_estimator(TrainConfig(estimator=estimator))
-    model.fit(transformer.transform(train[features]),
-              contract.encode_target(train[contract.target.column]))
+    model.fit(
+        transformer.transform(train[features]),
+        contract.encode_target(train[contract.target.column]),
+    )
     return assemble(transformer, model)
 
 
@@ -46,8 +54,7 @@ def data() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return pd.read_parquet(bank.root / "train.parquet"), bank.test_frame(), bank.features
 
 
-def test_fast_path_matches_pipeline_including_unknown_categories(contract: Contract, data
-                                                                  ) -> None:
+def test_fast_path_matches_pipeline_including_unknown_categories(contract: Contract, data) -> None:
     _, test, features = data
     model = load_model(artifacts().model)
     scorer = compile_scorer(model, contract, features)
@@ -56,8 +63,7 @@ def test_fast_path_matches_pipeline_including_unknown_categories(contract: Contr
     frame.loc[frame.index[:25], "job"] = "astronaut"  # unknown: all job indicators 0
     frame.loc[frame.index[25:50], "month"] = "smarch"
     expected = positive_proba(model, frame)
-    np.testing.assert_allclose(scorer.proba(_rows(frame, features)), expected,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scorer.proba(_rows(frame, features)), expected, rtol=0, atol=1e-9)
 
 
 def test_fast_path_with_gradient_boosting(contract: Contract, data) -> None:
@@ -65,8 +71,12 @@ def test_fast_path_with_gradient_boosting(contract: Contract, data) -> None:
     model = _fit(contract, features, train, "hist_gradient_boosting")
     scorer = compile_scorer(model, contract, features)
     assert scorer.kind == "fast"
-    np.testing.assert_allclose(scorer.proba(_rows(test, features)),
-                               positive_proba(model, test[features]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        scorer.proba(_rows(test, features)),
+        positive_proba(model, test[features]),
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 def test_missing_values_are_imputed_like_the_pipeline(contract: Contract, data) -> None:
@@ -84,8 +94,13 @@ def test_missing_values_are_imputed_like_the_pipeline(contract: Contract, data) 
     scorer = compile_scorer(model, nullable, features)
     assert scorer.kind == "fast"
     rows = _rows(test.head(300), features)
-    rows = [tuple(None if (i % 3 == 0 and features[j] in ("age", "euribor3m", "job")) else v
-                  for j, v in enumerate(row)) for i, row in enumerate(rows)]
+    rows = [
+        tuple(
+            None if (i % 3 == 0 and features[j] in ("age", "euribor3m", "job")) else v
+            for j, v in enumerate(row)
+        )
+        for i, row in enumerate(rows)
+    ]
     expected = positive_proba(model, rows_frame(rows, features))
     np.testing.assert_allclose(scorer.proba(rows), expected, rtol=0, atol=1e-9)
 
@@ -94,20 +109,30 @@ def test_unsupported_steps_fall_back_to_the_pipeline(contract: Contract, data) -
     train, test, features = data
     numeric = contract.numeric_columns(features)
     categorical = contract.categorical_columns(features)
-    transformer = ColumnTransformer([
-        ("numeric", MinMaxScaler(), numeric),
-        ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-         categorical),
-    ])
+    transformer = ColumnTransformer(
+        [
+            ("numeric", MinMaxScaler(), numeric),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                categorical,
+            ),
+        ]
+    )
     transformer.fit(train[features])
     estimator = build_estimator(TrainConfig())
-    estimator.fit(transformer.transform(train[features]),
-                  contract.encode_target(train[contract.target.column]))
+    estimator.fit(
+        transformer.transform(train[features]),
+        contract.encode_target(train[contract.target.column]),
+    )
     model = assemble(transformer, estimator)
     scorer = compile_scorer(model, contract, features)
     assert scorer.kind == "pipeline"
-    np.testing.assert_allclose(scorer.proba(_rows(test.head(50), features)),
-                               positive_proba(model, test[features].head(50)), atol=1e-12)
+    np.testing.assert_allclose(
+        scorer.proba(_rows(test.head(50), features)),
+        positive_proba(model, test[features].head(50)),
+        atol=1e-12,
+    )
 
 
 def test_a_model_needing_other_columns_is_refused(contract: Contract, data) -> None:

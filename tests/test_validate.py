@@ -36,14 +36,19 @@ EXPECTED = {
 
 def bad_rows_csv(path: Path) -> Path:
     text = bank_text()
-    edits = {3: ("age", ""), 4: ("age", "500"), 5: ("age", "abc"), 6: ("campaign", "2.5"),
-             7: ("job", "astronaut"), 9: ("emp.var.rate", "50")}
+    edits = {
+        3: ("age", ""),
+        4: ("age", "500"),
+        5: ("age", "abc"),
+        6: ("campaign", "2.5"),
+        7: ("job", "astronaut"),
+        9: ("emp.var.rate", "50"),
+    }
     for row, (column, value) in edits.items():
         text.loc[row, column] = value
     text.loc[11, ["age", "job"]] = ["500", "astronaut"]
     again = text.iloc[[5]].assign(age="xyz")
-    pd.concat([text, text.iloc[[10]], again], ignore_index=True).to_csv(path, sep=";",
-                                                                        index=False)
+    pd.concat([text, text.iloc[[10]], again], ignore_index=True).to_csv(path, sep=";", index=False)
     return path
 
 
@@ -61,11 +66,21 @@ class Outputs:
 
 def run_validate(dir: Path, contract: Contract, max_bad_fraction: float) -> Outputs:
     csv = bad_rows_csv(dir / "rows.csv")
-    frame, _ = ingest.ingest(data_config({"kind": "csv", "path": str(csv), "sep": ";"}),
-                             contract, dir)
+    frame, _ = ingest.ingest(
+        data_config({"kind": "csv", "path": str(csv), "sep": ";"}), contract, dir
+    )
     out = Outputs(dir, frame)
-    validate.run(frame, contract, max_bad_fraction, True, out.valid, out.quarantine,
-                 out.report_file, out.suite, out.docs)
+    validate.run(
+        frame,
+        contract,
+        max_bad_fraction,
+        True,
+        out.valid,
+        out.quarantine,
+        out.report_file,
+        out.suite,
+        out.docs,
+    )
     return out
 
 
@@ -76,8 +91,10 @@ def validated(tmp_path_factory: pytest.TempPathFactory, contract: Contract) -> O
 
 def test_each_bad_row_is_quarantined_with_its_reason(validated: Outputs) -> None:
     quarantine = pd.read_parquet(validated.quarantine)
-    got = {row: sorted(reasons) for row, reasons in
-           zip(quarantine[SOURCE_ROW], quarantine[REASONS], strict=True)}
+    got = {
+        row: sorted(reasons)
+        for row, reasons in zip(quarantine[SOURCE_ROW], quarantine[REASONS], strict=True)
+    }
     assert got == EXPECTED
 
 
@@ -121,25 +138,27 @@ def test_gx_suite_and_data_docs_are_written(validated: Outputs) -> None:
     assert report["gx_statistics"]["unsuccessful_expectations"] > 0
 
 
-def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, contract: Contract
-                                                     ) -> None:
+def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, contract: Contract) -> None:
     with pytest.raises(ValidationFailed) as err:
         run_validate(tmp_path, contract, max_bad_fraction=0.01)
     message = str(err.value)
-    assert message.startswith("9 of 302 rows (2.98%) failed the contract, above "
-                              "validate.max_bad_fraction=1.00%")
+    assert message.startswith(
+        "9 of 302 rows (2.98%) failed the contract, above validate.max_bad_fraction=1.00%"
+    )
     assert "type:age (2)" in message
     assert str(tmp_path / "quarantine.parquet") in message
     # The evidence is written before the stage fails.
     assert len(pd.read_parquet(tmp_path / "quarantine.parquet")) == 9
 
 
-def test_cli_exits_1_when_too_many_rows_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exits_1_when_too_many_rows_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad_rows_csv(tmp_path / "rows.csv")
     params = yaml.safe_load((BANK_CONTRACT.parents[1] / "params.yaml").read_text())
-    params["data"].update(contract=str(BANK_CONTRACT),
-                          source={"kind": "csv", "path": "rows.csv", "sep": ";"})
+    params["data"].update(
+        contract=str(BANK_CONTRACT), source={"kind": "csv", "path": "rows.csv", "sep": ";"}
+    )
     params["validate"]["max_bad_fraction"] = 0.02
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setenv("PLUMBLINE_ROOT", str(tmp_path))
@@ -157,8 +176,11 @@ def test_record_model_rejects_what_gx_rejects(validated: Outputs, contract: Cont
     gx_says: dict[int, list[str]] = {i: [] for i in range(len(validated.frame))}
     quarantine = pd.read_parquet(validated.quarantine)
     for row, reasons in zip(quarantine[SOURCE_ROW], quarantine[REASONS], strict=True):
-        gx_says[row] = sorted(r.split(":", 1)[1] for r in reasons
-                              if r.split(":")[0] in ("not_null", "range", "category"))
+        gx_says[row] = sorted(
+            r.split(":", 1)[1]
+            for r in reasons
+            if r.split(":")[0] in ("not_null", "range", "category")
+        )
     for row in (5, 6, 301):  # the type-error rows
         del pydantic_says[row], gx_says[row]
     assert pydantic_says == gx_says
@@ -167,8 +189,15 @@ def test_record_model_rejects_what_gx_rejects(validated: Outputs, contract: Cont
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("age", "abc"), ("age", "35"), ("campaign", 2.5), ("age", None), ("age", 500),
-     ("job", "astronaut"), ("emp.var.rate", 50.0)],
+    [
+        ("age", "abc"),
+        ("age", "35"),
+        ("campaign", 2.5),
+        ("age", None),
+        ("age", 500),
+        ("job", "astronaut"),
+        ("emp.var.rate", 50.0),
+    ],
 )
 def test_record_model_on_raw_values(column: str, value: object, contract: Contract) -> None:
     model = contract.record_model()

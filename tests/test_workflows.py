@@ -75,12 +75,15 @@ def test_workflow_is_valid_yaml_with_pinned_actions(name: str) -> None:
 
 
 def test_workflows_match_the_github_workflow_schema() -> None:
-    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or \
-        shutil.which("check-jsonschema")
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which(
+        "check-jsonschema"
+    )
     assert exe, "check-jsonschema (a dev dependency) is not installed"
     proc = subprocess.run(
         [exe, "--builtin-schema", "vendor.github-workflows", *(str(WORKFLOWS / n) for n in NAMES)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -103,10 +106,16 @@ def test_tools_come_from_the_project_or_a_setup_action(name: str) -> None:
     workflow = load(name)
     optional = PYPROJECT["project"]["optional-dependencies"]
     # What the workflow installs: the base dependencies plus every extra it names.
-    extras = {extra for s in steps(workflow) for c in commands(s)
-              for group in re.findall(r"\.\[([a-z,]+)\]", c) for extra in group.split(",")}
-    deps = " ".join([*PYPROJECT["project"]["dependencies"],
-                     *(d for e in extras for d in optional.get(e, []))])
+    extras = {
+        extra
+        for s in steps(workflow)
+        for c in commands(s)
+        for group in re.findall(r"\.\[([a-z,]+)\]", c)
+        for extra in group.split(",")
+    }
+    deps = " ".join(
+        [*PYPROJECT["project"]["dependencies"], *(d for e in extras for d in optional.get(e, []))]
+    )
     dev = " ".join(optional["dev"])
     provided = {
         "plumbline": "plumbline" in PYPROJECT["project"]["scripts"],
@@ -156,8 +165,10 @@ def test_cml_reports_every_pull_request_and_fails_after_commenting() -> None:
     checkout = next(s for s in steps(workflow) if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # the base branch is needed for the diffs
 
-    order = [index_of(workflow, c) for c in
-             ("dvc repro", "plumbline gate", "plumbline report", "cml comment update")]
+    order = [
+        index_of(workflow, c)
+        for c in ("dvc repro", "plumbline gate", "plumbline report", "cml comment update")
+    ]
     assert order == sorted(order)
     gate = step_running(workflow, "plumbline gate")
     assert gate["continue-on-error"] is True and gate["id"]

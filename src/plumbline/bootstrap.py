@@ -98,20 +98,28 @@ def bootstrap(root: Path, source: Path | None) -> str:
         raise BootstrapError(
             f"registered model {registry.name!r} in {registry.uri} has no {CHAMPION!r}: the "
             f"gate {'failed' if gate_code else 'passed'} (see reports/gate.json), so the API "
-            "has nothing to serve")
+            "has nothing to serve"
+        )
     return champion
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plumbline.bootstrap",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path,
-                        default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
-                        help="project files to lay out in the workspace first "
-                             "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)")
+    parser = argparse.ArgumentParser(
+        prog="python -m plumbline.bootstrap", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
+        help="project files to lay out in the workspace first "
+        "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from plumbline.paths import project_root
 
     root = project_root()

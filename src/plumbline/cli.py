@@ -33,10 +33,13 @@ class StageContext:
 def cmd_ingest(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import ingest
 
-    record = ingest.run(ctx.params.data, ctx.contract, ctx.root, ctx.paths.ingested,
-                        ctx.paths.ingest_record)
-    return (f"ingested {record.rows} rows from {record.source.get('kind')} source; "
-            f"{record.cells_failing_type} cells failed type coercion")
+    record = ingest.run(
+        ctx.params.data, ctx.contract, ctx.root, ctx.paths.ingested, ctx.paths.ingest_record
+    )
+    return (
+        f"ingested {record.rows} rows from {record.source.get('kind')} source; "
+        f"{record.cells_failing_type} cells failed type coercion"
+    )
 
 
 def cmd_validate(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -46,11 +49,21 @@ def cmd_validate(ctx: StageContext, args: argparse.Namespace) -> str:
 
     frame = pd.read_parquet(ctx.paths.ingested)
     cfg = ctx.params.validate_
-    report = validate.run(frame, ctx.contract, cfg.max_bad_fraction, cfg.check_duplicates,
-                          ctx.paths.valid, ctx.paths.quarantine, ctx.paths.validation_report,
-                          ctx.paths.expectation_suite, ctx.paths.data_docs)
-    return (f"{report.rows_in} rows in: {report.rows_valid} valid, {report.rows_quarantined} "
-            f"quarantined ({report.quarantined_fraction:.2%})")
+    report = validate.run(
+        frame,
+        ctx.contract,
+        cfg.max_bad_fraction,
+        cfg.check_duplicates,
+        ctx.paths.valid,
+        ctx.paths.quarantine,
+        ctx.paths.validation_report,
+        ctx.paths.expectation_suite,
+        ctx.paths.data_docs,
+    )
+    return (
+        f"{report.rows_in} rows in: {report.rows_valid} valid, {report.rows_quarantined} "
+        f"quarantined ({report.quarantined_fraction:.2%})"
+    )
 
 
 def cmd_featurize(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -59,9 +72,15 @@ def cmd_featurize(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import featurize
 
     frame = pd.read_parquet(ctx.paths.valid)
-    split = featurize.run(frame, ctx.contract, ctx.params.featurize, ctx.paths.train_split,
-                          ctx.paths.test_split, ctx.paths.transformer,
-                          ctx.paths.reference_profile)
+    split = featurize.run(
+        frame,
+        ctx.contract,
+        ctx.params.featurize,
+        ctx.paths.train_split,
+        ctx.paths.test_split,
+        ctx.paths.transformer,
+        ctx.paths.reference_profile,
+    )
     return f"split ({split.order}): {len(split.train)} train rows, {len(split.test)} test rows"
 
 
@@ -75,8 +94,7 @@ def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
 def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import evaluate
 
-    metrics = evaluate.run(ctx.params, ctx.contract, ctx.paths,
-                           mlflow_logging=not args.no_mlflow)
+    metrics = evaluate.run(ctx.params, ctx.contract, ctx.paths, mlflow_logging=not args.no_mlflow)
     return json.dumps({k: round(v, 4) for k, v in metrics.items()})
 
 
@@ -104,14 +122,18 @@ def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
     done = registry.promote(ctx.params, ctx.paths, verdict)
-    what = (f"{'found' if done.reused else 'registered'} {registry.name!r} version "
-            f"{done.version}; {CHALLENGER} -> {done.version}")
+    what = (
+        f"{'found' if done.reused else 'registered'} {registry.name!r} version "
+        f"{done.version}; {CHALLENGER} -> {done.version}"
+    )
     if done.champion_moved:
         return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
     if done.passed:
         return f"{what}; version {done.version} already is {CHAMPION}"
-    return (f"{what}; gate failed, {CHAMPION} stays "
-            f"{'version ' + done.champion_before if done.champion_before else 'unset'}")
+    return (
+        f"{what}; gate failed, {CHAMPION} stays "
+        f"{'version ' + done.champion_before if done.champion_before else 'unset'}"
+    )
 
 
 def cmd_rollback(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -119,8 +141,10 @@ def cmd_rollback(ctx: StageContext, args: argparse.Namespace) -> str:
 
     registry = Registry.from_params(ctx.params, ctx.root)
     event = registry.rollback(args.reason)
-    return (f"{registry.name!r}: {CHAMPION} rolled back from version {event.from_version} "
-            f"to version {event.to_version}")
+    return (
+        f"{registry.name!r}: {CHAMPION} rolled back from version {event.from_version} "
+        f"to version {event.to_version}"
+    )
 
 
 def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -136,9 +160,11 @@ def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
         print(f"\n{CHAMPION} history (latest last):")
         print("\n".join(history_lines(events)))
     champion = registry.alias_version(CHAMPION)
-    return (f"{len(rows)} version{'s' if len(rows) != 1 else ''} of {registry.name!r}; "
-            f"{CHAMPION}: "
-            f"{'version ' + champion if champion else 'none'}")
+    return (
+        f"{len(rows)} version{'s' if len(rows) != 1 else ''} of {registry.name!r}; "
+        f"{CHAMPION}: "
+        f"{'version ' + champion if champion else 'none'}"
+    )
 
 
 def cmd_report(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -181,8 +207,12 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plumbline", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=None,
-                        help="params file (default: params.yaml at the project root)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params file (default: params.yaml at the project root)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (handler, help_text) in COMMANDS.items():
@@ -190,14 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("train", "evaluate"):
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
         if name == "rollback":
-            p.add_argument("--reason", default="manual rollback",
-                           help="why (kept in the promotion history)")
+            p.add_argument(
+                "--reason", default="manual rollback", help="why (kept in the promotion history)"
+            )
         if name == "report":
-            p.add_argument("--base", default=None,
-                           help="git ref to compare with (default: the PR base branch, "
-                                "else origin/main or main)")
-            p.add_argument("--output", type=Path, default=None,
-                           help="where to write (default: report.md at the project root)")
+            p.add_argument(
+                "--base",
+                default=None,
+                help="git ref to compare with (default: the PR base branch, "
+                "else origin/main or main)",
+            )
+            p.add_argument(
+                "--output",
+                type=Path,
+                default=None,
+                help="where to write (default: report.md at the project root)",
+            )
         if handler is cmd_monitoring:
             from plumbline.monitoring.commands import add_arguments
 

@@ -166,14 +166,17 @@ class PredictionLogConfig(StrictModel):
     """Where the server appends every request's inputs and outputs (Parquet, rotated)."""
 
     enabled: bool = True
-    dir: Path = Field(default=Path("logs/predictions"),
-                      description="Finished files are <dir>/predictions-*.parquet")
+    dir: Path = Field(
+        default=Path("logs/predictions"),
+        description="Finished files are <dir>/predictions-*.parquet",
+    )
     rotate_rows: int = Field(default=100_000, gt=0, description="Start a new file after N rows")
     rotate_s: float = Field(default=3600.0, gt=0, description="... or after this many seconds")
     flush_s: float = Field(default=1.0, gt=0, description="Write buffered rows this often")
     max_files: int = Field(default=500, ge=1, description="Delete the oldest files beyond this")
     max_pending_rows: int = Field(
-        default=1_000_000, gt=0,
+        default=1_000_000,
+        gt=0,
         description="Rows waiting for the writer; beyond this new rows are dropped and counted",
     )
 
@@ -181,28 +184,35 @@ class PredictionLogConfig(StrictModel):
 class ServeConfig(StrictModel):
     """The online prediction server (serve/): model source, API limits, batching, reload."""
 
-    model_alias: str = Field(default="champion",
-                             description="Serve models:/<mlflow.model_name>@<alias>")
+    model_alias: str = Field(
+        default="champion", description="Serve models:/<mlflow.model_name>@<alias>"
+    )
     fallback_artifact: Path | None = Field(
         default=Path("models/model.skops"),
         description="Loaded when the registry cannot be reached; null = stay not-ready instead",
     )
-    poll_interval_s: float = Field(default=10.0, gt=0,
-                                   description="How often to check whether the alias moved")
-    threshold: float = Field(default=0.5, gt=0.0, lt=1.0,
-                             description="label = 1 when the probability is at least this")
+    poll_interval_s: float = Field(
+        default=10.0, gt=0, description="How often to check whether the alias moved"
+    )
+    threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="label = 1 when the probability is at least this"
+    )
     unknown_category: Literal["reject", "allow"] = Field(
         default="reject",
         description="reject: 422 for a category the contract does not list; allow: score it "
         "as the model's encoder does (all indicators 0)",
     )
     max_records: int = Field(default=10_000, ge=1, description="Records per request")
-    max_body_bytes: int = Field(default=16 * 2**20, ge=1024,
-                                description="Larger bodies are refused (413) before parsing")
-    max_batch_size: int = Field(default=64, ge=1,
-                                description="Requests scored together in one call")
+    max_body_bytes: int = Field(
+        default=16 * 2**20, ge=1024, description="Larger bodies are refused (413) before parsing"
+    )
+    max_batch_size: int = Field(
+        default=64, ge=1, description="Requests scored together in one call"
+    )
     batch_timeout_s: float = Field(
-        default=0.002, ge=0.0, le=1.0,
+        default=0.002,
+        ge=0.0,
+        le=1.0,
         description="Longest wait for more requests once a batch has started under load; "
         "a lone request is never held back",
     )
@@ -221,8 +231,12 @@ class DriftConfig(StrictModel):
     """When a feature (or the model's score) counts as drifted: both conditions must hold."""
 
     psi: float = Field(default=0.2, gt=0.0, description="PSI above this is a large shift")
-    p_value: float = Field(default=0.01, gt=0.0, lt=1.0,
-                           description="... and the two-sample / chi-squared test below this")
+    p_value: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="... and the two-sample / chi-squared test below this",
+    )
     min_rows: int = Field(default=200, ge=10, description="No verdict on fewer live rows")
 
 
@@ -230,28 +244,40 @@ class MonitorConfig(StrictModel):
     """``plumbline monitor``: drift and live performance from the prediction log + feedback."""
 
     port: int = Field(default=8001, ge=1, le=65535)
-    state_dir: Path = Field(default=Path("logs/monitor"),
-                            description="SQLite store (predictions, feedback, retrains), lock, "
-                            "retraining work directories")
+    state_dir: Path = Field(
+        default=Path("logs/monitor"),
+        description="SQLite store (predictions, feedback, retrains), lock, "
+        "retraining work directories",
+    )
     prediction_log_dir: Path | None = Field(
-        default=None, description="Finished predictions-*.parquet files; null = "
-        "serve.prediction_log.dir")
-    interval_s: float = Field(default=15.0, gt=0,
-                              description="Read new log files and recompute everything this often")
-    window_rows: int = Field(default=2000, ge=10,
-                             description="Newest logged rows compared with the reference profile")
-    label_window_rows: int = Field(default=2000, ge=10,
-                                   description="Newest labelled rows of the serving version used "
-                                   "for live ROC AUC, PR AUC and positive rate")
-    min_labelled_rows: int = Field(default=200, ge=10,
-                                   description="Fewer labelled rows: no live metrics exported")
-    retention_rows: int = Field(default=1_000_000, ge=1000,
-                                description="Logged rows kept in the store (oldest deleted)")
-    report_dir: Path = Field(default=Path("reports/drift"),
-                             description="Where `plumbline drift-report` writes")
+        default=None,
+        description="Finished predictions-*.parquet files; null = serve.prediction_log.dir",
+    )
+    interval_s: float = Field(
+        default=15.0, gt=0, description="Read new log files and recompute everything this often"
+    )
+    window_rows: int = Field(
+        default=2000, ge=10, description="Newest logged rows compared with the reference profile"
+    )
+    label_window_rows: int = Field(
+        default=2000,
+        ge=10,
+        description="Newest labelled rows of the serving version used "
+        "for live ROC AUC, PR AUC and positive rate",
+    )
+    min_labelled_rows: int = Field(
+        default=200, ge=10, description="Fewer labelled rows: no live metrics exported"
+    )
+    retention_rows: int = Field(
+        default=1_000_000, ge=1000, description="Logged rows kept in the store (oldest deleted)"
+    )
+    report_dir: Path = Field(
+        default=Path("reports/drift"), description="Where `plumbline drift-report` writes"
+    )
     token_env: str = Field(
         default="PLUMBLINE_MONITOR_TOKEN",
-        description="If this variable is set, POST /alerts and /feedback need it as bearer token")
+        description="If this variable is set, POST /alerts and /feedback need it as bearer token",
+    )
     drift: DriftConfig = DriftConfig()
 
 
@@ -264,12 +290,16 @@ class RetrainWindowConfig(StrictModel):
     """
 
     live_rows: int = Field(default=3000, ge=1, description="Newest labelled live rows")
-    history_rows: int = Field(default=5000, ge=0,
-                              description="Newest rows of the project's validated data "
-                              "(data/interim/valid.parquet) placed before them")
+    history_rows: int = Field(
+        default=5000,
+        ge=0,
+        description="Newest rows of the project's validated data "
+        "(data/interim/valid.parquet) placed before them",
+    )
     max_history_per_live: float = Field(default=1.0, ge=0.0)
-    min_live_rows: int = Field(default=2000, ge=1,
-                               description="Fewer labelled live rows: no retrain")
+    min_live_rows: int = Field(
+        default=2000, ge=1, description="Fewer labelled live rows: no retrain"
+    )
 
     @model_validator(mode="after")
     def _minimum_fits(self) -> RetrainWindowConfig:
@@ -283,20 +313,28 @@ class RetrainConfig(StrictModel):
 
     enabled: bool = True
     trigger_alerts: list[str] = Field(
-        default_factory=lambda: ["PlumblineDataDrift", "PlumblinePredictionDrift",
-                                 "PlumblineLivePerformanceDrop"],
-        description="Firing alerts (by alertname) that start a retrain")
-    cooldown_s: float = Field(default=1800.0, ge=0,
-                              description="No new retrain this long after the last one ended")
-    min_new_labels: int = Field(default=2000, ge=0,
-                                description="Labelled rows newer than the last completed "
-                                "retrain's window needed for another one")
+        default_factory=lambda: [
+            "PlumblineDataDrift",
+            "PlumblinePredictionDrift",
+            "PlumblineLivePerformanceDrop",
+        ],
+        description="Firing alerts (by alertname) that start a retrain",
+    )
+    cooldown_s: float = Field(
+        default=1800.0, ge=0, description="No new retrain this long after the last one ended"
+    )
+    min_new_labels: int = Field(
+        default=2000,
+        ge=0,
+        description="Labelled rows newer than the last completed "
+        "retrain's window needed for another one",
+    )
     timeout_s: float = Field(default=1800.0, gt=0, description="Whole retrain, all stages")
     keep_runs: int = Field(default=5, ge=1, description="Work directories kept")
     window: RetrainWindowConfig = RetrainWindowConfig()
     gate: GateConfig | None = Field(
-        default=None,
-        description="Gate thresholds for automatic retrains; null = the gate section")
+        default=None, description="Gate thresholds for automatic retrains; null = the gate section"
+    )
 
 
 class Params(StrictModel):

@@ -270,9 +270,9 @@ class Contract(BaseModel):
         Field names are Python identifiers; the contract names are the aliases, so JSON
         uses the contract's column names.
         """
-        columns = columns if columns is not None else [
-            c for c in self.columns if c != self.target.column
-        ]
+        columns = (
+            columns if columns is not None else [c for c in self.columns if c != self.target.column]
+        )
         fields: dict[str, Any] = {}
         for name in columns:
             spec = self.columns[name]
@@ -297,8 +297,12 @@ class Contract(BaseModel):
                 annotation = annotation | None
             fields[python_name(name)] = (
                 annotation,
-                Field(default=None if spec.nullable else ..., alias=name,
-                      description=spec.description, **constraints),
+                Field(
+                    default=None if spec.nullable else ...,
+                    alias=name,
+                    description=spec.description,
+                    **constraints,
+                ),
             )
         model: type[BaseModel] = create_model(
             model_name or _camel(self.name) + "Record",
@@ -307,8 +311,9 @@ class Contract(BaseModel):
         )
         return model
 
-    def record_errors(self, frame: pd.DataFrame, columns: list[str] | None = None
-                      ) -> list[list[str]]:
+    def record_errors(
+        self, frame: pd.DataFrame, columns: list[str] | None = None
+    ) -> list[list[str]]:
         """Validate rows with the record model; per row, the failing contract column names."""
         model = self.record_model(columns)
         integers = {name for name, spec in self.columns.items() if spec.type == "integer"}
@@ -351,9 +356,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _numeric_cells(
-    col: pd.Series, present: pd.Series, kind: str
-) -> tuple[pa.Array, np.ndarray]:
+def _numeric_cells(col: pd.Series, present: pd.Series, kind: str) -> tuple[pa.Array, np.ndarray]:
     """Arrow array of the column as int64/float64, and the mask of cells that failed."""
     if kind == "integer" and pd.api.types.is_integer_dtype(col.dtype):
         return pa.array(col, type=pa.int64(), from_pandas=True), np.zeros(len(col), dtype=bool)
@@ -371,8 +374,10 @@ def _numeric_cells(
 
 def _text_cells(col: pd.Series, present: pd.Series) -> pa.Array:
     if col.dtype == object:
-        items = [_as_text(v) if ok else None
-                 for v, ok in zip(col.to_numpy(), present.to_numpy(), strict=True)]
+        items = [
+            _as_text(v) if ok else None
+            for v, ok in zip(col.to_numpy(), present.to_numpy(), strict=True)
+        ]
         return pa.array(items, type=pa.string())
     return pa.array(col.where(present), type=pa.string(), from_pandas=True)
 

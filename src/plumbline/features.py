@@ -19,8 +19,9 @@ from plumbline.config import FeaturizeConfig
 from plumbline.contract import Contract
 
 
-def build_transformer(contract: Contract, features: list[str], cfg: FeaturizeConfig
-                      ) -> ColumnTransformer:
+def build_transformer(
+    contract: Contract, features: list[str], cfg: FeaturizeConfig
+) -> ColumnTransformer:
     numeric = contract.numeric_columns(features)
     categorical = contract.categorical_columns(features)
     numeric_steps: list[tuple[str, Any]] = []
@@ -54,18 +55,27 @@ def build_transformer(contract: Contract, features: list[str], cfg: FeaturizeCon
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
 
 
-def numeric_profile(values: np.ndarray, quantiles: int, sample_size: int,
-                    rng: np.random.Generator) -> dict[str, Any]:
+def numeric_profile(
+    values: np.ndarray, quantiles: int, sample_size: int, rng: np.random.Generator
+) -> dict[str, Any]:
     """Quantile bin edges, the share of values per bin, mean/std and a random sample."""
     values = values[~np.isnan(values)]
     if not len(values):
-        return {"kind": "numeric", "bin_edges": [], "bin_fractions": [], "mean": None,
-                "std": None, "sample": []}
+        return {
+            "kind": "numeric",
+            "bin_edges": [],
+            "bin_fractions": [],
+            "mean": None,
+            "std": None,
+            "sample": [],
+        }
     edges = np.unique(np.quantile(values, np.linspace(0, 1, quantiles + 1)))
-    counts = np.bincount(np.searchsorted(edges[1:-1], values, side="right"),
-                         minlength=max(len(edges) - 1, 1))
-    sample = rng.choice(values, size=sample_size, replace=False) \
-        if len(values) > sample_size else values
+    counts = np.bincount(
+        np.searchsorted(edges[1:-1], values, side="right"), minlength=max(len(edges) - 1, 1)
+    )
+    sample = (
+        rng.choice(values, size=sample_size, replace=False) if len(values) > sample_size else values
+    )
     return {
         "kind": "numeric",
         "bin_edges": [float(x) for x in edges],
@@ -76,8 +86,14 @@ def numeric_profile(values: np.ndarray, quantiles: int, sample_size: int,
     }
 
 
-def reference_profile(frame: pd.DataFrame, contract: Contract, features: list[str],
-                      quantiles: int, sample_size: int = 0, seed: int = 0) -> dict[str, Any]:
+def reference_profile(
+    frame: pd.DataFrame,
+    contract: Contract,
+    features: list[str],
+    quantiles: int,
+    sample_size: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per-feature distribution of the training rows, the baseline for drift checks.
 
     Numeric features: see :func:`numeric_profile`. Categorical features: the share of each
@@ -89,8 +105,9 @@ def reference_profile(frame: pd.DataFrame, contract: Contract, features: list[st
         col = frame[name]
         spec = contract.columns[name]
         if spec.is_numeric:
-            entry = numeric_profile(col.to_numpy(dtype=float, na_value=np.nan), quantiles,
-                                    sample_size, rng)
+            entry = numeric_profile(
+                col.to_numpy(dtype=float, na_value=np.nan), quantiles, sample_size, rng
+            )
         else:
             shares = col.value_counts(normalize=True, dropna=False)
             entry = {

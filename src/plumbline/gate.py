@@ -111,15 +111,17 @@ class GateResult:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} not found: run `plumbline gate` first") from None
         except json.JSONDecodeError as err:
-            raise GateFailed(f"{path} is not valid JSON ({err}): run `plumbline gate` again"
-                             ) from None
+            raise GateFailed(
+                f"{path} is not valid JSON ({err}): run `plumbline gate` again"
+            ) from None
         try:
             raw.pop("reasons", None)
             raw["checks"] = [Check(**c) for c in raw.get("checks", [])]
             return cls(**raw)
         except (AttributeError, TypeError) as err:
-            raise GateFailed(f"{path} is not a gate verdict ({err}): run `plumbline gate` "
-                             "again") from None
+            raise GateFailed(
+                f"{path} is not a gate verdict ({err}): run `plumbline gate` again"
+            ) from None
 
 
 def _fmt(x: float) -> str:
@@ -136,8 +138,17 @@ def absolute_checks(metrics: dict[str, float], cfg: GateConfig) -> list[Check]:
     for name, metric, threshold, comparison in limits:
         value = metrics.get(metric)
         if value is None:
-            checks.append(Check(name, metric, None, threshold, comparison, False,
-                                f"{metric} is missing from reports/metrics.json"))
+            checks.append(
+                Check(
+                    name,
+                    metric,
+                    None,
+                    threshold,
+                    comparison,
+                    False,
+                    f"{metric} is missing from reports/metrics.json",
+                )
+            )
             continue
         ok = value >= threshold if comparison == ">=" else value <= threshold
         word = "below" if comparison == ">=" else "above"
@@ -146,8 +157,9 @@ def absolute_checks(metrics: dict[str, float], cfg: GateConfig) -> list[Check]:
     return checks
 
 
-def champion_checks(metrics: dict[str, float], champion: ChampionScore, tolerance: float
-                    ) -> list[Check]:
+def champion_checks(
+    metrics: dict[str, float], champion: ChampionScore, tolerance: float
+) -> list[Check]:
     """The candidate may be worse than the champion by at most ``tolerance`` per metric."""
     checks = []
     for metric in COMPARED:
@@ -158,29 +170,53 @@ def champion_checks(metrics: dict[str, float], champion: ChampionScore, toleranc
         threshold = reference - tolerance if higher else reference + tolerance
         comparison: Literal[">=", "<="] = ">=" if higher else "<="
         if value is None:
-            checks.append(Check(name, metric, None, threshold, comparison, False,
-                                f"{metric} is missing from reports/metrics.json"))
+            checks.append(
+                Check(
+                    name,
+                    metric,
+                    None,
+                    threshold,
+                    comparison,
+                    False,
+                    f"{metric} is missing from reports/metrics.json",
+                )
+            )
             continue
         ok = value >= threshold - 1e-12 if higher else value <= threshold + 1e-12
         reason = ""
         if not ok:
             worse = reference - value if higher else value - reference
-            reason = (f"{metric} {_fmt(value)} is {_fmt(worse)} worse than champion version "
-                      f"{champion.version} ({_fmt(reference)} on the same test split); "
-                      f"gate.max_regression allows {_fmt(tolerance)}")
+            reason = (
+                f"{metric} {_fmt(value)} is {_fmt(worse)} worse than champion version "
+                f"{champion.version} ({_fmt(reference)} on the same test split); "
+                f"gate.max_regression allows {_fmt(tolerance)}"
+            )
         checks.append(Check(name, metric, float(value), threshold, comparison, ok, reason))
     rows = metrics.get("rows")
     if rows is not None and int(rows) != champion.rows:
-        checks.append(Check(
-            "same_test_split", "rows", float(rows), float(champion.rows), "==", False,
-            f"reports/metrics.json counts {int(rows)} test rows but data/features/test.parquet "
-            f"has {champion.rows}: the metrics are stale, run `dvc repro`"))
+        checks.append(
+            Check(
+                "same_test_split",
+                "rows",
+                float(rows),
+                float(champion.rows),
+                "==",
+                False,
+                f"reports/metrics.json counts {int(rows)} test rows but data/features/test.parquet "
+                f"has {champion.rows}: the metrics are stale, run `dvc repro`",
+            )
+        )
     return checks
 
 
-def decide(metrics: dict[str, float], cfg: GateConfig, champion: ChampionScore | None,
-           model_name: str, champion_error: tuple[str, str] | None = None,
-           candidate: dict[str, Any] | None = None) -> GateResult:
+def decide(
+    metrics: dict[str, float],
+    cfg: GateConfig,
+    champion: ChampionScore | None,
+    model_name: str,
+    champion_error: tuple[str, str] | None = None,
+    candidate: dict[str, Any] | None = None,
+) -> GateResult:
     """The verdict on crafted or real metrics.
 
     ``champion`` is None on an empty registry; ``champion_error`` is (version, reason) when the
@@ -190,10 +226,15 @@ def decide(metrics: dict[str, float], cfg: GateConfig, champion: ChampionScore |
     champion_info: dict[str, Any] | None = None
     if champion is not None:
         checks.extend(champion_checks(metrics, champion, cfg.max_regression))
-        champion_info = {"version": champion.version, "metrics": champion.metrics,
-                         "test_rows": champion.rows}
-        note = (f"compared with champion version {champion.version}, re-scored on "
-                f"{champion.rows} test rows")
+        champion_info = {
+            "version": champion.version,
+            "metrics": champion.metrics,
+            "test_rows": champion.rows,
+        }
+        note = (
+            f"compared with champion version {champion.version}, re-scored on "
+            f"{champion.rows} test rows"
+        )
     elif champion_error is not None:
         version, reason = champion_error
         checks.append(Check("champion_rescored", "", None, 0.0, "==", False, reason))
@@ -229,7 +270,8 @@ def scoring_frame(paths: Layout, needed: list[str]) -> pd.DataFrame:
             test = test.merge(extra, on=SOURCE_ROW, how="left", validate="one_to_one")
             if test[take].isna().all(axis=None):
                 raise ChampionUnscorable(
-                    f"{paths.valid} does not hold the rows of {paths.test_split}")
+                    f"{paths.valid} does not hold the rows of {paths.test_split}"
+                )
         missing = [c for c in needed if c not in test.columns]
     if missing:
         raise ChampionUnscorable(f"the test split lacks columns the model needs: {missing}")
@@ -240,8 +282,9 @@ def score(model: Any, paths: Layout, contract: Contract, params: Params) -> dict
     """Re-score a model on today's test split with the same metrics as the evaluate stage."""
     from plumbline.stages.evaluate import classification_metrics
 
-    needed = [str(c) for c in getattr(model, "feature_names_in_", [])] or \
-        contract.feature_columns(params.featurize.exclude_columns)
+    needed = [str(c) for c in getattr(model, "feature_names_in_", [])] or contract.feature_columns(
+        params.featurize.exclude_columns
+    )
     frame = scoring_frame(paths, needed)
     y = contract.encode_target(frame[contract.target.column])
     try:
@@ -268,7 +311,8 @@ def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
         metrics = json.loads(paths.metrics.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{paths.metrics} not found: run `dvc repro` (the evaluate stage) first") from None
+            f"{paths.metrics} not found: run `dvc repro` (the evaluate stage) first"
+        ) from None
     registry = Registry.from_params(params, paths.root)
     champion: ChampionScore | None = None
     champion_error: tuple[str, str] | None = None
@@ -279,16 +323,20 @@ def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
             scored = score(model, paths, contract, params)
             champion = ChampionScore(version=version, metrics=scored, rows=int(scored["rows"]))
         except (ModelLoadError, ChampionUnscorable) as err:
-            champion_error = (version, f"champion version {version} could not be re-scored on "
-                                       f"the test split: {err}")
-    result = decide(metrics, params.gate, champion, registry.name, champion_error,
-                    candidate_identity(paths))
+            champion_error = (
+                version,
+                f"champion version {version} could not be re-scored on the test split: {err}",
+            )
+    result = decide(
+        metrics, params.gate, champion, registry.name, champion_error, candidate_identity(paths)
+    )
     result.write(paths / GATE_FILE)
     return result
 
 
 def markdown_table(result: GateResult) -> str:
     """The checks as a markdown table (for report.md)."""
+
     def show(metric: str, x: float) -> str:
         return f"{x:.0f}" if metric == "rows" else _fmt(x)
 
@@ -299,6 +347,8 @@ def markdown_table(result: GateResult) -> str:
             value, needs = "-", "champion re-scored"
         else:
             needs = f"{c.comparison} {show(c.metric, c.threshold)}"
-        rows.append(f"| {c.name} | {c.metric or '-'} | {value} | {needs} | "
-                    f"{'pass' if c.passed else '**FAIL**'} |")
+        rows.append(
+            f"| {c.name} | {c.metric or '-'} | {value} | {needs} | "
+            f"{'pass' if c.passed else '**FAIL**'} |"
+        )
     return "\n".join(rows)

@@ -155,8 +155,9 @@ class Registry:
         except MlflowException as err:
             if err.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return False
-            raise RegistryError(f"cannot read registered model {self.name!r}: {err.message}"
-                                ) from None
+            raise RegistryError(
+                f"cannot read registered model {self.name!r}: {err.message}"
+            ) from None
         return True
 
     def aliases(self) -> dict[str, str]:
@@ -183,8 +184,9 @@ class Registry:
             VersionRow(
                 version=str(v.version),
                 aliases=by_version.get(str(v.version), []),
-                created=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC)
-                .strftime("%Y-%m-%d %H:%M"),
+                created=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
                 tags=dict(v.tags),
             )
             for v in found
@@ -213,9 +215,13 @@ class Registry:
                 # "models:/" URI would be resolved through MLflow's global registry URI,
                 # whatever store this Registry was opened on.
                 location = self.client.get_model_version_download_uri(self.name, version)
-                local = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=location, dst_path=tmp, tracking_uri=self.uri,
-                ))
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=location,
+                        dst_path=tmp,
+                        tracking_uri=self.uri,
+                    )
+                )
             mlmodel = local / "MLmodel"
             if not mlmodel.is_file():
                 raise ModelLoadError(f"{self.name!r} version {version} has no MLmodel file")
@@ -223,23 +229,38 @@ class Registry:
             if not flavor or flavor.get("serialization_format") != "skops":
                 raise ModelLoadError(
                     f"{self.name!r} version {version} is not a skops-serialized sklearn model; "
-                    "refusing to unpickle it")
+                    "refusing to unpickle it"
+                )
             return load_model(local / flavor.get("pickled_model", "model.skops"))
 
     # --- writing -------------------------------------------------------------------------
 
-    def _record(self, action: Literal["promote", "rollback"], from_version: str | None,
-                to_version: str, reason: str) -> Event:
+    def _record(
+        self,
+        action: Literal["promote", "rollback"],
+        from_version: str | None,
+        to_version: str,
+        reason: str,
+    ) -> Event:
         seq = max((e.seq for e in self.history()), default=0) + 1
-        event = Event(seq=seq, action=action, from_version=from_version, to_version=to_version,
-                      by=_actor(), at=_now(), reason=reason)
+        event = Event(
+            seq=seq,
+            action=action,
+            from_version=from_version,
+            to_version=to_version,
+            by=_actor(),
+            at=_now(),
+            reason=reason,
+        )
         with _registry_errors("cannot record the promotion history"):
             self.client.set_registered_model_tag(
-                self.name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(asdict(event)))
+                self.name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(asdict(event))
+            )
         return event
 
-    def set_champion(self, version: str, action: Literal["promote", "rollback"],
-                     reason: str) -> Event:
+    def set_champion(
+        self, version: str, action: Literal["promote", "rollback"], reason: str
+    ) -> Event:
         before = self.alias_version(CHAMPION)
         with _registry_errors(f"cannot move {CHAMPION!r} to version {version}"):
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
@@ -249,21 +270,25 @@ class Registry:
         """Move ``champion`` back to the champion before the current one."""
         current = self.alias_version(CHAMPION)
         if current is None:
-            raise RegistryError(f"registered model {self.name!r} has no {CHAMPION!r} to roll "
-                                "back from")
+            raise RegistryError(
+                f"registered model {self.name!r} has no {CHAMPION!r} to roll back from"
+            )
         lineage = champion_lineage(self.history())
         if not lineage or lineage[-1] != current:
             lineage.append(current)  # the alias was moved outside plumbline: count that too
         if len(lineage) < 2:
-            raise RegistryError(f"version {current} is the first champion of {self.name!r} on "
-                                "record; there is no earlier champion to roll back to")
+            raise RegistryError(
+                f"version {current} is the first champion of {self.name!r} on "
+                "record; there is no earlier champion to roll back to"
+            )
         return self.set_champion(lineage[-2], "rollback", reason)
 
     def _ensure_registered_model(self) -> None:
         if not self.exists():
             with _registry_errors(f"cannot create registered model {self.name!r}"):
                 self.client.create_registered_model(
-                    self.name, description="Plumbline classifier; see `plumbline models`.")
+                    self.name, description="Plumbline classifier; see `plumbline models`."
+                )
 
     def _logged_model(self, card: ModelCard) -> tuple[str, str, str] | None:
         """(source, run_id, model_id) of the model that train logged, if this store has it."""
@@ -288,8 +313,11 @@ class Registry:
         with mlflow.start_run(run_name="register-model-artifact") as run:
             mlflow.set_tag("plumbline.source", str(paths.model))
             info = mlflow.sklearn.log_model(
-                model, name="model", serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES, pip_requirements=pip_requirements(),
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=pip_requirements(),
             )
         return info.model_uri, run.info.run_id, info.model_id
 
@@ -299,17 +327,22 @@ class Registry:
             raise FileNotFoundError(f"{paths.model} not found: run `dvc repro` first")
         model_md5 = md5_file(paths.model)
         if gate.candidate.get("model_md5") != model_md5:
-            raise RegistryError(f"reports/gate.json was written for another model than "
-                                f"{paths.model}: run `plumbline gate` again")
+            raise RegistryError(
+                f"reports/gate.json was written for another model than "
+                f"{paths.model}: run `plumbline gate` again"
+            )
         if gate.model_name != self.name:
-            raise RegistryError(f"reports/gate.json judged registered model {gate.model_name!r}, "
-                                f"not {self.name!r}: run `plumbline gate` again")
+            raise RegistryError(
+                f"reports/gate.json judged registered model {gate.model_name!r}, "
+                f"not {self.name!r}: run `plumbline gate` again"
+            )
         before = self.alias_version(CHAMPION)
         if gate.champion_version != before:
             raise RegistryError(
                 f"the champion moved since the gate ran (gate compared with "
                 f"{gate.champion_version or 'no champion'}, now {before or 'none'}): run "
-                "`plumbline gate` again")
+                "`plumbline gate` again"
+            )
         tags = version_tags(params, paths, gate, model_md5)
         self._ensure_registered_model()
         existing = [v for v in self.versions() if v.tags.get(MODEL_MD5_TAG) == model_md5]
@@ -327,13 +360,14 @@ class Registry:
                     self.client.set_model_version_tag(self.name, version, key, value)
         else:
             card = ModelCard.read(paths.model_card) if paths.model_card.is_file() else None
-            logged = (self._logged_model(card) if card else None) or \
-                self._log_artifact(paths, params)
+            logged = (self._logged_model(card) if card else None) or self._log_artifact(
+                paths, params
+            )
             source, run_id, model_id = logged
             with _registry_errors(f"cannot register a version of {self.name!r}"):
                 created = self.client.create_model_version(
-                    self.name, source=source, run_id=run_id or None, tags=tags,
-                    model_id=model_id)
+                    self.name, source=source, run_id=run_id or None, tags=tags, model_id=model_id
+                )
             version = str(created.version)
         with _registry_errors(f"cannot set alias {CHALLENGER!r}"):
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
@@ -341,8 +375,13 @@ class Registry:
             checks = len(gate.checks)
             why = f"gate passed {checks} of {checks} checks; {gate.note}"
             self.set_champion(version, "promote", why)
-        return Promotion(version=version, reused=bool(existing), passed=gate.passed,
-                         champion_before=before, champion_after=self.alias_version(CHAMPION))
+        return Promotion(
+            version=version,
+            reused=bool(existing),
+            passed=gate.passed,
+            champion_before=before,
+            champion_after=self.alias_version(CHAMPION),
+        )
 
 
 # --- provenance tags ------------------------------------------------------------------------
@@ -377,13 +416,14 @@ def key_params(params: Params) -> dict[str, str]:
     return {k: "null" if v is None else str(v) for k, v in out.items()}
 
 
-def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str
-                 ) -> dict[str, str]:
+def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str) -> dict[str, str]:
     metrics = gate.candidate.get("metrics") or {}
     lock = dvc_lock_hashes(paths / "dvc.lock")
     if lock.get("models/model.skops") not in (None, model_md5):
-        log.warning("models/model.skops differs from the one recorded in dvc.lock; "
-                    "run `dvc repro` so the registered model is the one DVC tracks")
+        log.warning(
+            "models/model.skops differs from the one recorded in dvc.lock; "
+            "run `dvc repro` so the registered model is the one DVC tracks"
+        )
     tags: dict[str, str] = {
         MODEL_MD5_TAG: model_md5,
         "plumbline.git_commit": git_commit(paths.root) or "unknown",
@@ -396,8 +436,11 @@ def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str
         "gate.at": gate.created_at,
         **{f"dvc.{path}": md5 for path, md5 in lock.items()},
         **{f"param.{k}": v for k, v in key_params(params).items()},
-        **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()
-           if isinstance(v, int | float)},
+        **{
+            f"metric.{k}": f"{float(v):.6g}"
+            for k, v in metrics.items()
+            if isinstance(v, int | float)
+        },
     }
     return tags
 
@@ -424,8 +467,9 @@ def load_alias_model(name: str, alias: str = "champion") -> tuple[str, Pipeline]
     registry = Registry(name, tracking_uri(cfg, root))
     version = registry.alias_version(alias)
     if version is None:
-        raise RegistryError(f"no version of registered model {name!r} has the alias {alias!r} "
-                            f"in {registry.uri}")
+        raise RegistryError(
+            f"no version of registered model {name!r} has the alias {alias!r} in {registry.uri}"
+        )
     return version, registry.load(version)
 
 
@@ -434,23 +478,34 @@ def load_alias_model(name: str, alias: str = "champion") -> tuple[str, Pipeline]
 
 def versions_table(rows: list[VersionRow]) -> str:
     """A plain-text table: one line per version, newest first."""
-    header = ["version", "aliases", "created (UTC)", "estimator", "roc_auc", "pr_auc", "brier",
-              "gate", "commit"]
+    header = [
+        "version",
+        "aliases",
+        "created (UTC)",
+        "estimator",
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "gate",
+        "commit",
+    ]
     lines = [header]
     for r in rows:
         t = r.tags
         commit = t.get("plumbline.git_commit", "")
-        lines.append([
-            r.version,
-            ",".join(r.aliases) or "-",
-            r.created,
-            t.get("plumbline.estimator", "-"),
-            t.get("metric.roc_auc", "-"),
-            t.get("metric.pr_auc", "-"),
-            t.get("metric.brier", "-"),
-            t.get(VERDICT_TAG, "-"),
-            (commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")) if commit else "-",
-        ])
+        lines.append(
+            [
+                r.version,
+                ",".join(r.aliases) or "-",
+                r.created,
+                t.get("plumbline.estimator", "-"),
+                t.get("metric.roc_auc", "-"),
+                t.get("metric.pr_auc", "-"),
+                t.get("metric.brier", "-"),
+                t.get(VERDICT_TAG, "-"),
+                (commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")) if commit else "-",
+            ]
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()

@@ -43,8 +43,7 @@ class ReportResult:
 
 def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -72,8 +71,14 @@ def dvc(root: Path, *args: str) -> tuple[bool, str]:
     """Run a DVC command of this environment; (succeeded, stdout or the error)."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:
-        out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     except (OSError, subprocess.SubprocessError) as err:
         return False, str(err)
     if out.returncode != 0:
@@ -92,8 +97,7 @@ def _error_block(command: str, error: str) -> str:
 
 def gate_section(path: Path) -> tuple[str, bool | None]:
     if not path.is_file():
-        return ("_The gate has not run: `plumbline gate` writes "
-                f"`{GATE_FILE}`._", None)
+        return (f"_The gate has not run: `plumbline gate` writes `{GATE_FILE}`._", None)
     result = GateResult.read(path)
     verdict = "**passed**" if result.passed else "**failed**"
     lines = [f"Gate {verdict}: {result.note}.", ""]
@@ -108,8 +112,11 @@ def metrics_section(root: Path, base: Base | None) -> str:
         ok, out = dvc(root, "metrics", "show", "--md")
         if not ok:
             return _error_block("dvc metrics show", out)
-        return f"Current values (no base to compare with):\n\n{out}" if _has_rows(out) \
+        return (
+            f"Current values (no base to compare with):\n\n{out}"
+            if _has_rows(out)
             else "_No metrics found._"
+        )
     ok, out = dvc(root, "metrics", "diff", base.ref, "--md")
     if not ok:
         return _error_block(f"dvc metrics diff {base.ref}", out)
@@ -152,18 +159,31 @@ def write(paths: Layout, base: str | None = None, output: Path | None = None) ->
     lines = ["# Plumbline model report", ""]
     where = f"commit `{head}` + workspace" if head else "the workspace (no commit yet)"
     if resolved is not None:
-        lines.append(f"Compares {where} with the base branch `{resolved.ref}` "
-                     f"(`{resolved.commit[:8]}`).")
+        lines.append(
+            f"Compares {where} with the base branch `{resolved.ref}` (`{resolved.commit[:8]}`)."
+        )
     else:
         tried = " or ".join(f"`{r}`" for r in base_candidates(base))
-        lines.append(f"No base branch to compare with ({tried} not found; a first commit?). "
-                     f"Shows {where} only.")
+        lines.append(
+            f"No base branch to compare with ({tried} not found; a first commit?). "
+            f"Shows {where} only."
+        )
     lines += [
         "",
-        "## Gate", "", gate_md, "",
-        "## Metrics", "", metrics_section(root, resolved), "",
-        "## Params", "", params_section(root, resolved), "",
-        "## Plots (test split)", "",
+        "## Gate",
+        "",
+        gate_md,
+        "",
+        "## Metrics",
+        "",
+        metrics_section(root, resolved),
+        "",
+        "## Params",
+        "",
+        params_section(root, resolved),
+        "",
+        "## Plots (test split)",
+        "",
     ]
     plots_md, images = plots_section(paths, output.parent)
     lines += [plots_md, ""]

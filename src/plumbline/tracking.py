@@ -61,7 +61,10 @@ def git_commit(root: Path) -> str | None:
     commit = out.stdout.strip()
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=root, capture_output=True, text=True, timeout=10,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
     ).stdout.strip()
     return commit + ("-dirty" if dirty else "")
 
@@ -79,5 +82,6 @@ def pip_requirements() -> list[str]:
     """Pinned requirements of the logged model: what loading and scoring it needs."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in
-            ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
+    return [
+        f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "pandas", "scipy")
+    ]

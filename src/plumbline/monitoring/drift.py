@@ -77,29 +77,34 @@ def psi(expected: np.ndarray, actual: np.ndarray, floor: float = PSI_FLOOR) -> f
 def bin_fractions(values: np.ndarray, edges: list[float]) -> np.ndarray:
     """Share of values in each reference bin; values outside fall in the outer bins."""
     inner = np.asarray(edges[1:-1], dtype=float)
-    counts = np.bincount(np.searchsorted(inner, values, side="right"),
-                         minlength=len(inner) + 1)
+    counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
     return counts / max(len(values), 1)
 
 
-def numeric_drift(name: str, reference: dict[str, Any], live: np.ndarray,
-                  thresholds: DriftThresholds) -> FeatureDrift:
+def numeric_drift(
+    name: str, reference: dict[str, Any], live: np.ndarray, thresholds: DriftThresholds
+) -> FeatureDrift:
     live = live[~np.isnan(live)]
-    value = psi(np.asarray(reference["bin_fractions"]), bin_fractions(live,
-                                                                      reference["bin_edges"]))
+    value = psi(np.asarray(reference["bin_fractions"]), bin_fractions(live, reference["bin_edges"]))
     with warnings.catch_warnings():  # "exact calculation unsuccessful": asymptotic is fine
         warnings.simplefilter("ignore", RuntimeWarning)
         ks = stats.ks_2samp(np.asarray(reference["sample"], dtype=float), live)
     p = float(ks.pvalue)
     return FeatureDrift(
-        feature=name, kind="numeric", rows=len(live), psi=value, test="ks_2samp",
-        statistic=float(ks.statistic), p_value=p,
+        feature=name,
+        kind="numeric",
+        rows=len(live),
+        psi=value,
+        test="ks_2samp",
+        statistic=float(ks.statistic),
+        p_value=p,
         drifted=value > thresholds.psi and p < thresholds.p_value,
     )
 
 
-def categorical_drift(name: str, reference: dict[str, Any], live: pd.Series,
-                      thresholds: DriftThresholds) -> FeatureDrift:
+def categorical_drift(
+    name: str, reference: dict[str, Any], live: pd.Series, thresholds: DriftThresholds
+) -> FeatureDrift:
     categories = list(reference["frequencies"])
     expected = np.array([reference["frequencies"][c] for c in categories], dtype=float)
     counts = live.astype(str).value_counts()
@@ -115,19 +120,29 @@ def categorical_drift(name: str, reference: dict[str, Any], live: pd.Series,
     statistic = float(chi.statistic) if chi is not None else 0.0
     p = float(chi.pvalue) if chi is not None else 1.0
     return FeatureDrift(
-        feature=name, kind="categorical", rows=int(n), psi=value, test="chi_squared",
-        statistic=statistic, p_value=p,
+        feature=name,
+        kind="categorical",
+        rows=int(n),
+        psi=value,
+        test="chi_squared",
+        statistic=statistic,
+        p_value=p,
         drifted=value > thresholds.psi and p < thresholds.p_value,
         js_distance=float(jensenshannon(expected, actual, base=2)) if n else None,
     )
 
 
-def compare(profile: dict[str, Any], live: pd.DataFrame, thresholds: DriftThresholds,
-            score_profile: dict[str, Any] | None = None,
-            live_scores: np.ndarray | None = None) -> DriftReport:
+def compare(
+    profile: dict[str, Any],
+    live: pd.DataFrame,
+    thresholds: DriftThresholds,
+    score_profile: dict[str, Any] | None = None,
+    live_scores: np.ndarray | None = None,
+) -> DriftReport:
     """Drift of every profiled feature present in ``live`` (and of the scores, if given)."""
-    report = DriftReport(rows=len(live), thresholds=asdict(thresholds),
-                         enough_rows=len(live) >= thresholds.min_rows)
+    report = DriftReport(
+        rows=len(live), thresholds=asdict(thresholds), enough_rows=len(live) >= thresholds.min_rows
+    )
     if not report.enough_rows:
         return report
     for name, reference in profile["features"].items():
@@ -141,8 +156,9 @@ def compare(profile: dict[str, Any], live: pd.DataFrame, thresholds: DriftThresh
                 categorical_drift(name, reference, live[name].dropna(), thresholds)
             )
     if score_profile and live_scores is not None and len(live_scores):
-        report.score = numeric_drift(SCORE, score_profile, np.asarray(live_scores, float),
-                                     thresholds)
+        report.score = numeric_drift(
+            SCORE, score_profile, np.asarray(live_scores, float), thresholds
+        )
     return report
 
 
@@ -171,25 +187,36 @@ def write_report(report: DriftReport, directory: Path, title: str = "Drift repor
 
     lines = [f"# {title}", ""]
     if not report.enough_rows:
-        lines.append(f"Only {report.rows} rows; at least {report.thresholds['min_rows']:.0f} "
-                     "are needed for a verdict.")
+        lines.append(
+            f"Only {report.rows} rows; at least {report.thresholds['min_rows']:.0f} "
+            "are needed for a verdict."
+        )
     else:
         drifted = report.drifted_features
         lines.append(
             f"{report.rows} live rows compared with the training profile. Drifted features "
             f"(PSI > {report.thresholds['psi']} and p < {report.thresholds['p_value']}): "
-            + (", ".join(f"`{d}`" for d in drifted) if drifted else "none") + "."
+            + (", ".join(f"`{d}`" for d in drifted) if drifted else "none")
+            + "."
         )
         if report.score is not None:
-            lines.append(f"Score drift: {'yes' if report.score.drifted else 'no'} "
-                         f"(PSI {report.score.psi:.3f}).")
-        lines += ["", "![PSI per feature](drift.png)", "",
-                  "| feature | kind | PSI | test | statistic | p-value | drifted |",
-                  "|---|---|---:|---|---:|---:|---|"]
+            lines.append(
+                f"Score drift: {'yes' if report.score.drifted else 'no'} "
+                f"(PSI {report.score.psi:.3f})."
+            )
+        lines += [
+            "",
+            "![PSI per feature](drift.png)",
+            "",
+            "| feature | kind | PSI | test | statistic | p-value | drifted |",
+            "|---|---|---:|---|---:|---:|---|",
+        ]
         for f in rows:
             name = "model score" if f.feature == SCORE else f.feature
-            lines.append(f"| {name} | {f.kind} | {f.psi:.3f} | {f.test} | {f.statistic:.3f} | "
-                         f"{f.p_value:.2e} | {'**yes**' if f.drifted else 'no'} |")
+            lines.append(
+                f"| {name} | {f.kind} | {f.psi:.3f} | {f.test} | {f.statistic:.3f} | "
+                f"{f.p_value:.2e} | {'**yes**' if f.drifted else 'no'} |"
+            )
     path = directory / "drift.md"
     path.write_text("\n".join(lines) + "\n")
     return path

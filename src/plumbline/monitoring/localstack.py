@@ -32,14 +32,20 @@ def rules(directory: Path, pending: str | None = None, source: Path = MONITORING
     return path
 
 
-def prometheus(directory: Path, targets: dict[str, str], alertmanager: str | None = None,
-               interval: str | None = None, pending: str | None = None,
-               source: Path = MONITORING) -> Path:
+def prometheus(
+    directory: Path,
+    targets: dict[str, str],
+    alertmanager: str | None = None,
+    interval: str | None = None,
+    pending: str | None = None,
+    source: Path = MONITORING,
+) -> Path:
     """prometheus.yml with each job's target replaced (``targets``: job name -> host:port)."""
     config: dict[str, Any] = yaml.safe_load((source / "prometheus.yml").read_text())
     if interval is not None:
-        config["global"].update(scrape_interval=interval, scrape_timeout=interval,
-                                evaluation_interval=interval)
+        config["global"].update(
+            scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval
+        )
     config["rule_files"] = [str(rules(directory / "rules", pending, source))]
     for job in config["scrape_configs"]:
         name = job["job_name"]
@@ -56,8 +62,12 @@ def prometheus(directory: Path, targets: dict[str, str], alertmanager: str | Non
     return path
 
 
-def alertmanager(directory: Path, monitor_url: str, timings: dict[str, str] | None = None,
-                 source: Path = MONITORING) -> Path:
+def alertmanager(
+    directory: Path,
+    monitor_url: str,
+    timings: dict[str, str] | None = None,
+    source: Path = MONITORING,
+) -> Path:
     """alertmanager.yml with the retrain webhook pointed at ``monitor_url``; ``timings``
     (group_wait, group_interval, repeat_interval) replace those of every route that sets them."""
     config: dict[str, Any] = yaml.safe_load((source / "alertmanager.yml").read_text())

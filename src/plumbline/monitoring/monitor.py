@@ -38,13 +38,13 @@ log = logging.getLogger("plumbline.monitor")
 # the Grafana dashboard; the tests check that both only use names from here or the server's).
 METRICS: dict[str, str] = {
     "plumbline_drift_psi": "PSI of each feature, newest window vs the serving model's training "
-                           "profile",
+    "profile",
     "plumbline_drift_p_value": "p-value of the two-sample KS (numeric) or chi-squared "
-                               "(categorical) test per feature",
+    "(categorical) test per feature",
     "plumbline_drift_statistic": "KS statistic or chi-squared statistic per feature",
     "plumbline_drift_js_distance": "Jensen-Shannon distance (base 2) per categorical feature",
     "plumbline_drift_detected": "1 when a feature drifted (PSI above and p-value below their "
-                                "thresholds)",
+    "thresholds)",
     "plumbline_drift_features_drifted": "How many features drifted",
     "plumbline_drift_window_rows": "Logged rows in the drift window",
     "plumbline_drift_evaluated": "1 when the window had enough rows for a verdict",
@@ -57,34 +57,34 @@ METRICS: dict[str, str] = {
     "plumbline_live_brier": "Brier score over the same rows",
     "plumbline_live_positive_rate": "Share of positive true outcomes over the same rows",
     "plumbline_live_predicted_positive_rate": "Share of positive predicted labels over the "
-                                              "same rows",
+    "same rows",
     "plumbline_live_labelled_rows": "Labelled rows the live metrics are computed on",
     "plumbline_model_test_roc_auc": "ROC AUC of the serving version on its test split",
     "plumbline_model_test_pr_auc": "PR AUC of the serving version on its test split",
     "plumbline_feedback_outcomes_total": "Posted outcomes by result: matched (prediction "
-                                         "known), unknown (no such prediction yet), duplicate",
+    "known), unknown (no such prediction yet), duplicate",
     "plumbline_feedback_conflicts_total": "Duplicate outcomes that disagreed with the stored "
-                                          "one (the first is kept)",
+    "one (the first is kept)",
     "plumbline_feedback_invalid_requests_total": "POST /feedback bodies rejected with 422",
     "plumbline_feedback_unmatched": "Stored outcomes still without a logged prediction",
     "plumbline_feedback_stored": "Stored outcomes",
     "plumbline_monitor_logged_rows": "Logged predictions in the monitor's store",
     "plumbline_monitor_log_rows_ingested_total": "Rows copied from prediction-log files",
     "plumbline_monitor_log_duplicate_rows_total": "Logged rows whose request id and row were "
-                                                  "already stored",
+    "already stored",
     "plumbline_monitor_log_file_errors_total": "Prediction-log files that could not be read",
     "plumbline_monitor_refresh_errors_total": "Refreshes that failed",
     "plumbline_monitor_last_refresh_timestamp_seconds": "When the last refresh finished",
     "plumbline_monitor_refresh_duration_seconds": "How long the last refresh took",
     "plumbline_monitor_alerts_received_total": "Firing alerts received on POST /alerts",
     "plumbline_retrain_runs_total": "Finished retrains by result: promoted, rejected (gate "
-                                    "failed), failed (error)",
+    "failed), failed (error)",
     "plumbline_retrain_running": "1 while a retrain runs (in any process)",
     "plumbline_retrain_last_failed": "1 when the last finished retrain failed",
     "plumbline_retrain_last_end_timestamp_seconds": "When the last retrain ended",
     "plumbline_retrain_last_duration_seconds": "How long the last retrain took",
     "plumbline_retrain_triggers_total": "Retrain requests by outcome: started, busy, cooldown, "
-                                        "not_enough_labels, disabled",
+    "not_enough_labels, disabled",
 }
 
 RETRAIN_RESULTS = ("promoted", "rejected", "failed")
@@ -117,14 +117,17 @@ def live_performance(frame: pd.DataFrame, version: str) -> LivePerformance | Non
     p = frame["probability"].to_numpy(dtype=float)
     both = 0 < y.sum() < len(y)
     return LivePerformance(
-        model_version=version, rows=len(frame), positives=int(y.sum()),
+        model_version=version,
+        rows=len(frame),
+        positives=int(y.sum()),
         roc_auc=float(roc_auc_score(y, p)) if both else None,
         pr_auc=float(average_precision_score(y, p)) if both else None,
         brier=float(brier_score_loss(y, p, labels=[0, 1])),
         positive_rate=float(y.mean()),
         predicted_positive_rate=float(frame["label"].to_numpy(dtype=float).mean()),
         mean_score=float(p.mean()),
-        first_at=float(frame["received_at"].min()), last_at=float(frame["received_at"].max()),
+        first_at=float(frame["received_at"].min()),
+        last_at=float(frame["received_at"].max()),
     )
 
 
@@ -162,8 +165,9 @@ class Monitor:
         self.features = contract.feature_columns(params.featurize.exclude_columns)
         self.store = MonitorStore(self.state_dir / "monitor.sqlite", contract, self.features)
         self.references = References(self.state_dir, layout(root))
-        self.thresholds = DriftThresholds(psi=cfg.drift.psi, p_value=cfg.drift.p_value,
-                                          min_rows=cfg.drift.min_rows)
+        self.thresholds = DriftThresholds(
+            psi=cfg.drift.psi, p_value=cfg.drift.p_value, min_rows=cfg.drift.min_rows
+        )
         self.counters: Counter[str] = Counter()
         self.snapshot = Snapshot()
         self._refresh_lock = threading.Lock()
@@ -195,8 +199,10 @@ class Monitor:
                 return 1
             if value in (spec.categories or []):
                 return 0
-        raise ValueError(f"outcome {value!r} is not 0/1, true/false or a category of "
-                         f"{self.contract.target.column!r} ({spec.categories})")
+        raise ValueError(
+            f"outcome {value!r} is not 0/1, true/false or a category of "
+            f"{self.contract.target.column!r} ({spec.categories})"
+        )
 
     def feedback(self, outcomes: Sequence[Outcome]) -> FeedbackResult:
         # Files finished since the last refresh count as known ids.
@@ -207,9 +213,14 @@ class Monitor:
         self.count("feedback.duplicate", result.duplicates)
         self.count("feedback.conflict", result.conflicts)
         if result.unknown or result.duplicates:
-            log.info("feedback: %d outcomes, %d without a logged prediction, %d duplicates "
-                     "(%d conflicting)", result.received, result.unknown, result.duplicates,
-                     result.conflicts)
+            log.info(
+                "feedback: %d outcomes, %d without a logged prediction, %d duplicates "
+                "(%d conflicting)",
+                result.received,
+                result.unknown,
+                result.duplicates,
+                result.conflicts,
+            )
         return result
 
     # --- refresh ----------------------------------------------------------------------------
@@ -229,16 +240,18 @@ class Monitor:
         except Exception as err:
             log.exception("monitor refresh failed")
             self.count("refresh.errors")
-            snapshot = Snapshot(**{**self.snapshot.__dict__,
-                                   "error": f"{type(err).__name__}: {err}"})
+            snapshot = Snapshot(
+                **{**self.snapshot.__dict__, "error": f"{type(err).__name__}: {err}"}
+            )
         snapshot.updated_at = time.time()
         snapshot.refresh_seconds = time.perf_counter() - started
         self.snapshot = snapshot
         return snapshot
 
     def _compute(self) -> Snapshot:
-        snap = Snapshot(stored_rows=self.store.prediction_rows(),
-                        feedback=self.store.feedback_counts())
+        snap = Snapshot(
+            stored_rows=self.store.prediction_rows(), feedback=self.store.feedback_counts()
+        )
         window = self.store.window(self.cfg.window_rows)
         for entry in self.store.versions():
             labelled = self.store.labelled(self.cfg.label_window_rows, entry["model_version"])
@@ -259,11 +272,19 @@ class Monitor:
         snap.reference_source = reference.source
         snap.test_metrics = reference.metrics
         own = window[window["model_version"] == version]
-        scores = own["probability"].to_numpy(dtype=float) \
-            if len(own) >= self.thresholds.min_rows else None
+        scores = (
+            own["probability"].to_numpy(dtype=float)
+            if len(own) >= self.thresholds.min_rows
+            else None
+        )
         snap.score_rows = len(own)
-        snap.drift = compare(reference.profile, window[self.features], self.thresholds,
-                             reference.score_profile, scores)
+        snap.drift = compare(
+            reference.profile,
+            window[self.features],
+            self.thresholds,
+            reference.score_profile,
+            scores,
+        )
         return snap
 
 
@@ -295,8 +316,9 @@ class MonitorCollector:
             return GaugeMetricFamily(name, METRICS[name], labels=list(labels))
 
         def counter(name: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
-            return CounterMetricFamily(name.removesuffix("_total"), METRICS[name],
-                                       labels=list(labels))
+            return CounterMetricFamily(
+                name.removesuffix("_total"), METRICS[name], labels=list(labels)
+            )
 
         # drift per feature
         psi = gauge("plumbline_drift_psi", ["feature", "kind"])
@@ -337,8 +359,10 @@ class MonitorCollector:
 
         # live performance of the serving version
         live_values = {
-            "plumbline_live_roc_auc": "roc_auc", "plumbline_live_pr_auc": "pr_auc",
-            "plumbline_live_brier": "brier", "plumbline_live_positive_rate": "positive_rate",
+            "plumbline_live_roc_auc": "roc_auc",
+            "plumbline_live_pr_auc": "pr_auc",
+            "plumbline_live_brier": "brier",
+            "plumbline_live_positive_rate": "positive_rate",
             "plumbline_live_predicted_positive_rate": "predicted_positive_rate",
             "plumbline_live_labelled_rows": "rows",
         }
@@ -349,8 +373,10 @@ class MonitorCollector:
                 if _finite(value):
                     family.add_metric([snap.live.model_version], float(value))
             yield family
-        for name, key in (("plumbline_model_test_roc_auc", "roc_auc"),
-                          ("plumbline_model_test_pr_auc", "pr_auc")):
+        for name, key in (
+            ("plumbline_model_test_roc_auc", "roc_auc"),
+            ("plumbline_model_test_pr_auc", "pr_auc"),
+        ):
             family = gauge(name, ["model_version"])
             value = (snap.test_metrics or {}).get(key)
             if snap.serving_version and _finite(value):
@@ -375,10 +401,12 @@ class MonitorCollector:
         logged = gauge("plumbline_monitor_logged_rows")
         logged.add_metric([], float(snap.stored_rows))
         yield logged
-        for name, key in (("plumbline_monitor_log_rows_ingested_total", "log.rows"),
-                          ("plumbline_monitor_log_duplicate_rows_total", "log.duplicates"),
-                          ("plumbline_monitor_log_file_errors_total", "log.errors"),
-                          ("plumbline_monitor_refresh_errors_total", "refresh.errors")):
+        for name, key in (
+            ("plumbline_monitor_log_rows_ingested_total", "log.rows"),
+            ("plumbline_monitor_log_duplicate_rows_total", "log.duplicates"),
+            ("plumbline_monitor_log_file_errors_total", "log.errors"),
+            ("plumbline_monitor_refresh_errors_total", "refresh.errors"),
+        ):
             total = counter(name)
             total.add_metric([], float(c[key]))
             yield total

@@ -55,8 +55,11 @@ class References:
         """Keep a retrained version's profile, model card and test metrics."""
         target = self.directory / _safe(version)
         target.mkdir(parents=True, exist_ok=True)
-        for source, name in ((paths.reference_profile, PROFILE), (paths.model_card, CARD),
-                             (paths.metrics, METRICS)):
+        for source, name in (
+            (paths.reference_profile, PROFILE),
+            (paths.model_card, CARD),
+            (paths.metrics, METRICS),
+        ):
             if source.is_file():
                 shutil.copyfile(source, target / name)
         self._cache.pop(version, None)
@@ -66,27 +69,37 @@ class References:
         own = self.directory / _safe(version)
         if (own / PROFILE).is_file():
             return own / PROFILE, own / CARD, own / METRICS, f"retrain files in {own}"
-        return (self.project.reference_profile, self.project.model_card, self.project.metrics,
-                "the project's data/features, models/ and reports/")
+        return (
+            self.project.reference_profile,
+            self.project.model_card,
+            self.project.metrics,
+            "the project's data/features, models/ and reports/",
+        )
 
     def get(self, version: str) -> ModelReference:
         profile_path, card_path, metrics_path, source = self._files(version)
-        stamp = tuple(p.stat().st_mtime if p.is_file() else -1.0
-                      for p in (profile_path, card_path, metrics_path))
+        stamp = tuple(
+            p.stat().st_mtime if p.is_file() else -1.0
+            for p in (profile_path, card_path, metrics_path)
+        )
         cached = self._cache.get(version)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         profile = _read(profile_path)
         if not profile or "features" not in profile:
-            raise ReferenceMissing(f"no reference profile for model version {version}: "
-                                   f"{profile_path} is missing (run `dvc repro` or `dvc pull`)")
+            raise ReferenceMissing(
+                f"no reference profile for model version {version}: "
+                f"{profile_path} is missing (run `dvc repro` or `dvc pull`)"
+            )
         card = _read(card_path) or {}
         metrics = _read(metrics_path)
         reference = ModelReference(
-            version=version, profile=profile,
+            version=version,
+            profile=profile,
             score_profile=card.get("score_profile") or None,
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-            if isinstance(metrics, dict) else None,
+            if isinstance(metrics, dict)
+            else None,
             source=source,
         )
         self._cache[version] = (stamp, reference)

@@ -45,30 +45,39 @@ class ReplaySummary:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        out = [f"sent {self.rows} rows in {self.requests} requests in {self.seconds:.1f}s "
-               f"({self.rows_per_second:.1f} rows/s); {self.ok_rows} rows answered, "
-               f"{self.failed_requests} requests failed"
-               + (f" {self.failures}" if self.failures else "")]
+        out = [
+            f"sent {self.rows} rows in {self.requests} requests in {self.seconds:.1f}s "
+            f"({self.rows_per_second:.1f} rows/s); {self.ok_rows} rows answered, "
+            f"{self.failed_requests} requests failed"
+            + (f" {self.failures}" if self.failures else "")
+        ]
         for version in self.version_order:
             out.append(f"  model version {version}: {self.versions[version]} rows")
         fb = self.feedback
-        out.append(f"outcomes posted: {self.feedback_posted} (matched {fb.get('matched', 0)}, "
-                   f"unknown {fb.get('unknown', 0)}, duplicates {fb.get('duplicates', 0)}, "
-                   f"failed posts {self.feedback_failed})")
+        out.append(
+            f"outcomes posted: {self.feedback_posted} (matched {fb.get('matched', 0)}, "
+            f"unknown {fb.get('unknown', 0)}, duplicates {fb.get('duplicates', 0)}, "
+            f"failed posts {self.feedback_failed})"
+        )
         return out
 
 
-def load_rows(path: Path, sep: str, encoding: str, contract: Contract, features: list[str],
-              start: float, rows: int | None) -> tuple[list[dict[str, Any]], list[int],
-                                                      list[int]]:
+def load_rows(
+    path: Path,
+    sep: str,
+    encoding: str,
+    contract: Contract,
+    features: list[str],
+    start: float,
+    rows: int | None,
+) -> tuple[list[dict[str, Any]], list[int], list[int]]:
     """(records, outcomes, source row numbers) of the later part of a CSV, in time order."""
-    frame = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str,
-                        keep_default_na=False)
+    frame = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
     frame["__source_row__"] = range(len(frame))
     if contract.time_column:
         frame = frame.sort_values([contract.time_column, "__source_row__"], kind="stable")
     first = int(len(frame) * start)
-    part = frame.iloc[first:first + rows if rows else None]
+    part = frame.iloc[first : first + rows if rows else None]
     outcomes = contract.encode_target(part[contract.target.column]).tolist()
     records: list[dict[str, Any]] = []
     nulls = set(contract.null_tokens)
@@ -89,9 +98,17 @@ def load_rows(path: Path, sep: str, encoding: str, contract: Contract, features:
 
 
 class Replay:
-    def __init__(self, api: str, monitor: str | None, rate: float, label_delay: float,
-                 concurrency: int = 8, batch: int = 1, token: str | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: str,
+        monitor: str | None,
+        rate: float,
+        label_delay: float,
+        concurrency: int = 8,
+        batch: int = 1,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.api = api.rstrip("/")
         self.monitor = monitor.rstrip("/") if monitor else None
         self.rate = rate
@@ -113,13 +130,15 @@ class Replay:
             session = self._local.session = requests.Session()
         return session
 
-    def _send(self, request_id: str, records: list[dict[str, Any]], outcomes: list[int]
-              ) -> None:
+    def _send(self, request_id: str, records: list[dict[str, Any]], outcomes: list[int]) -> None:
         body: Any = records[0] if self.batch == 1 else records
         try:
-            response = self._session().post(self.api + "/predict", json=body,
-                                            headers={"X-Request-ID": request_id},
-                                            timeout=self.timeout)
+            response = self._session().post(
+                self.api + "/predict",
+                json=body,
+                headers={"X-Request-ID": request_id},
+                timeout=self.timeout,
+            )
             status = str(response.status_code)
             answer = response.json() if response.status_code == 200 else None
         except (requests.RequestException, ValueError) as err:
@@ -140,22 +159,33 @@ class Replay:
             due = time.monotonic() + self.label_delay
             for row, (a, outcome) in enumerate(zip(answers, outcomes, strict=True)):
                 self._seq += 1
-                heapq.heappush(self._due, (due, self._seq, {
-                    "request_id": a["request_id"], "row": row, "outcome": outcome}))
+                heapq.heappush(
+                    self._due,
+                    (
+                        due,
+                        self._seq,
+                        {"request_id": a["request_id"], "row": row, "outcome": outcome},
+                    ),
+                )
 
     def _post_feedback(self, items: list[dict[str, Any]]) -> None:
         assert self.monitor is not None
         for attempt in range(3):
             try:
-                response = requests.post(self.monitor + "/feedback", json=items,
-                                         headers=self.headers, timeout=self.timeout)
+                response = requests.post(
+                    self.monitor + "/feedback",
+                    json=items,
+                    headers=self.headers,
+                    timeout=self.timeout,
+                )
                 if response.status_code == 200:
                     counts = response.json()
                     with self._lock:
                         self.summary.feedback_posted += len(items)
                         for key in ("matched", "unknown", "duplicates", "conflicts"):
-                            self.summary.feedback[key] = \
-                                self.summary.feedback.get(key, 0) + int(counts.get(key, 0))
+                            self.summary.feedback[key] = self.summary.feedback.get(key, 0) + int(
+                                counts.get(key, 0)
+                            )
                     return
             except requests.RequestException:
                 pass
@@ -178,13 +208,15 @@ class Replay:
                 return
             time.sleep(0.1)
 
-    def run(self, records: list[dict[str, Any]], outcomes: list[int], id_prefix: str
-            ) -> ReplaySummary:
+    def run(
+        self, records: list[dict[str, Any]], outcomes: list[int], id_prefix: str
+    ) -> ReplaySummary:
         started = time.monotonic()
         feeder = None
         if self.monitor:
-            feeder = threading.Thread(target=self._feedback_loop, name="replay-feedback",
-                                      daemon=True)
+            feeder = threading.Thread(
+                target=self._feedback_loop, name="replay-feedback", daemon=True
+            )
             feeder.start()
         slots = threading.BoundedSemaphore(self.concurrency * 2)
         interval = self.batch / self.rate
@@ -194,9 +226,10 @@ class Replay:
                 if wait > 0:
                     time.sleep(wait)
                 slots.acquire()
-                chunk = records[first:first + self.batch]
-                future = pool.submit(self._send, f"{id_prefix}-{first}", chunk,
-                                     outcomes[first:first + self.batch])
+                chunk = records[first : first + self.batch]
+                future = pool.submit(
+                    self._send, f"{id_prefix}-{first}", chunk, outcomes[first : first + self.batch]
+                )
                 future.add_done_callback(lambda _: slots.release())
                 self.summary.rows += len(chunk)
         sent_seconds = time.monotonic() - started

@@ -124,27 +124,31 @@ def _target_values(contract: Contract) -> tuple[Any, Any]:
     if spec.type == "category":
         others = [c for c in spec.categories or [] if c != str(positive)]
         if len(others) != 1:
-            raise RetrainError(f"target {contract.target.column!r} has categories "
-                               f"{spec.categories}; outcomes 0/1 map only onto two")
+            raise RetrainError(
+                f"target {contract.target.column!r} has categories "
+                f"{spec.categories}; outcomes 0/1 map only onto two"
+            )
         return others[0], str(positive)
     if isinstance(positive, bool):
         return (not positive), positive
     if positive == 1:
         return 0, 1
-    raise RetrainError(f"cannot write outcome 0 for target {contract.target.column!r} "
-                       f"(positive value {positive!r})")
+    raise RetrainError(
+        f"cannot write outcome 0 for target {contract.target.column!r} "
+        f"(positive value {positive!r})"
+    )
 
 
-def build_window(params: Params, contract: Contract, paths: Layout, store: MonitorStore
-                 ) -> Window:
+def build_window(params: Params, contract: Contract, paths: Layout, store: MonitorStore) -> Window:
     """The newest history rows, then the newest labelled live rows, in time order."""
     cfg = params.retrain.window
     features = contract.feature_columns(params.featurize.exclude_columns)
     target = contract.target.column
     live = store.labelled(cfg.live_rows)
     if len(live) < cfg.min_live_rows:
-        raise RetrainError(f"{len(live)} labelled live rows; retrain.window.min_live_rows is "
-                           f"{cfg.min_live_rows}")
+        raise RetrainError(
+            f"{len(live)} labelled live rows; retrain.window.min_live_rows is {cfg.min_live_rows}"
+        )
     negative, positive = _target_values(contract)
     live_part = live[features].copy()
     live_part[target] = np.where(live["outcome"].to_numpy() == 1, positive, negative)
@@ -152,13 +156,14 @@ def build_window(params: Params, contract: Contract, paths: Layout, store: Monit
     history_part = pd.DataFrame(columns=[*contract.columns])
     if history_cap > 0:
         if not paths.valid.is_file():
-            raise RetrainError(f"{paths.valid} not found: the history part of the window comes "
-                               "from the project's validated data (run `dvc repro` or "
-                               "`dvc pull`), or set retrain.window.history_rows to 0")
+            raise RetrainError(
+                f"{paths.valid} not found: the history part of the window comes "
+                "from the project's validated data (run `dvc repro` or "
+                "`dvc pull`), or set retrain.window.history_rows to 0"
+            )
         history = pd.read_parquet(paths.valid)
         order = [contract.time_column, SOURCE_ROW] if contract.time_column else [SOURCE_ROW]
-        history = history.sort_values([c for c in order if c in history.columns],
-                                      kind="stable")
+        history = history.sort_values([c for c in order if c in history.columns], kind="stable")
         history_part = history[[*contract.columns]].tail(history_cap)
     frame = pd.concat([history_part, live_part], ignore_index=True)[[*contract.columns]]
     n_train = math.floor(params.featurize.train_fraction * len(frame))
@@ -167,11 +172,16 @@ def build_window(params: Params, contract: Contract, paths: Layout, store: Monit
         raise RetrainError(
             f"the window's training split ({n_train} of {len(frame)} rows) would hold no live "
             f"rows ({len(history_part)} history rows come first); lower "
-            "retrain.window.max_history_per_live or history_rows")
-    return Window(frame=frame, history_rows=len(history_part), live_rows=len(live_part),
-                  live_train_rows=live_train,
-                  newest_live_at=float(live["received_at"].max()),
-                  positive_rate_live=float((live["outcome"] == 1).mean()))
+            "retrain.window.max_history_per_live or history_rows"
+        )
+    return Window(
+        frame=frame,
+        history_rows=len(history_part),
+        live_rows=len(live_part),
+        live_train_rows=live_train,
+        newest_live_at=float(live["received_at"].max()),
+        positive_rate_live=float((live["outcome"] == 1).mean()),
+    )
 
 
 def window_contract(raw: dict[str, Any], features: list[str], target: str) -> dict[str, Any]:
@@ -207,8 +217,7 @@ def stage_commands(project: Path) -> list[tuple[str, list[str]]]:
     for name, stage in (spec.get("stages") or {}).items():
         cmd = stage.get("cmd")
         if not isinstance(cmd, str):
-            raise RetrainError(f"dvc.yaml stage {name!r}: only single-command stages are "
-                               "supported")
+            raise RetrainError(f"dvc.yaml stage {name!r}: only single-command stages are supported")
         argv = shlex.split(cmd)
         if argv and argv[0] == "plumbline":
             argv = [sys.executable, "-m", "plumbline", *argv[1:]]
@@ -217,8 +226,15 @@ def stage_commands(project: Path) -> list[tuple[str, list[str]]]:
 
 
 class Retrainer:
-    def __init__(self, params: Params, contract: Contract, root: Path, store: MonitorStore,
-                 references: References, state_dir: Path) -> None:
+    def __init__(
+        self,
+        params: Params,
+        contract: Contract,
+        root: Path,
+        store: MonitorStore,
+        references: References,
+        state_dir: Path,
+    ) -> None:
         self.params = params
         self.contract = contract
         self.root = root
@@ -238,33 +254,50 @@ class Retrainer:
         cfg = self.params.retrain
         now = time.time()
         finished = [r for r in self.store.retrains(limit=50) if r.status != "running"]
-        if not force and finished and finished[0].finished_at is not None \
-                and now - finished[0].finished_at < cfg.cooldown_s:
+        if (
+            not force
+            and finished
+            and finished[0].finished_at is not None
+            and now - finished[0].finished_at < cfg.cooldown_s
+        ):
             ago = now - finished[0].finished_at
-            return Decision("cooldown", f"the last retrain ended {ago:.0f}s ago; "
-                            f"retrain.cooldown_s leaves {cfg.cooldown_s - ago:.0f}s")
+            return Decision(
+                "cooldown",
+                f"the last retrain ended {ago:.0f}s ago; "
+                f"retrain.cooldown_s leaves {cfg.cooldown_s - ago:.0f}s",
+            )
         labelled = self.store.count_labelled()
         if labelled < cfg.window.min_live_rows:
-            return Decision("not_enough_labels", f"{labelled} labelled live rows; "
-                            f"retrain.window.min_live_rows is {cfg.window.min_live_rows}")
+            return Decision(
+                "not_enough_labels",
+                f"{labelled} labelled live rows; "
+                f"retrain.window.min_live_rows is {cfg.window.min_live_rows}",
+            )
         completed = [r for r in finished if r.status in ("promoted", "rejected")]
         if not force and completed and completed[0].newest_live_at is not None:
             new = self.store.count_labelled(since=completed[0].newest_live_at)
             if new < cfg.min_new_labels:
-                return Decision("not_enough_labels", f"{new} labelled rows since retrain "
-                                f"{completed[0].id}; retrain.min_new_labels is "
-                                f"{cfg.min_new_labels}")
+                return Decision(
+                    "not_enough_labels",
+                    f"{new} labelled rows since retrain "
+                    f"{completed[0].id}; retrain.min_new_labels is "
+                    f"{cfg.min_new_labels}",
+                )
         return None
 
-    def request(self, trigger: str, force: bool = False, background: bool = True
-                ) -> tuple[Decision, RunResult | None]:
+    def request(
+        self, trigger: str, force: bool = False, background: bool = True
+    ) -> tuple[Decision, RunResult | None]:
         """Start a retrain unless one runs, the cooldown lasts or labels are too few."""
         if not self.params.retrain.enabled:
             return Decision("disabled", "retrain.enabled is false"), None
         lock = RetrainLock(self.lock_path)
         if not lock.acquire():
-            return Decision("busy", "the retrain lock is held: a retrain is running or "
-                            "another request is being decided"), None
+            return Decision(
+                "busy",
+                "the retrain lock is held: a retrain is running or "
+                "another request is being decided",
+            ), None
         try:
             self.store.interrupted_retrains()
             refused = self._check(force)
@@ -277,8 +310,9 @@ class Retrainer:
             raise
         decision = Decision("started", f"retrain {run_id} started ({trigger})", run_id)
         if background:
-            self._thread = threading.Thread(target=self._run_locked, args=(run_id, lock),
-                                            name=f"retrain-{run_id}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run_locked, args=(run_id, lock), name=f"retrain-{run_id}", daemon=True
+            )
             self._thread.start()
             return decision, None
         return decision, self._run_locked(run_id, lock)
@@ -303,10 +337,12 @@ class Retrainer:
         window: Window | None = None
         try:
             window = self._prepare(workdir)
-            result.details["window"] = {"history_rows": window.history_rows,
-                                        "live_rows": window.live_rows,
-                                        "live_train_rows": window.live_train_rows,
-                                        "positive_rate_live": window.positive_rate_live}
+            result.details["window"] = {
+                "history_rows": window.history_rows,
+                "live_rows": window.live_rows,
+                "live_train_rows": window.live_train_rows,
+                "positive_rate_live": window.positive_rate_live,
+            }
             self._pipeline(workdir, result, time.monotonic() + self.params.retrain.timeout_s)
         except RetrainError as err:
             result.status, result.reason = "failed", str(err)
@@ -317,19 +353,29 @@ class Retrainer:
             result.seconds = time.monotonic() - started
             try:
                 self.store.finish_retrain(
-                    run_id, result.status, result.reason, version=result.version,
+                    run_id,
+                    result.status,
+                    result.reason,
+                    version=result.version,
                     champion_before=result.champion_before,
                     champion_after=result.champion_after,
                     live_rows=window.live_rows if window else 0,
                     history_rows=window.history_rows if window else 0,
                     newest_live_at=window.newest_live_at if window else None,
-                    workdir=str(workdir))
+                    workdir=str(workdir),
+                )
             finally:
                 self._prune()
                 lock.release()
         level = logging.WARNING if result.status == "failed" else logging.INFO
-        log.log(level, "retrain %d %s in %.0fs: %s", run_id, result.status, result.seconds,
-                result.reason)
+        log.log(
+            level,
+            "retrain %d %s in %.0fs: %s",
+            run_id,
+            result.status,
+            result.seconds,
+            result.reason,
+        )
         return result
 
     def _prepare(self, workdir: Path) -> Window:
@@ -339,14 +385,21 @@ class Retrainer:
         contract_path = self.params.resolve(self.params.data.contract)
         raw_contract = yaml.safe_load(contract_path.read_text())
         features = self.contract.feature_columns(self.params.featurize.exclude_columns)
-        (workdir / "contract.yaml").write_text(yaml.safe_dump(
-            window_contract(raw_contract, features, self.contract.target.column),
-            sort_keys=False))
+        (workdir / "contract.yaml").write_text(
+            yaml.safe_dump(
+                window_contract(raw_contract, features, self.contract.target.column),
+                sort_keys=False,
+            )
+        )
         write_window(window, self.contract, workdir / WINDOW_FILE)
         raw = yaml.safe_load((self.root / "params.yaml").read_text())
         raw["data"]["contract"] = str(workdir / "contract.yaml")
-        raw["data"]["source"] = {"kind": "csv", "path": str(workdir / WINDOW_FILE), "sep": ",",
-                                 "encoding": "utf-8"}
+        raw["data"]["source"] = {
+            "kind": "csv",
+            "path": str(workdir / WINDOW_FILE),
+            "sep": ",",
+            "encoding": "utf-8",
+        }
         raw["data"]["resample_rows"] = None
         # Live rows are unique by request id; without the columns the server does not log
         # (e.g. duration) different requests can look identical, and each is a real case.
@@ -362,33 +415,40 @@ class Retrainer:
 
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env.update(PLUMBLINE_ROOT=str(workdir),
-                   MLFLOW_TRACKING_URI=tracking_uri(self.params.mlflow, self.root),
-                   PYTHONUNBUFFERED="1")
+        env.update(
+            PLUMBLINE_ROOT=str(workdir),
+            MLFLOW_TRACKING_URI=tracking_uri(self.params.mlflow, self.root),
+            PYTHONUNBUFFERED="1",
+        )
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
-    def _step(self, name: str, argv: list[str], workdir: Path, env: dict[str, str],
-              deadline: float) -> int:
+    def _step(
+        self, name: str, argv: list[str], workdir: Path, env: dict[str, str], deadline: float
+    ) -> int:
         if self._abort.is_set():
             raise RetrainError("aborted: the monitor is shutting down")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise RetrainError(f"retrain.timeout_s ({self.params.retrain.timeout_s:.0f}s) "
-                               f"reached before {name}")
+            raise RetrainError(
+                f"retrain.timeout_s ({self.params.retrain.timeout_s:.0f}s) reached before {name}"
+            )
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         log_path = logs / f"{name}.log"
         with log_path.open("wb") as out:
-            self._proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out,
-                                          stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
             try:
                 code = self._proc.wait(remaining)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-                raise RetrainError(f"{name} did not finish within retrain.timeout_s "
-                                   f"({self.params.retrain.timeout_s:.0f}s)") from None
+                raise RetrainError(
+                    f"{name} did not finish within retrain.timeout_s "
+                    f"({self.params.retrain.timeout_s:.0f}s)"
+                ) from None
             finally:
                 self._proc = None
         if self._abort.is_set():
@@ -426,20 +486,25 @@ class Retrainer:
         if self._step("promote", [*plumbline, "promote"], workdir, env, deadline) != 0:
             raise RetrainError(f"promote failed: {self._tail(workdir, 'promote')}")
         md5 = md5_file(layout(workdir).model)
-        version = next((v.version for v in registry.versions()
-                        if v.tags.get(MODEL_MD5_TAG) == md5), None)
+        version = next(
+            (v.version for v in registry.versions() if v.tags.get(MODEL_MD5_TAG) == md5), None
+        )
         result.version = version
         result.champion_after = registry.alias_version(CHAMPION)
         result.details["gate"] = verdict.summary()
         if verdict.passed and version is not None and result.champion_after == version:
             self.references.save(version, layout(workdir))
             result.status = "promoted"
-            result.reason = (f"version {version} is champion (was "
-                             f"{result.champion_before or 'none'}); {verdict.summary()}")
+            result.reason = (
+                f"version {version} is champion (was "
+                f"{result.champion_before or 'none'}); {verdict.summary()}"
+            )
         else:
             result.status = "rejected"
-            result.reason = (f"gate failed, champion stays {result.champion_after or 'unset'}: "
-                             + "; ".join(verdict.reasons))
+            result.reason = (
+                f"gate failed, champion stays {result.champion_after or 'unset'}: "
+                + "; ".join(verdict.reasons)
+            )
 
     def _prune(self) -> None:
         if not self.runs_dir.is_dir():

@@ -48,12 +48,16 @@ MAX_FEEDBACK_ITEMS = 100_000
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, max_length=128,
-                            description="The request id of the prediction (response field "
-                            "request_id, header X-Request-ID)")
+    request_id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The request id of the prediction (response field "
+        "request_id, header X-Request-ID)",
+    )
     row: int = Field(default=0, ge=0, description="Position of the record in its request")
-    outcome: bool | int | str = Field(description="The true outcome: 0/1, false/true, or the "
-                                      "target's label (e.g. \"yes\" / \"no\")")
+    outcome: bool | int | str = Field(
+        description='The true outcome: 0/1, false/true, or the target\'s label (e.g. "yes" / "no")'
+    )
 
 
 class AlertmanagerAlert(BaseModel):
@@ -76,8 +80,9 @@ def _problem(loc: list[Any], msg: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg}
 
 
-def create_app(monitor: Monitor, retrainer: Retrainer, token: str | None = None,
-               refresh_loop: bool = True) -> FastAPI:
+def create_app(
+    monitor: Monitor, retrainer: Retrainer, token: str | None = None, refresh_loop: bool = True
+) -> FastAPI:
     stop = threading.Event()
 
     def loop() -> None:
@@ -100,16 +105,20 @@ def create_app(monitor: Monitor, retrainer: Retrainer, token: str | None = None,
             if thread.is_alive():
                 thread.join(10)
 
-    app = FastAPI(title="Plumbline monitor", lifespan=lifespan,
-                  description="Drift, live performance from delayed labels, retraining trigger.")
+    app = FastAPI(
+        title="Plumbline monitor",
+        lifespan=lifespan,
+        description="Drift, live performance from delayed labels, retraining trigger.",
+    )
 
     def authorized(request: Request) -> None:
         if not token:
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     guard = [Depends(authorized)]
 
@@ -148,17 +157,26 @@ def create_app(monitor: Monitor, retrainer: Retrainer, token: str | None = None,
         raw = [items] if single else items
         if not isinstance(raw, list) or not raw or len(raw) > MAX_FEEDBACK_ITEMS:
             monitor.count("feedback.invalid")
-            return JSONResponse({"detail": [_problem(["body"], "expected an outcome object or "
-                                                     f"a list of 1 to {MAX_FEEDBACK_ITEMS}")]},
-                                422)
+            return JSONResponse(
+                {
+                    "detail": [
+                        _problem(
+                            ["body"],
+                            f"expected an outcome object or a list of 1 to {MAX_FEEDBACK_ITEMS}",
+                        )
+                    ]
+                },
+                422,
+            )
         outcomes: list[Outcome] = []
         problems: list[dict[str, Any]] = []
         for i, entry in enumerate(raw):
             loc: list[Any] = ["body"] if single else ["body", i]
             try:
                 item = FeedbackItem.model_validate(entry)
-                outcomes.append(Outcome(item.request_id, item.row,
-                                        monitor.outcome_value(item.outcome)))
+                outcomes.append(
+                    Outcome(item.request_id, item.row, monitor.outcome_value(item.outcome))
+                )
             except ValidationError as err:
                 problems += [_problem([*loc, *e["loc"]], e["msg"]) for e in err.errors()]
             except ValueError as err:
@@ -178,14 +196,18 @@ def create_app(monitor: Monitor, retrainer: Retrainer, token: str | None = None,
     @app.post("/alerts", dependencies=guard)
     def alerts(payload: AlertmanagerWebhook) -> dict[str, Any]:
         wanted = set(monitor.params.retrain.trigger_alerts)
-        firing = sorted({a.labels.get("alertname", "") for a in payload.alerts
-                         if a.status == "firing"})
+        firing = sorted(
+            {a.labels.get("alertname", "") for a in payload.alerts if a.status == "firing"}
+        )
         for name in firing:
             monitor.count(f"alert.{name}")
         triggers = [name for name in firing if name in wanted]
         if not triggers:
-            return {"outcome": "ignored", "reason": "no firing alert in retrain.trigger_alerts",
-                    "firing": firing}
+            return {
+                "outcome": "ignored",
+                "reason": "no firing alert in retrain.trigger_alerts",
+                "firing": firing,
+            }
         return {**start(f"alert {', '.join(triggers)}", force=False), "firing": firing}
 
     @app.post("/retrain", dependencies=guard)
@@ -204,8 +226,9 @@ def create_app(monitor: Monitor, retrainer: Retrainer, token: str | None = None,
 
 def build(params: Params, contract: Contract, root: Path) -> tuple[Monitor, Retrainer]:
     monitor = Monitor(params, contract, root)
-    retrainer = Retrainer(params, contract, root, monitor.store, monitor.references,
-                          monitor.state_dir)
+    retrainer = Retrainer(
+        params, contract, root, monitor.store, monitor.references, monitor.state_dir
+    )
     return monitor, retrainer
 
 
@@ -218,6 +241,5 @@ def serve(params: Params, contract: Contract, root: Path, host: str, port: int) 
     monitor, retrainer = build(params, contract, root)
     token = os.environ.get(params.monitor.token_env) or None
     app = create_app(monitor, retrainer, token)
-    log.info("monitor on %s:%d: log %s, state %s", host, port, monitor.log_dir,
-             monitor.state_dir)
+    log.info("monitor on %s:%d: log %s, state %s", host, port, monitor.log_dir, monitor.state_dir)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

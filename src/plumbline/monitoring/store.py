@@ -70,9 +70,13 @@ class FeedbackResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "received": self.received, "accepted": self.matched + self.unknown,
-            "matched": self.matched, "unknown": self.unknown, "duplicates": self.duplicates,
-            "conflicts": self.conflicts, "unknown_ids": self.unknown_ids,
+            "received": self.received,
+            "accepted": self.matched + self.unknown,
+            "matched": self.matched,
+            "unknown": self.unknown,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "unknown_ids": self.unknown_ids,
             "duplicate_ids": self.duplicate_ids,
         }
 
@@ -145,8 +149,9 @@ class MonitorStore:
             stored = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
             missing = [n for n in self.features if n not in stored]
             for name in missing:  # a feature added to the contract after the store was made
-                conn.execute(f"ALTER TABLE predictions ADD COLUMN {_q(name)} "
-                             f"{_SQL_TYPES[self.types[name]]}")
+                conn.execute(
+                    f"ALTER TABLE predictions ADD COLUMN {_q(name)} {_SQL_TYPES[self.types[name]]}"
+                )
 
     # --- the prediction log -----------------------------------------------------------------
 
@@ -171,18 +176,24 @@ class MonitorStore:
                 log.warning("prediction log file skipped: %s", message)
                 result.errors.append(message)
                 with self.connect() as conn:
-                    conn.execute("INSERT OR REPLACE INTO log_files VALUES (?, 0, 0, ?, ?)",
-                                 (path.name, message, time.time()))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO log_files VALUES (?, 0, 0, ?, ?)",
+                        (path.name, message, time.time()),
+                    )
                 continue
             names = [*META_COLUMNS, *self.features, "probability", "label"]
-            sql = (f"INSERT OR IGNORE INTO predictions ({', '.join(_q(n) for n in names)}) "
-                   f"VALUES ({', '.join('?' for _ in names)})")
+            sql = (
+                f"INSERT OR IGNORE INTO predictions ({', '.join(_q(n) for n in names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})"
+            )
             with self.connect() as conn:
                 before = conn.total_changes
                 conn.executemany(sql, rows)
                 inserted = conn.total_changes - before
-                conn.execute("INSERT OR REPLACE INTO log_files VALUES (?, ?, ?, NULL, ?)",
-                             (path.name, len(rows), len(rows) - inserted, time.time()))
+                conn.execute(
+                    "INSERT OR REPLACE INTO log_files VALUES (?, ?, ?, NULL, ?)",
+                    (path.name, len(rows), len(rows) - inserted, time.time()),
+                )
             result.files += 1
             result.rows += inserted
             result.duplicates += len(rows) - inserted
@@ -191,9 +202,12 @@ class MonitorStore:
             gone = [(n,) for n in seen - present]
             conn.executemany("DELETE FROM log_files WHERE name = ?", gone)
             if retention_rows is not None:
-                conn.execute("""DELETE FROM predictions WHERE rowid IN (
+                conn.execute(
+                    """DELETE FROM predictions WHERE rowid IN (
                     SELECT rowid FROM predictions ORDER BY received_at DESC, rowid DESC
-                    LIMIT -1 OFFSET ?)""", (retention_rows,))
+                    LIMIT -1 OFFSET ?)""",
+                    (retention_rows,),
+                )
         return result
 
     def _rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
@@ -201,57 +215,71 @@ class MonitorStore:
         missing = [c for c in [*META_COLUMNS, "probability", "label"] if c not in names]
         if missing:
             raise ValueError(f"not a prediction log file: no columns {missing}")
-        received = pc.divide(pc.cast(table["received_at"].cast(pa.timestamp("us", tz="UTC")),
-                                     pa.int64()).cast(pa.float64()), 1e6)
+        received = pc.divide(
+            pc.cast(table["received_at"].cast(pa.timestamp("us", tz="UTC")), pa.int64()).cast(
+                pa.float64()
+            ),
+            1e6,
+        )
         columns: list[list[Any]] = [
-            table["request_id"].to_pylist(), table["row"].to_pylist(), received.to_pylist(),
-            table["model_name"].to_pylist(), table["model_version"].to_pylist(),
+            table["request_id"].to_pylist(),
+            table["row"].to_pylist(),
+            received.to_pylist(),
+            table["model_name"].to_pylist(),
+            table["model_version"].to_pylist(),
         ]
         for name in self.features:
-            columns.append(table[name].to_pylist() if name in table.schema.names
-                           else [None] * table.num_rows)
+            columns.append(
+                table[name].to_pylist() if name in table.schema.names else [None] * table.num_rows
+            )
         columns.append(table["probability"].to_pylist())
         columns.append(table["label"].to_pylist())
         return list(zip(*columns, strict=True))
 
     # --- feedback ---------------------------------------------------------------------------
 
-    def add_feedback(self, outcomes: Sequence[Outcome], now: float | None = None
-                     ) -> FeedbackResult:
+    def add_feedback(self, outcomes: Sequence[Outcome], now: float | None = None) -> FeedbackResult:
         now = time.time() if now is None else now
         result = FeedbackResult(received=len(outcomes))
         with self.connect() as conn:
             for item in outcomes:
                 key = (item.request_id, item.row)
-                stored = conn.execute("SELECT outcome FROM feedback WHERE request_id = ? AND "
-                                      "row = ?", key).fetchone()
+                stored = conn.execute(
+                    "SELECT outcome FROM feedback WHERE request_id = ? AND row = ?", key
+                ).fetchone()
                 if stored is not None:
                     result.duplicates += 1
                     conflict = int(stored[0]) != item.outcome
                     result.conflicts += conflict
                     if len(result.duplicate_ids) < MAX_LISTED:
-                        result.duplicate_ids.append({
-                            "request_id": item.request_id, "row": item.row,
-                            "kept_outcome": int(stored[0]), "conflict": conflict})
+                        result.duplicate_ids.append(
+                            {
+                                "request_id": item.request_id,
+                                "row": item.row,
+                                "kept_outcome": int(stored[0]),
+                                "conflict": conflict,
+                            }
+                        )
                     continue
                 conn.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", (*key, item.outcome, now))
-                known = conn.execute("SELECT 1 FROM predictions WHERE request_id = ? AND "
-                                     "row = ?", key).fetchone()
+                known = conn.execute(
+                    "SELECT 1 FROM predictions WHERE request_id = ? AND row = ?", key
+                ).fetchone()
                 if known:
                     result.matched += 1
                 else:
                     result.unknown += 1
                     if len(result.unknown_ids) < MAX_LISTED:
-                        result.unknown_ids.append({"request_id": item.request_id,
-                                                   "row": item.row})
+                        result.unknown_ids.append({"request_id": item.request_id, "row": item.row})
         return result
 
     def feedback_counts(self) -> dict[str, int]:
         """Stored outcomes: joined to a prediction, and still without one."""
         with self.connect() as conn:
             total = conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-            joined = conn.execute("SELECT COUNT(*) FROM feedback f JOIN predictions p "
-                                  "USING (request_id, row)").fetchone()[0]
+            joined = conn.execute(
+                "SELECT COUNT(*) FROM feedback f JOIN predictions p USING (request_id, row)"
+            ).fetchone()[0]
         return {"stored": int(total), "joined": int(joined), "unmatched": int(total - joined)}
 
     # --- windows ----------------------------------------------------------------------------
@@ -263,11 +291,13 @@ class MonitorStore:
 
     def window(self, rows: int) -> pd.DataFrame:
         """The newest ``rows`` logged predictions, oldest first."""
-        return self._frame("SELECT * FROM predictions ORDER BY received_at DESC, rowid DESC "
-                           "LIMIT ?", (rows,))
+        return self._frame(
+            "SELECT * FROM predictions ORDER BY received_at DESC, rowid DESC LIMIT ?", (rows,)
+        )
 
-    def labelled(self, rows: int, version: str | None = None,
-                 since: float | None = None) -> pd.DataFrame:
+    def labelled(
+        self, rows: int, version: str | None = None, since: float | None = None
+    ) -> pd.DataFrame:
         """The newest ``rows`` predictions that have an outcome (column ``outcome``), oldest
         first; only those of ``version`` / received after ``since`` when given."""
         where: list[str] = []
@@ -282,7 +312,9 @@ class MonitorStore:
         return self._frame(
             f"SELECT p.*, f.outcome AS outcome FROM predictions p JOIN feedback f "
             f"USING (request_id, row) {clause} ORDER BY p.received_at DESC, p.rowid DESC "
-            f"LIMIT ?", (*args, rows))
+            f"LIMIT ?",
+            (*args, rows),
+        )
 
     def count_labelled(self, since: float | None = None) -> int:
         sql = "SELECT COUNT(*) FROM predictions p JOIN feedback f USING (request_id, row)"
@@ -303,8 +335,16 @@ class MonitorStore:
                        MAX(p.received_at)
                 FROM predictions p LEFT JOIN feedback f USING (request_id, row)
                 GROUP BY p.model_version ORDER BY MIN(p.received_at)""").fetchall()
-        return [{"model_version": r[0], "rows": int(r[1]), "labelled": int(r[2]),
-                 "first_at": float(r[3]), "last_at": float(r[4])} for r in rows]
+        return [
+            {
+                "model_version": r[0],
+                "rows": int(r[1]),
+                "labelled": int(r[2]),
+                "first_at": float(r[3]),
+                "last_at": float(r[4]),
+            }
+            for r in rows
+        ]
 
     # --- retrain runs -----------------------------------------------------------------------
 
@@ -312,12 +352,21 @@ class MonitorStore:
         with self.connect() as conn:
             cursor = conn.execute(
                 "INSERT INTO retrains (trigger, started_at, status, workdir) VALUES "
-                "(?, ?, 'running', ?)", (trigger, time.time() if now is None else now, workdir))
+                "(?, ?, 'running', ?)",
+                (trigger, time.time() if now is None else now, workdir),
+            )
             return int(cursor.lastrowid or 0)
 
     def finish_retrain(self, run_id: int, status: str, reason: str, **fields: Any) -> None:
-        allowed = {"version", "champion_before", "champion_after", "live_rows", "history_rows",
-                   "newest_live_at", "workdir"}
+        allowed = {
+            "version",
+            "champion_before",
+            "champion_after",
+            "live_rows",
+            "history_rows",
+            "newest_live_at",
+            "workdir",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown retrain fields: {sorted(unknown)}")
@@ -326,7 +375,8 @@ class MonitorStore:
             conn.execute(
                 f"UPDATE retrains SET status = ?, reason = ?, finished_at = ?"
                 f"{', ' + sets if sets else ''} WHERE id = ?",
-                (status, reason, time.time(), *fields.values(), run_id))
+                (status, reason, time.time(), *fields.values(), run_id),
+            )
 
     def interrupted_retrains(self) -> int:
         """Mark runs left 'running' by a process that died as failed (call with the lock held)."""
@@ -334,7 +384,8 @@ class MonitorStore:
             cursor = conn.execute(
                 "UPDATE retrains SET status = 'failed', finished_at = ?, reason = "
                 "'interrupted: the process running it stopped' WHERE status = 'running'",
-                (time.time(),))
+                (time.time(),),
+            )
             return int(cursor.rowcount)
 
     def retrains(self, limit: int = 100) -> list[RetrainRecord]:
@@ -342,7 +393,9 @@ class MonitorStore:
             rows = conn.execute(
                 "SELECT id, trigger, started_at, finished_at, status, reason, version, "
                 "champion_before, champion_after, live_rows, history_rows, newest_live_at, "
-                "workdir FROM retrains ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+                "workdir FROM retrains ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [RetrainRecord(*r) for r in rows]
 
     def retrain_counts(self) -> dict[str, int]:

@@ -60,8 +60,11 @@ class ServeSettings:
             model_name=self.params.mlflow.model_name,
             alias=self.serve.model_alias,
             tracking_uri=self.tracking_uri,
-            fallback=None if fallback is None else self.params.resolve(fallback)
-            if not fallback.is_absolute() else fallback,
+            fallback=None
+            if fallback is None
+            else self.params.resolve(fallback)
+            if not fallback.is_absolute()
+            else fallback,
         )
 
 
@@ -86,8 +89,9 @@ class PredictAPI(ls.LitAPI):
         from plumbline.serving.reload import ModelManager
 
         threadpool_limits(1)  # one core per worker; the batch is small and OpenMP only hurts
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         serve = self.settings.serve
         self.worker_id = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
         self.threshold = float(serve.threshold)
@@ -95,15 +99,21 @@ class PredictAPI(ls.LitAPI):
         self.metrics.not_ready()
         self.predlog: PredictionLog | None = None
         if serve.prediction_log.enabled:
-            self.predlog = PredictionLog(serve.prediction_log, self.settings.prediction_log_dir,
-                                         self.settings.contract, self.settings.features,
-                                         self.metrics)
+            self.predlog = PredictionLog(
+                serve.prediction_log,
+                self.settings.prediction_log_dir,
+                self.settings.contract,
+                self.settings.features,
+                self.metrics,
+            )
             self.predlog.start()
-        source = ModelSource(self.settings.source_settings(), self.settings.contract,
-                             self.settings.features)
+        source = ModelSource(
+            self.settings.source_settings(), self.settings.contract, self.settings.features
+        )
         prefetch = Path(self.settings.prefetch_dir) if self.settings.prefetch_dir else None
-        self.models = ModelManager(source, self.metrics, self.shared, self.worker_id,
-                                   serve.poll_interval_s, prefetch)
+        self.models = ModelManager(
+            source, self.metrics, self.shared, self.worker_id, serve.poll_interval_s, prefetch
+        )
         self.models.start()
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
@@ -146,25 +156,46 @@ class PredictAPI(ls.LitAPI):
         l_list = labels.tolist()
         for (request_id, _, _, single), n in zip(requests, counts, strict=True):
             if single:
-                body = orjson.dumps({"probability": p_list[start], "label": l_list[start],
-                                     "model_name": model.name, "model_version": model.version,
-                                     "request_id": request_id})
+                body = orjson.dumps(
+                    {
+                        "probability": p_list[start],
+                        "label": l_list[start],
+                        "model_name": model.name,
+                        "model_version": model.version,
+                        "request_id": request_id,
+                    }
+                )
             else:
-                body = orjson.dumps([
-                    {"probability": p, "label": lab, "model_name": model.name,
-                     "model_version": model.version, "request_id": request_id}
-                    for p, lab in zip(p_list[start:start + n], l_list[start:start + n],
-                                      strict=True)
-                ])
+                body = orjson.dumps(
+                    [
+                        {
+                            "probability": p,
+                            "label": lab,
+                            "model_name": model.name,
+                            "model_version": model.version,
+                            "request_id": request_id,
+                        }
+                        for p, lab in zip(
+                            p_list[start : start + n], l_list[start : start + n], strict=True
+                        )
+                    ]
+                )
             outputs.append((200, body))
             start += n
         self.metrics.scored(len(requests), probabilities, labels)
         if self.predlog is not None:
-            self.predlog.append(Batch(
-                request_ids=[r[0] for r in requests], row_counts=counts,
-                received_at=[r[1] for r in requests], model_name=model.name,
-                model_version=model.version, rows=rows, probabilities=probabilities,
-                labels=labels))
+            self.predlog.append(
+                Batch(
+                    request_ids=[r[0] for r in requests],
+                    row_counts=counts,
+                    received_at=[r[1] for r in requests],
+                    model_name=model.name,
+                    model_version=model.version,
+                    rows=rows,
+                    probabilities=probabilities,
+                    labels=labels,
+                )
+            )
         return outputs
 
     def encode_response(self, output: Output, **kwargs: Any) -> Output:

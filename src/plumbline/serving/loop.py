@@ -31,8 +31,9 @@ _SERVER_ERROR = (500, b'{"detail":"internal error while scoring; see the server 
 
 
 class AdaptiveBatchLoop(LitLoop):
-    def collect(self, request_queue: Any, max_batch_size: int, batch_timeout: float
-                ) -> list[tuple[Any, ...]]:
+    def collect(
+        self, request_queue: Any, max_batch_size: int, batch_timeout: float
+    ) -> list[tuple[Any, ...]]:
         try:
             first = request_queue.get(timeout=_IDLE_POLL_S)
         except Empty:
@@ -54,11 +55,20 @@ class AdaptiveBatchLoop(LitLoop):
                 break
         return items
 
-    def run(self, lit_api: Any, device: str, worker_id: int, request_queue: Any,
-            transport: Any, workers_setup_status: Any, callback_runner: Any) -> None:
+    def run(
+        self,
+        lit_api: Any,
+        device: str,
+        worker_id: int,
+        request_queue: Any,
+        transport: Any,
+        workers_setup_status: Any,
+        callback_runner: Any,
+    ) -> None:
         items = self.collect(request_queue, lit_api.max_batch_size, lit_api.batch_timeout)
         if lit_api.stopping and (
-                not items or time.monotonic() - lit_api.stop_requested_at > _STOP_GRACE_S):
+            not items or time.monotonic() - lit_api.stop_requested_at > _STOP_GRACE_S
+        ):
             self._respond_unavailable(transport, items)
             lit_api.shutdown()
             raise SystemExit(0)
@@ -70,8 +80,14 @@ class AdaptiveBatchLoop(LitLoop):
         for item in items:
             response_queue_id, uid, queued_at, _ = item
             if timeout and timeout != -1 and now - queued_at > timeout:
-                self.put_response(transport, response_queue_id, uid, _TIMED_OUT,
-                                  LitAPIStatus.OK, LoopResponseType.REGULAR)
+                self.put_response(
+                    transport,
+                    response_queue_id,
+                    uid,
+                    _TIMED_OUT,
+                    LitAPIStatus.OK,
+                    LoopResponseType.REGULAR,
+                )
             else:
                 live.append(item)
         if not live:
@@ -80,8 +96,9 @@ class AdaptiveBatchLoop(LitLoop):
         try:
             outputs = lit_api.predict(payloads)
         except Exception:
-            log.exception("scoring a batch of %d requests failed; retrying one by one",
-                          len(payloads))
+            log.exception(
+                "scoring a batch of %d requests failed; retrying one by one", len(payloads)
+            )
             outputs = []
             for payload in payloads:
                 try:
@@ -90,11 +107,22 @@ class AdaptiveBatchLoop(LitLoop):
                     log.exception("scoring request %s failed", payload[0])
                     outputs.append(_SERVER_ERROR)
         for item, output in zip(live, outputs, strict=True):
-            self.put_response(transport, item[0], item[1], lit_api.encode_response(output),
-                              LitAPIStatus.OK, LoopResponseType.REGULAR)
+            self.put_response(
+                transport,
+                item[0],
+                item[1],
+                lit_api.encode_response(output),
+                LitAPIStatus.OK,
+                LoopResponseType.REGULAR,
+            )
 
     def _respond_unavailable(self, transport: Any, items: list[tuple[Any, ...]]) -> None:
         for item in items:
-            self.put_response(transport, item[0], item[1],
-                              (503, b'{"detail":"the server is shutting down"}'),
-                              LitAPIStatus.OK, LoopResponseType.REGULAR)
+            self.put_response(
+                transport,
+                item[0],
+                item[1],
+                (503, b'{"detail":"the server is shutting down"}'),
+                LitAPIStatus.OK,
+                LoopResponseType.REGULAR,
+            )

@@ -45,8 +45,24 @@ import numpy as np
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.045, 0.06,
-                   0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.045,
+    0.06,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 ROW_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -105,40 +121,58 @@ class ServeMetrics:
     def _http_series(self) -> None:
         from prometheus_client import Counter, Histogram
 
-        self.requests = Counter("plumbline_http_requests", "HTTP requests by route and status",
-                                ["route", "method", "status"])
-        self.latency = Histogram("plumbline_http_request_duration_seconds",
-                                 "Time from request received to response sent", ["route"],
-                                 buckets=LATENCY_BUCKETS)
-        self.validation_failures = Counter("plumbline_validation_failures",
-                                           "Requests rejected by validation, by field",
-                                           ["field"])
+        self.requests = Counter(
+            "plumbline_http_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+        )
+        self.latency = Histogram(
+            "plumbline_http_request_duration_seconds",
+            "Time from request received to response sent",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.validation_failures = Counter(
+            "plumbline_validation_failures", "Requests rejected by validation, by field", ["field"]
+        )
 
     def _worker_series(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.batch_size = Histogram("plumbline_batch_size", "Requests per scoring call",
-                                    buckets=BATCH_BUCKETS)
-        self.batch_rows = Histogram("plumbline_batch_rows", "Rows per scoring call",
-                                    buckets=ROW_BUCKETS)
-        self.scores = Histogram("plumbline_prediction_score",
-                                "Predicted probability of the positive class",
-                                buckets=SCORE_BUCKETS)
+        self.batch_size = Histogram(
+            "plumbline_batch_size", "Requests per scoring call", buckets=BATCH_BUCKETS
+        )
+        self.batch_rows = Histogram(
+            "plumbline_batch_rows", "Rows per scoring call", buckets=ROW_BUCKETS
+        )
+        self.scores = Histogram(
+            "plumbline_prediction_score",
+            "Predicted probability of the positive class",
+            buckets=SCORE_BUCKETS,
+        )
         self.predictions = Counter("plumbline_predictions", "Predictions by label", ["label"])
-        self.positive_ratio = Gauge("plumbline_predicted_positive_ratio",
-                                    f"Share of label 1 in the last {POSITIVE_WINDOW} predictions",
-                                    multiprocess_mode="mostrecent")
-        self.model_info = Gauge("plumbline_model_info", "The model being served (value 1)",
-                                ["model_name", "model_version", "source"],
-                                multiprocess_mode="livemax")
-        self.model_ready = Gauge("plumbline_model_ready",
-                                 "1 when a model is loaded and passed its smoke check",
-                                 multiprocess_mode="livemin")
-        self.reloads = Counter("plumbline_model_reloads", "Model (re)loads by result",
-                               ["result"])
+        self.positive_ratio = Gauge(
+            "plumbline_predicted_positive_ratio",
+            f"Share of label 1 in the last {POSITIVE_WINDOW} predictions",
+            multiprocess_mode="mostrecent",
+        )
+        self.model_info = Gauge(
+            "plumbline_model_info",
+            "The model being served (value 1)",
+            ["model_name", "model_version", "source"],
+            multiprocess_mode="livemax",
+        )
+        self.model_ready = Gauge(
+            "plumbline_model_ready",
+            "1 when a model is loaded and passed its smoke check",
+            multiprocess_mode="livemin",
+        )
+        self.reloads = Counter("plumbline_model_reloads", "Model (re)loads by result", ["result"])
         self.log_rows = Counter("plumbline_prediction_log_rows", "Rows written to the log")
-        self.log_dropped_rows = Counter("plumbline_prediction_log_dropped_rows",
-                                   "Rows not logged because the writer fell behind")
+        self.log_dropped_rows = Counter(
+            "plumbline_prediction_log_dropped_rows",
+            "Rows not logged because the writer fell behind",
+        )
         self._positive = self.predictions.labels(label="1")
         self._negative = self.predictions.labels(label="0")
 
@@ -181,8 +215,7 @@ class ServeMetrics:
         for key, count in requests.items():
             child = self._http_children.get(key)
             if child is None:
-                child = self._http_children[key] = self.requests.labels(
-                    key[0], key[1], str(key[2]))
+                child = self._http_children[key] = self.requests.labels(key[0], key[1], str(key[2]))
             child.inc(count)
         latencies, self._pending_latency = self._pending_latency, {}
         for route, counts in latencies.items():

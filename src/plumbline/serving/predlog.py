@@ -36,8 +36,12 @@ from plumbline.serving.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
 
-_ARROW = {"integer": pa.int64(), "float": pa.float64(), "category": pa.string(),
-          "string": pa.string()}
+_ARROW = {
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "category": pa.string(),
+    "string": pa.string(),
+}
 PREFIX = "predictions-"
 IN_PROGRESS = ".inprogress"
 
@@ -64,16 +68,25 @@ def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
     ]
-    fields += [pa.field(name, _ARROW[contract.columns[name].type], nullable=True)
-               for name in features]
-    fields += [pa.field("probability", pa.float64(), nullable=False),
-               pa.field("label", pa.int8(), nullable=False)]
+    fields += [
+        pa.field(name, _ARROW[contract.columns[name].type], nullable=True) for name in features
+    ]
+    fields += [
+        pa.field("probability", pa.float64(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+    ]
     return pa.schema(fields, metadata={"plumbline.contract": contract.name})
 
 
 class PredictionLog:
-    def __init__(self, cfg: PredictionLogConfig, directory: Path, contract: Contract,
-                 features: Sequence[str], metrics: ServeMetrics) -> None:
+    def __init__(
+        self,
+        cfg: PredictionLogConfig,
+        directory: Path,
+        contract: Contract,
+        features: Sequence[str],
+        metrics: ServeMetrics,
+    ) -> None:
         self.cfg = cfg
         self.directory = directory
         self.features = list(features)
@@ -113,8 +126,11 @@ class PredictionLog:
         """Write what is pending and finish the current file."""
         self._stop = True
         self._wake.set()
-        if self._thread is not None and self._thread.is_alive() \
-                and self._thread is not threading.current_thread():
+        if (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._thread is not threading.current_thread()
+        ):
             self._thread.join(timeout)
         if self._thread is None or not self._thread.is_alive():
             self._flush()
@@ -130,8 +146,9 @@ class PredictionLog:
             try:
                 self._flush()
                 if self._writer is not None and (
-                        self._file_rows >= self.cfg.rotate_rows
-                        or time.time() - self._file_started >= self.cfg.rotate_s):
+                    self._file_rows >= self.cfg.rotate_rows
+                    or time.time() - self._file_started >= self.cfg.rotate_s
+                ):
                     self._finish_file()
             except Exception:
                 log.exception("prediction log: writing failed; rows of this flush are lost")
@@ -176,18 +193,20 @@ class PredictionLog:
         columns: dict[str, Any] = {
             "request_id": pa.array(request_ids, pa.string()),
             "row": pa.array(positions, pa.int32()),
-            "received_at": pa.array((np.asarray(received) * 1e6).astype("int64"),
-                                    pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array((np.asarray(received) * 1e6).astype("int64"), pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
             "model_name": pa.array(names, pa.string()),
             "model_version": pa.array(versions, pa.string()),
         }
         for i, name in enumerate(self.features):
-            columns[name] = pa.array(list(map(itemgetter(i), rows)),
-                                     self.schema.field(name).type)
+            columns[name] = pa.array(list(map(itemgetter(i), rows)), self.schema.field(name).type)
         columns["probability"] = pa.array(
-            np.concatenate([b.probabilities for b in batches]), pa.float64())
+            np.concatenate([b.probabilities for b in batches]), pa.float64()
+        )
         columns["label"] = pa.array(
-            np.concatenate([b.labels for b in batches]).astype(np.int8), pa.int8())
+            np.concatenate([b.labels for b in batches]).astype(np.int8), pa.int8()
+        )
         return pa.table(columns, schema=self.schema)
 
     def _open_file(self) -> None:

@@ -47,13 +47,19 @@ def fetch(name: str, alias: str, uri: str, dest: Path) -> dict[str, Any]:
     except Exception as err:
         return {"error": f"registry {uri}: no {name}@{alias}: {err}"}
     try:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(dest / "artifacts"),
-            tracking_uri=uri, registry_uri=uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=str(dest / "artifacts"),
+                tracking_uri=uri,
+                registry_uri=uri,
+            )
+        )
         # The same checks as plumbline.registry.Registry.load: a skops-serialized sklearn
         # flavor, never a pickle.
-        flavor = (yaml.safe_load((local / "MLmodel").read_text()).get("flavors") or {}
-                  ).get("sklearn") or {}
+        flavor = (yaml.safe_load((local / "MLmodel").read_text()).get("flavors") or {}).get(
+            "sklearn"
+        ) or {}
         if flavor.get("serialization_format") != "skops":
             raise ValueError("not a skops-serialized sklearn model; refusing to unpickle it")
         model_file = local / flavor.get("pickled_model", "model.skops")
@@ -65,8 +71,10 @@ def fetch(name: str, alias: str, uri: str, dest: Path) -> dict[str, Any]:
 def start(name: str, alias: str, uri: str) -> tuple[subprocess.Popen[bytes], Path]:
     """Start the fetch in its own process; returns it and the directory of its result."""
     dest = Path(tempfile.mkdtemp(prefix="plumbline-prefetch-"))
-    proc = subprocess.Popen([sys.executable, "-m", "plumbline.serving.prefetch", name, alias,
-                             uri, str(dest)], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plumbline.serving.prefetch", name, alias, uri, str(dest)],
+        stdin=subprocess.DEVNULL,
+    )
     return proc, dest
 
 

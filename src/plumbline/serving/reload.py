@@ -44,9 +44,15 @@ def worker_key(worker_id: int) -> str:
 
 
 class ModelManager:
-    def __init__(self, source: ModelSource, metrics: ServeMetrics, shared: Any | None,
-                 worker_id: int, poll_interval_s: float, prefetch_dir: Path | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        metrics: ServeMetrics,
+        shared: Any | None,
+        worker_id: int,
+        poll_interval_s: float,
+        prefetch_dir: Path | None = None,
+    ) -> None:
         self.source = source
         self.prefetch_dir = prefetch_dir
         self.metrics = metrics
@@ -138,15 +144,19 @@ class ModelManager:
         except SourceUnavailable as err:
             if current is not None:
                 if reason != "poll":
-                    log.warning("registry check (%s): %s; still serving %s", reason, err,
-                                current.version)
+                    log.warning(
+                        "registry check (%s): %s; still serving %s", reason, err, current.version
+                    )
                 return self._result("unchanged", current, reason=str(err))
             return self._fallback(err)
         if current is not None and current.source == "registry" and current.version == version:
             return self._result("unchanged", current)
         if version in self.rejected and not force:
-            return self._result("unchanged", current, reason=f"version {version} was rejected: "
-                                f"{self.rejected[version]}")
+            return self._result(
+                "unchanged",
+                current,
+                reason=f"version {version} was rejected: {self.rejected[version]}",
+            )
         started = time.perf_counter()
         try:
             candidate = self.source.load_registry(version)
@@ -154,8 +164,12 @@ class ModelManager:
             message = f"{type(err).__name__}: {err}"
             self.rejected[version] = message
             self.metrics.reload(success=False)
-            log.error("model version %s rejected (%s); %s", version, message,
-                      f"still serving {current.version}" if current else "no model is serving")
+            log.error(
+                "model version %s rejected (%s); %s",
+                version,
+                message,
+                f"still serving {current.version}" if current else "no model is serving",
+            )
             if current is None:
                 self.last_error = f"version {version} rejected: {message}"
                 fallback = self._fallback(SourceUnavailable(self.last_error))
@@ -198,10 +212,16 @@ class ModelManager:
         self.last_error = None
         self.metrics.reload(success=True)
         self.metrics.model_loaded(candidate.name, candidate.version, candidate.source)
-        log.info("serving %s version %s from %s (%s, %s scorer%s)%s", candidate.name,
-                 candidate.version, candidate.source, reason, candidate.scorer.kind,
-                 f", loaded in {seconds:.2f}s" if seconds else "",
-                 f"; replaced {previous.version}" if previous else "")
+        log.info(
+            "serving %s version %s from %s (%s, %s scorer%s)%s",
+            candidate.name,
+            candidate.version,
+            candidate.source,
+            reason,
+            candidate.scorer.kind,
+            f", loaded in {seconds:.2f}s" if seconds else "",
+            f"; replaced {previous.version}" if previous else "",
+        )
 
     def _result(self, status: str, model: ServedModel | None, **extra: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"status": status, "worker": self.worker_id}

@@ -32,8 +32,9 @@ class Prediction(BaseModel):
     probability: float = Field(description="Probability of the positive class")
     label: Literal[0, 1] = Field(description="1 when probability >= the configured threshold")
     model_name: str
-    model_version: str = Field(description="The registry version (or local-<hash>) that "
-                               "produced this prediction")
+    model_version: str = Field(
+        description="The registry version (or local-<hash>) that produced this prediction"
+    )
     request_id: str = Field(description="Also in the X-Request-ID response header")
 
 
@@ -67,13 +68,20 @@ class RequestInvalid(Exception):
 class RequestValidator:
     """Turns a request body into rows (tuples in ``features`` order), or RequestInvalid."""
 
-    def __init__(self, contract: Contract, features: Sequence[str],
-                 unknown_category: Literal["reject", "allow"], max_records: int) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        features: Sequence[str],
+        unknown_category: Literal["reject", "allow"],
+        max_records: int,
+    ) -> None:
         self.features = list(features)
         self.max_records = max_records
         self.record = contract.record_model(self.features, unknown_category=unknown_category)
-        many: Any = Annotated[list[self.record], Field(min_length=1,  # type: ignore[name-defined]
-                                                        max_length=max_records)]
+        many: Any = Annotated[
+            list[self.record],  # type: ignore[name-defined]
+            Field(min_length=1, max_length=max_records),
+        ]
         self.records: TypeAdapter[list[Any]] = TypeAdapter(many)
 
     def parse(self, body: bytes) -> tuple[list[tuple[Any, ...]], bool]:
@@ -88,12 +96,14 @@ class RequestValidator:
         except ValidationError as err:
             raise _invalid(err) from None
 
-    def openapi_request_schema(self, ref_prefix: str = "#/components/schemas/"
-                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def openapi_request_schema(
+        self, ref_prefix: str = "#/components/schemas/"
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(body schema, component schemas) for the OpenAPI document."""
         name = self.record.__name__
-        record_schema = self.record.model_json_schema(by_alias=True,
-                                                      ref_template=ref_prefix + "{model}")
+        record_schema = self.record.model_json_schema(
+            by_alias=True, ref_template=ref_prefix + "{model}"
+        )
         ref = {"$ref": ref_prefix + name}
         body = {
             "anyOf": [
@@ -120,6 +130,13 @@ def _invalid(err: ValidationError) -> RequestInvalid:
             field = names[-1]
         else:
             field = "body"
-        items.append({"field": field, "record": record, "loc": ["body", *loc],
-                      "msg": e["msg"], "type": e["type"]})
+        items.append(
+            {
+                "field": field,
+                "record": record,
+                "loc": ["body", *loc],
+                "msg": e["msg"],
+                "type": e["type"],
+            }
+        )
     return RequestInvalid(items, len(raw))

@@ -73,8 +73,11 @@ class _NumericBlock:
         width = len(self.positions)
         x = np.empty((n, width), dtype=np.float64)
         for j, pos in enumerate(self.positions):
-            x[:, j] = np.fromiter(columns[pos], dtype=np.float64, count=n) \
-                if self.fill is None else np.asarray(columns[pos], dtype=np.float64)
+            x[:, j] = (
+                np.fromiter(columns[pos], dtype=np.float64, count=n)
+                if self.fill is None
+                else np.asarray(columns[pos], dtype=np.float64)
+            )
         if self.fill is not None:
             missing = np.isnan(x)
             if missing.any():
@@ -84,7 +87,7 @@ class _NumericBlock:
                 x -= values
             else:
                 x /= values
-        out[:, start:start + width] = x
+        out[:, start : start + width] = x
         return start + width
 
 
@@ -139,11 +142,11 @@ class FastScorer:
                 continue
             if name == "remainder" and transformer != "drop":
                 raise Unsupported("a remainder that is not dropped")
-            col_names = [names_in[c] if isinstance(c, int | np.integer) else str(c)
-                         for c in cols]
+            col_names = [names_in[c] if isinstance(c, int | np.integer) else str(c) for c in cols]
             positions = [position[c] for c in col_names]
-            steps = transformer.steps if isinstance(transformer, Pipeline) else \
-                [("step", transformer)]
+            steps = (
+                transformer.steps if isinstance(transformer, Pipeline) else [("step", transformer)]
+            )
             block = _compile_block(positions, [s for _, s in steps])
             width += block.width if isinstance(block, _CategoricalBlock) else len(positions)
             self.blocks.append(block)
@@ -198,8 +201,12 @@ def _compile_block(positions: list[int], steps: list[Any]) -> _NumericBlock | _C
         encoder = steps[-1]
         fill = None
         for step in steps[:-1]:
-            if not (isinstance(step, SimpleImputer) and step.strategy == "constant"
-                    and not step.add_indicator and _is_missing(step.missing_values)):
+            if not (
+                isinstance(step, SimpleImputer)
+                and step.strategy == "constant"
+                and not step.add_indicator
+                and _is_missing(step.missing_values)
+            ):
                 raise Unsupported(f"categorical step {step!r}")
             fill = step.statistics_[0] if len(step.statistics_) else step.fill_value
             if any(v != fill for v in step.statistics_):
@@ -228,8 +235,7 @@ def _compile_block(positions: list[int], steps: list[Any]) -> _NumericBlock | _C
             if ops or fill_values is not None:
                 raise Unsupported("an imputer after another numeric step")
             stats = np.asarray(step.statistics_, dtype=np.float64)
-            if step.add_indicator or not _is_missing(step.missing_values) \
-                    or np.isnan(stats).any():
+            if step.add_indicator or not _is_missing(step.missing_values) or np.isnan(stats).any():
                 raise Unsupported(f"numeric imputer {step!r}")
             fill_values = stats
         elif isinstance(step, StandardScaler):

@@ -56,8 +56,17 @@ from plumbline.serving.transport import Overloaded, ZmqRequestQueue, ZmqResponse
 
 log = logging.getLogger("plumbline.serving")
 
-ROUTES = ("/predict", "/ready", "/health", "/metrics", "/admin/reload", "/docs",
-          "/openapi.json", "/info", "/")
+ROUTES = (
+    "/predict",
+    "/ready",
+    "/health",
+    "/metrics",
+    "/admin/reload",
+    "/docs",
+    "/openapi.json",
+    "/info",
+    "/",
+)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _JSON = "application/json"
 
@@ -96,8 +105,12 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             path = scope["path"]
-            process_metrics(True).http(path if path in ROUTES else "other", scope["method"],
-                                       status, time.perf_counter() - started)
+            process_metrics(True).http(
+                path if path in ROUTES else "other",
+                scope["method"],
+                status,
+                time.perf_counter() - started,
+            )
 
 
 class _Waiter:
@@ -120,8 +133,9 @@ class PlumblineServer(ls.LitServer):
     def __init__(self, settings: ServeSettings) -> None:
         serve = settings.serve
         self.settings = settings
-        self.validator = RequestValidator(settings.contract, settings.features,
-                                          serve.unknown_category, serve.max_records)
+        self.validator = RequestValidator(
+            settings.contract, settings.features, serve.unknown_category, serve.max_records
+        )
         self._uid = itertools.count()
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
@@ -136,12 +150,17 @@ class PlumblineServer(ls.LitServer):
             middlewares=[(MetricsMiddleware, {"enabled": serve.metrics})],
         )
         # LitServe adds gzip for every response; predictions are small and CPU is scarce.
-        self.app.user_middleware = [m for m in self.app.user_middleware
-                                    if getattr(m.cls, "__name__", "") != "GZipMiddleware"]
+        self.app.user_middleware = [
+            m
+            for m in self.app.user_middleware
+            if getattr(m.cls, "__name__", "") != "GZipMiddleware"
+        ]
         self.app.title = "Plumbline prediction API"
-        self.app.description = (f"Scores records of contract {settings.contract.name!r} with "
-                                f"models:/{settings.params.mlflow.model_name}@"
-                                f"{serve.model_alias}.")
+        self.app.description = (
+            f"Scores records of contract {settings.contract.name!r} with "
+            f"models:/{settings.params.mlflow.model_name}@"
+            f"{serve.model_alias}."
+        )
         self.app.openapi = self._openapi
         self.api = api
 
@@ -173,13 +192,21 @@ class PlumblineServer(ls.LitServer):
         endpoint = lit_api.api_path.split("/")[-1]
         workers = []
         for worker_id, device in enumerate(
-                self._inference_workers_config_for_api(lit_api.api_path)):
+            self._inference_workers_config_for_api(lit_api.api_path)
+        ):
             self.workers_setup_status[f"{endpoint}_{worker_id}"] = WorkerSetupStatus.STARTING
             process = context.Process(
                 target=inference_worker,
-                args=(lit_api, device[0] if len(device) == 1 else device, worker_id,
-                      self._get_request_queue(lit_api.api_path), self._transport,
-                      self.workers_setup_status, self._callback_runner, self.restart_workers),
+                args=(
+                    lit_api,
+                    device[0] if len(device) == 1 else device,
+                    worker_id,
+                    self._get_request_queue(lit_api.api_path),
+                    self._transport,
+                    self.workers_setup_status,
+                    self._callback_runner,
+                    self.restart_workers,
+                ),
                 name="inference-worker",
             )
             process.start()
@@ -201,8 +228,13 @@ class PlumblineServer(ls.LitServer):
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         try:
-            super().run(host=host, port=port, num_api_servers=self.settings.serve.api_servers,
-                        generate_client_file=False, **kwargs)
+            super().run(
+                host=host,
+                port=port,
+                num_api_servers=self.settings.serve.api_servers,
+                generate_client_file=False,
+                **kwargs,
+            )
         except KeyboardInterrupt:
             log.info("stopped during start-up")
         finally:
@@ -227,8 +259,9 @@ class PlumblineServer(ls.LitServer):
         except Exception:
             log.debug("shutdown event unavailable", exc_info=True)
 
-    def _perform_graceful_shutdown(self, manager: Any, uvicorn_workers: Any,
-                                   shutdown_reason: str = "normal") -> None:
+    def _perform_graceful_shutdown(
+        self, manager: Any, uvicorn_workers: Any, shutdown_reason: str = "normal"
+    ) -> None:
         with self._shutdown_lock:
             if self._shut_down:
                 return
@@ -260,19 +293,30 @@ class PlumblineServer(ls.LitServer):
 
     # --- routes -----------------------------------------------------------------------------
 
-    def _register_api_endpoints(self, lit_api: Any, request_type: Any, response_type: Any
-                                ) -> None:
+    def _register_api_endpoints(self, lit_api: Any, request_type: Any, response_type: Any) -> None:
         app: FastAPI = self.app
         # A plain Starlette route, first in the table: FastAPI's per-request dependency
         # machinery costs more than validating the record. Its OpenAPI entry is added in
         # _openapi from the same schema objects.
         app.router.routes.insert(0, Route("/predict", self._predict, methods=["POST"]))
-        app.add_api_route("/ready", self._ready, methods=["GET"],
-                          summary="200 once a model is loaded and passed its smoke check")
-        app.add_api_route("/metrics", self._metrics, methods=["GET"],
-                          summary="Prometheus metrics of all server processes")
-        app.add_api_route("/admin/reload", self._reload, methods=["POST"],
-                          summary="Load the alias's current version now (bearer token)")
+        app.add_api_route(
+            "/ready",
+            self._ready,
+            methods=["GET"],
+            summary="200 once a model is loaded and passed its smoke check",
+        )
+        app.add_api_route(
+            "/metrics",
+            self._metrics,
+            methods=["GET"],
+            summary="Prometheus metrics of all server processes",
+        )
+        app.add_api_route(
+            "/admin/reload",
+            self._reload,
+            methods=["POST"],
+            summary="Load the alias's current version now (bearer token)",
+        )
 
     def _openapi(self) -> dict[str, Any]:
         app: FastAPI = self.app
@@ -280,8 +324,9 @@ class PlumblineServer(ls.LitServer):
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
-        schema = get_openapi(title=app.title, version="1", description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version="1", description=app.description, routes=app.routes
+        )
         body, components = self.validator.openapi_request_schema()
         ref = "#/components/schemas/{model}"
         answer = TypeAdapter(Prediction | list[Prediction]).json_schema(ref_template=ref)
@@ -297,22 +342,31 @@ class PlumblineServer(ls.LitServer):
                 out["content"] = {_JSON: {"schema": body_schema}}
             return out
 
-        schema["paths"] = {"/predict": {"post": {
-            "summary": "Score one record or a list of records",
-            "description": "One record in, one prediction out; a list in, a list out (same "
-                           "order). Validated against the data contract.",
-            "operationId": "predict",
-            "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
-            "responses": {
-                "200": described("Prediction(s)", answer),
-                "413": described(f"Body larger than {self.settings.serve.max_body_bytes} "
-                                 "bytes (refused before parsing)"),
-                "422": described("Invalid input: each problem with its field and reason",
-                                 {"$ref": "#/components/schemas/ErrorBody"}),
-                "503": described("No model loaded yet (see /ready)"),
-                "504": described("Not scored within serve.request_timeout_s"),
+        schema["paths"] = {
+            "/predict": {
+                "post": {
+                    "summary": "Score one record or a list of records",
+                    "description": "One record in, one prediction out; a list in, a list out (same "
+                    "order). Validated against the data contract.",
+                    "operationId": "predict",
+                    "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+                    "responses": {
+                        "200": described("Prediction(s)", answer),
+                        "413": described(
+                            f"Body larger than {self.settings.serve.max_body_bytes} "
+                            "bytes (refused before parsing)"
+                        ),
+                        "422": described(
+                            "Invalid input: each problem with its field and reason",
+                            {"$ref": "#/components/schemas/ErrorBody"},
+                        ),
+                        "503": described("No model loaded yet (see /ready)"),
+                        "504": described("Not scored within serve.request_timeout_s"),
+                    },
+                }
             },
-        }}, **schema.get("paths", {})}
+            **schema.get("paths", {}),
+        }
         app.openapi_schema = schema
         return schema
 
@@ -330,16 +384,21 @@ class PlumblineServer(ls.LitServer):
             process_metrics(serve.metrics).validation_failed(err.fields)
             return Response(orjson.dumps(err.body()), status_code=422, media_type=_JSON)
         header_id = request.headers.get("x-request-id")
-        request_id = header_id if header_id and _REQUEST_ID.match(header_id) \
-            else uuid.uuid4().hex
+        request_id = header_id if header_id and _REQUEST_ID.match(header_id) else uuid.uuid4().hex
         uid = f"{os.getpid()}-{next(self._uid)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self.response_buffer[uid] = ResponseBufferItem(event=_Waiter(future))
         queue = self.litapi_request_queues["/predict"]
         try:
-            queue.put((request.app.response_queue_id, uid, time.monotonic(),
-                       (request_id, time.time(), rows, single)))
+            queue.put(
+                (
+                    request.app.response_queue_id,
+                    uid,
+                    time.monotonic(),
+                    (request_id, time.time(), rows, single),
+                )
+            )
         except Overloaded:
             self.response_buffer.pop(uid, None)
             return JSONResponse({"detail": "overloaded; retry later"}, status_code=503)
@@ -353,24 +412,27 @@ class PlumblineServer(ls.LitServer):
             timer.cancel()
         item = self.response_buffer.pop(uid)
         (status, payload), _ = item.response
-        return Response(payload, status_code=status, media_type=_JSON,
-                        headers={"x-request-id": request_id})
+        return Response(
+            payload, status_code=status, media_type=_JSON, headers={"x-request-id": request_id}
+        )
 
     async def _ready(self) -> Response:
         workers = self._worker_states()
         ready = bool(workers) and all(w is not None and w.get("ready") for w in workers)
         models = [w.get("model") for w in workers if w and w.get("model")]
         errors = [w.get("error") for w in workers if w and w.get("error")]
-        body: dict[str, Any] = {"ready": ready, "model": models[0] if models else None,
-                                "workers": len(workers)}
+        body: dict[str, Any] = {
+            "ready": ready,
+            "model": models[0] if models else None,
+            "workers": len(workers),
+        }
         if errors:
             body["error"] = errors[0]
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _metrics(self) -> Response:
         if not self.settings.serve.metrics:
-            return JSONResponse({"detail": "metrics are disabled (serve.metrics)"},
-                                status_code=404)
+            return JSONResponse({"detail": "metrics are disabled (serve.metrics)"}, status_code=404)
         process_metrics(True).flush()  # this process's counts up to now
         payload, content_type = await asyncio.to_thread(render)
         return Response(payload, media_type=content_type)
@@ -379,25 +441,31 @@ class PlumblineServer(ls.LitServer):
         env = self.settings.serve.admin_token_env
         token = os.environ.get(env)
         if not token:
-            return JSONResponse({"detail": f"admin endpoint disabled: {env} is not set"},
-                                status_code=403)
+            return JSONResponse(
+                {"detail": f"admin endpoint disabled: {env} is not set"}, status_code=403
+            )
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         ticket = time.time_ns()
         await asyncio.to_thread(self.shared.__setitem__, RELOAD_REQUEST, ticket)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             workers = await asyncio.to_thread(self._worker_states)
-            if workers and all(w and int(w.get("handled_reload", 0)) >= ticket
-                               for w in workers):
+            if workers and all(w and int(w.get("handled_reload", 0)) >= ticket for w in workers):
                 results = [w["last_reload"] for w in workers if w]
-                rejected = [r for r in results if r.get("status") in ("rejected",
-                                                                       "unavailable")]
-                return JSONResponse({"status": rejected[0]["status"] if rejected
-                                     else results[0].get("status"), "workers": results},
-                                    status_code=409 if rejected else 200)
+                rejected = [r for r in results if r.get("status") in ("rejected", "unavailable")]
+                return JSONResponse(
+                    {
+                        "status": rejected[0]["status"] if rejected else results[0].get("status"),
+                        "workers": results,
+                    },
+                    status_code=409 if rejected else 200,
+                )
             await asyncio.sleep(0.05)
         return JSONResponse({"detail": "workers did not report back in time"}, status_code=504)
 
@@ -432,8 +500,9 @@ def _too_large(limit: int) -> Response:
 # --- building the server ------------------------------------------------------------------
 
 
-def build_settings(params_path: Path | None = None, ipc_dir: str = "",
-                   prefetch_dir: str = "") -> ServeSettings:
+def build_settings(
+    params_path: Path | None = None, ipc_dir: str = "", prefetch_dir: str = ""
+) -> ServeSettings:
     from plumbline.config import load_params
     from plumbline.contract import load_contract
     from plumbline.paths import project_root
@@ -445,8 +514,12 @@ def build_settings(params_path: Path | None = None, ipc_dir: str = "",
     features = contract.feature_columns(params.featurize.exclude_columns)
     log_dir = params.serve.prediction_log.dir
     return ServeSettings(
-        params=params, contract=contract, features=features, root=root,
+        params=params,
+        contract=contract,
+        features=features,
+        root=root,
         tracking_uri=tracking_uri(params.mlflow, root),
         prediction_log_dir=log_dir if log_dir.is_absolute() else params.resolve(log_dir),
-        ipc_dir=ipc_dir, prefetch_dir=prefetch_dir,
+        ipc_dir=ipc_dir,
+        prefetch_dir=prefetch_dir,
     )

@@ -47,8 +47,13 @@ class ServedModel:
     loaded_at: float
 
     def describe(self) -> dict[str, Any]:
-        return {"model_name": self.name, "model_version": self.version, "source": self.source,
-                "scorer": self.scorer.kind, "loaded_at": self.loaded_at}
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "source": self.source,
+            "scorer": self.scorer.kind,
+            "loaded_at": self.loaded_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,14 @@ class ModelSource:
         except SourceUnavailable:
             raise
         except Exception as err:
-            raise SourceUnavailable(f"registry {self.settings.tracking_uri} unreachable: "
-                                    f"{err}") from None
+            raise SourceUnavailable(
+                f"registry {self.settings.tracking_uri} unreachable: {err}"
+            ) from None
         if version is None:
             raise SourceUnavailable(
                 f"no version of {self.settings.model_name!r} has the alias "
-                f"{self.settings.alias!r} in {self.settings.tracking_uri}")
+                f"{self.settings.alias!r} in {self.settings.tracking_uri}"
+            )
         return str(version)
 
     def load_registry(self, version: str) -> ServedModel:
@@ -151,7 +158,8 @@ class ModelSource:
         pipeline = load_model(path)
         return self._prepare(pipeline, f"local-{digest}", "local")
 
-    def _prepare(self, pipeline: Any, version: str, source: Literal["registry", "local"]
-                 ) -> ServedModel:
+    def _prepare(
+        self, pipeline: Any, version: str, source: Literal["registry", "local"]
+    ) -> ServedModel:
         scorer = compile_scorer(pipeline, self.contract, self.features)
         return ServedModel(self.settings.model_name, version, source, scorer, time.time())

@@ -171,8 +171,9 @@ class ZmqResponseTransport(MessageTransport):
             self._pull = sock
             self._apull = zmq.asyncio.Socket.from_socket(sock)
 
-    async def areceive(self, consumer_id: int, timeout: float | None = None,
-                       block: bool = True) -> Any:
+    async def areceive(
+        self, consumer_id: int, timeout: float | None = None, block: bool = True
+    ) -> Any:
         if self._closed:
             raise asyncio.CancelledError("transport closed")
         if self._ready:

@@ -60,8 +60,7 @@ def _thin(frame: pd.DataFrame, max_points: int = 500) -> pd.DataFrame:
     return frame.iloc[idx]
 
 
-def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, bins: int
-              ) -> dict[str, pd.DataFrame]:
+def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, bins: int) -> dict[str, pd.DataFrame]:
     fpr, tpr, _ = roc_curve(y, p)
     precision, recall, _ = precision_recall_curve(y, p)
     prob_true, prob_pred = calibration_curve(y, p, n_bins=bins, strategy="quantile")
@@ -75,8 +74,9 @@ def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, bins: int
     }
 
 
-def render_figures(data: dict[str, pd.DataFrame], metrics: dict[str, float], out: Path
-                   ) -> list[Path]:
+def render_figures(
+    data: dict[str, pd.DataFrame], metrics: dict[str, float], out: Path
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,8 +102,9 @@ def render_figures(data: dict[str, pd.DataFrame], metrics: dict[str, float], out
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(data["pr"].recall, data["pr"].precision, label=f"PR AUC {metrics['pr_auc']:.3f}")
     ax.axhline(metrics["positive_rate"], linestyle="--", color="grey", linewidth=1)
-    ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (test split)",
-           ylim=(0, 1.02))
+    ax.set(
+        xlabel="Recall", ylabel="Precision", title="Precision-recall (test split)", ylim=(0, 1.02)
+    )
     ax.legend(loc="upper right")
     save(fig, "pr")
 
@@ -111,8 +112,11 @@ def render_figures(data: dict[str, pd.DataFrame], metrics: dict[str, float], out
     cal = data["calibration"]
     ax.plot(cal.mean_predicted, cal.fraction_positive, marker="o", label="model")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
-    ax.set(xlabel="Mean predicted probability", ylabel="Fraction positive",
-           title=f"Calibration (Brier {metrics['brier']:.3f})")
+    ax.set(
+        xlabel="Mean predicted probability",
+        ylabel="Fraction positive",
+        title=f"Calibration (Brier {metrics['brier']:.3f})",
+    )
     ax.legend(loc="upper left")
     save(fig, "calibration")
 
@@ -121,18 +125,28 @@ def render_figures(data: dict[str, pd.DataFrame], metrics: dict[str, float], out
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center",
-                color="white" if v > matrix.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            color="white" if v > matrix.max() / 2 else "black",
+        )
     ax.set_xticks([0, 1], ["negative", "positive"])
     ax.set_yticks([0, 1], ["negative", "positive"])
-    ax.set(xlabel="Predicted", ylabel="Actual",
-           title=f"Confusion at threshold {metrics['threshold']:.2f}")
+    ax.set(
+        xlabel="Predicted",
+        ylabel="Actual",
+        title=f"Confusion at threshold {metrics['threshold']:.2f}",
+    )
     save(fig, "confusion")
     return written
 
 
-def log_to_mlflow(params: Params, paths: Layout, metrics: dict[str, float],
-                  figures: list[Path]) -> None:
+def log_to_mlflow(
+    params: Params, paths: Layout, metrics: dict[str, float], figures: list[Path]
+) -> None:
     """Attach test metrics to the training run, if this store has it."""
     card = ModelCard.read(paths.model_card)
     if not card.mlflow_run_id:
@@ -148,8 +162,9 @@ def log_to_mlflow(params: Params, paths: Layout, metrics: dict[str, float],
             mlflow.log_artifact(str(fig), artifact_path="figures")
 
 
-def run(params: Params, contract: Contract, paths: Layout, mlflow_logging: bool = True
-        ) -> dict[str, float]:
+def run(
+    params: Params, contract: Contract, paths: Layout, mlflow_logging: bool = True
+) -> dict[str, float]:
     model = load_model(paths.model)
     test = pd.read_parquet(paths.test_split)
     features = contract.feature_columns(params.featurize.exclude_columns)

@@ -52,25 +52,35 @@ def time_ordered_split(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeCo
     if n_train == 0 or n_test == 0:
         raise SplitError(f"{n} valid rows are too few for the configured split fractions")
     train = ordered.iloc[:n_train].reset_index(drop=True)
-    test = ordered.iloc[n - n_test:].reset_index(drop=True)
+    test = ordered.iloc[n - n_test :].reset_index(drop=True)
     for name, part in (("train", train), ("test", test)):
         labels = set(contract.encode_target(part[contract.target.column]).tolist())
         if labels != {0, 1}:
-            raise SplitError(f"the {name} split holds only one class of "
-                             f"{contract.target.column!r}; a binary model needs both")
+            raise SplitError(
+                f"the {name} split holds only one class of "
+                f"{contract.target.column!r}; a binary model needs both"
+            )
     return Split(train=train, test=test, order=order)
 
 
-def fit_transformer(train: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig
-                    ) -> ColumnTransformer:
+def fit_transformer(
+    train: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig
+) -> ColumnTransformer:
     features = contract.feature_columns(cfg.exclude_columns)
     transformer = build_transformer(contract, features, cfg)
     transformer.fit(train[features])
     return transformer
 
 
-def run(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig, train_path: Path,
-        test_path: Path, transformer_path: Path, profile_path: Path) -> Split:
+def run(
+    frame: pd.DataFrame,
+    contract: Contract,
+    cfg: FeaturizeConfig,
+    train_path: Path,
+    test_path: Path,
+    transformer_path: Path,
+    profile_path: Path,
+) -> Split:
     split = time_ordered_split(frame, contract, cfg)
     features = contract.feature_columns(cfg.exclude_columns)
     keep = [SOURCE_ROW, *features, contract.target.column]
@@ -81,14 +91,22 @@ def run(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig, train_pat
     transformer = fit_transformer(split.train, contract, cfg)
     transformer_path.parent.mkdir(parents=True, exist_ok=True)
     sio.dump(transformer, transformer_path)
-    profile = reference_profile(split.train, contract, features, cfg.profile_quantiles,
-                                cfg.profile_sample_size, cfg.split_seed)
+    profile = reference_profile(
+        split.train,
+        contract,
+        features,
+        cfg.profile_quantiles,
+        cfg.profile_sample_size,
+        cfg.split_seed,
+    )
     profile.update(
         contract=contract.name,
         split_order=split.order,
         rows_train=len(split.train),
         rows_test=len(split.test),
-        positive_rate_train=float(contract.encode_target(split.train[contract.target.column]).mean()),
+        positive_rate_train=float(
+            contract.encode_target(split.train[contract.target.column]).mean()
+        ),
         positive_rate_test=float(contract.encode_target(split.test[contract.target.column]).mean()),
     )
     write_json(profile, profile_path)

@@ -135,15 +135,19 @@ def read_sql(source: SqlSource, root: Path) -> pd.DataFrame:
         url = sa.engine.make_url(source.url)
     except Exception as err:
         raise SourceError(f"SQL source {label} cannot be opened: {err}") from None
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and "uri" not in url.query:
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and "uri" not in url.query
+    ):
         # SQLite would create a missing file (and report "no such table"); a relative path is
         # relative to the project root, like every path in params.yaml.
         path = Path(url.database or "")
         path = path if path.is_absolute() else root / path
         if not path.is_file():
-            raise SourceError(f"SQL source {label} cannot be opened: database file {path} "
-                              "not found")
+            raise SourceError(
+                f"SQL source {label} cannot be opened: database file {path} not found"
+            )
         url = url.set(database=str(path))
     try:
         engine = sa.create_engine(url)
@@ -180,13 +184,20 @@ def read_http(source: HttpSource) -> pd.DataFrame:
             response.raise_for_status()
             body = response.json()
         except ValueError as err:  # before RequestException: requests' JSONDecodeError is both
-            raise SourceError(f"HTTP source {source.url} (page {page}) is not JSON: {err}") \
-                from None
+            raise SourceError(
+                f"HTTP source {source.url} (page {page}) is not JSON: {err}"
+            ) from None
         except requests.RequestException as err:
-            raise SourceError(f"HTTP source {source.url} (page {page}) cannot be read: {err}") \
-                from None
-        batch = body if source.records_key is None else body.get(source.records_key) \
-            if isinstance(body, dict) else None
+            raise SourceError(
+                f"HTTP source {source.url} (page {page}) cannot be read: {err}"
+            ) from None
+        batch = (
+            body
+            if source.records_key is None
+            else body.get(source.records_key)
+            if isinstance(body, dict)
+            else None
+        )
         if not isinstance(batch, list):
             raise SourceError(
                 f"HTTP source {source.url} (page {page}): expected a list of records under "
@@ -283,8 +294,9 @@ def write_json(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def run(data: DataConfig, contract: Contract, root: Path, out: Path, record_path: Path
-        ) -> IngestRecord:
+def run(
+    data: DataConfig, contract: Contract, root: Path, out: Path, record_path: Path
+) -> IngestRecord:
     frame, record = ingest(data, contract, root)
     write_parquet(frame, out, contract.arrow_schema())
     write_json(asdict(record), record_path)

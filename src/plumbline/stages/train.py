@@ -69,8 +69,7 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
-def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool = True
-        ) -> ModelCard:
+def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool = True) -> ModelCard:
     train = pd.read_parquet(paths.train_split)
     transformer = sio.load(paths.transformer, trusted=TRUSTED_TYPES)
     model = fit(train, transformer, contract, params)
@@ -92,9 +91,12 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
         estimator=params.train.estimator,
         git_commit=git_commit(paths.root),
         data_hashes=data_hashes(paths),
-        score_profile=numeric_profile(p, params.featurize.profile_quantiles,
-                                      params.featurize.profile_sample_size,
-                                      np.random.default_rng(params.train.seed)),
+        score_profile=numeric_profile(
+            p,
+            params.featurize.profile_quantiles,
+            params.featurize.profile_sample_size,
+            np.random.default_rng(params.train.seed),
+        ),
     )
     if log_to_mlflow:
         mlflow = configure(params.mlflow, paths.root)
@@ -107,17 +109,22 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
             warnings.simplefilter("ignore", UserWarning)
             signature = infer_signature(example, positive_proba(model, example))
         with mlflow.start_run(run_name=f"train-{params.train.estimator}") as active:
-            logged = flatten("", {
-                "train": params.train.model_dump(mode="json"),
-                "featurize": params.featurize.model_dump(mode="json"),
-            })
+            logged = flatten(
+                "",
+                {
+                    "train": params.train.model_dump(mode="json"),
+                    "featurize": params.featurize.model_dump(mode="json"),
+                },
+            )
             mlflow.log_params({k: ("null" if v is None else v) for k, v in logged.items()})
             mlflow.log_metrics(train_metrics)
-            mlflow.set_tags({
-                "plumbline.contract": contract.name,
-                "plumbline.git_commit": card.git_commit or "unknown",
-                **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
-            })
+            mlflow.set_tags(
+                {
+                    "plumbline.contract": contract.name,
+                    "plumbline.git_commit": card.git_commit or "unknown",
+                    **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
+                }
+            )
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",

@@ -76,8 +76,12 @@ def _gx_context(data_docs_dir: Path | None) -> Any:
     return context
 
 
-def run_suite(frame: pd.DataFrame, contract: Contract, check_duplicates: bool,
-              data_docs_dir: Path | None = None) -> Any:
+def run_suite(
+    frame: pd.DataFrame,
+    contract: Contract,
+    check_duplicates: bool,
+    data_docs_dir: Path | None = None,
+) -> Any:
     """Validate the frame with the contract's GX suite; per-row failures come back as indices."""
     import great_expectations as gx
 
@@ -103,8 +107,9 @@ def run_suite(frame: pd.DataFrame, contract: Contract, check_duplicates: bool,
     return next(iter(result.run_results.values()))
 
 
-def quarantine_reasons(frame: pd.DataFrame, suite_result: Any, check_duplicates: bool
-                       ) -> tuple[list[list[str]], dict[str, int]]:
+def quarantine_reasons(
+    frame: pd.DataFrame, suite_result: Any, check_duplicates: bool
+) -> tuple[list[list[str]], dict[str, int]]:
     """Per row, the checks it failed; per check, how many rows failed it."""
     reasons: list[list[str]] = [[] for _ in range(len(frame))]
 
@@ -145,17 +150,20 @@ def quarantine_reasons(frame: pd.DataFrame, suite_result: Any, check_duplicates:
     return reasons, dict(sorted(counts.items()))
 
 
-def validate(frame: pd.DataFrame, contract: Contract, max_bad_fraction: float,
-             check_duplicates: bool = True, data_docs_dir: Path | None = None
-             ) -> ValidationResult:
+def validate(
+    frame: pd.DataFrame,
+    contract: Contract,
+    max_bad_fraction: float,
+    check_duplicates: bool = True,
+    data_docs_dir: Path | None = None,
+) -> ValidationResult:
     frame = frame.reset_index(drop=True)
     suite_result = run_suite(frame, contract, check_duplicates, data_docs_dir)
     reasons, counts = quarantine_reasons(frame, suite_result, check_duplicates)
     bad = np.array([bool(r) for r in reasons], dtype=bool)
     valid = frame.loc[~bad].reset_index(drop=True)
     quarantine = frame.loc[bad].reset_index(drop=True)
-    quarantine[REASONS] = pd.Series([r for r in reasons if r], index=quarantine.index,
-                                    dtype=object)
+    quarantine[REASONS] = pd.Series([r for r in reasons if r], index=quarantine.index, dtype=object)
     rows_in = len(frame)
     fraction = float(bad.sum()) / rows_in if rows_in else 0.0
     stats = dict(suite_result.statistics)
@@ -171,17 +179,26 @@ def validate(frame: pd.DataFrame, contract: Contract, max_bad_fraction: float,
         gx_statistics={k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()},
     )
     assert report.rows_in == report.rows_valid + report.rows_quarantined
-    return ValidationResult(valid=valid, quarantine=quarantine, report=report,
-                            gx_result=suite_result)
+    return ValidationResult(
+        valid=valid, quarantine=quarantine, report=report, gx_result=suite_result
+    )
 
 
 def quarantine_schema(contract: Contract) -> pa.Schema:
     return contract.arrow_schema().append(pa.field(REASONS, pa.list_(pa.string())))
 
 
-def run(frame: pd.DataFrame, contract: Contract, max_bad_fraction: float, check_duplicates: bool,
-        valid_path: Path, quarantine_path: Path, report_path: Path, suite_path: Path,
-        data_docs_dir: Path) -> ValidationReport:
+def run(
+    frame: pd.DataFrame,
+    contract: Contract,
+    max_bad_fraction: float,
+    check_duplicates: bool,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    suite_path: Path,
+    data_docs_dir: Path,
+) -> ValidationReport:
     if data_docs_dir.exists():
         shutil.rmtree(data_docs_dir)
     result = validate(frame, contract, max_bad_fraction, check_duplicates, data_docs_dir)
