@@ -39,6 +39,10 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The loopback copies of monitoring/ that the integration tests use, too.
+sys.path.insert(0, str(REPO / "tests"))
+from support import localstack  # noqa: E402
+
 MODEL_NAME = "plumbline-classifier"
 COPY = [
     "params.yaml",
@@ -278,7 +282,6 @@ def main() -> int:
                 flush=True,
             )
         api, mon, prom, am = (free_port() for _ in range(4))
-        from plumbline.monitoring import localstack
 
         stack.start(
             "server",

@@ -27,8 +27,7 @@ import pandas as pd
 import requests
 import yaml
 from serve_support import Server, free_port, session_dir
-
-from plumbline.monitoring import localstack
+from support import localstack
 
 REPO = Path(__file__).resolve().parents[1]
 BANK_FULL = REPO / "data/raw/bank-additional-full.csv"

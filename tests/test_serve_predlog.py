@@ -13,8 +13,9 @@ from serve_support import REPO
 
 from plumbline.config import PredictionLogConfig, load_params
 from plumbline.contract import Contract
+from plumbline.predictions import read_log
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch, PredictionLog, read_log
+from plumbline.serving.predlog import Batch, PredictionLog
 from plumbline.serving.schema import RequestInvalid, RequestValidator
 from plumbline.serving.scorer import smoke_rows
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from plumbline.config import Params, load_params
 from plumbline.contract import Contract, load_contract
-from plumbline.errors import PlumblineError
+from plumbline.errors import MissingInput, PlumblineError
 from plumbline.paths import Layout, layout, project_root
 
 log = logging.getLogger("plumbline")
@@ -28,6 +28,13 @@ class StageContext:
         self.params: Params = load_params(params_path or self.root / "params.yaml")
         self.contract: Contract = load_contract(self.params.resolve(self.params.data.contract))
         self.paths: Layout = layout(self.root)
+
+
+def need(*paths: Path, hint: str = "run `dvc repro`") -> None:
+    """Stage inputs that are missing are the user's to make: say which, and how."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise MissingInput(f"{', '.join(missing)} not found: {hint}")
 
 
 def cmd_ingest(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -47,6 +54,7 @@ def cmd_validate(ctx: StageContext, args: argparse.Namespace) -> str:
 
     from plumbline.stages import validate
 
+    need(ctx.paths.ingested, hint="run `plumbline ingest` (or `dvc repro`) first")
     frame = pd.read_parquet(ctx.paths.ingested)
     cfg = ctx.params.validate_
     report = validate.run(
@@ -71,6 +79,7 @@ def cmd_featurize(ctx: StageContext, args: argparse.Namespace) -> str:
 
     from plumbline.stages import featurize
 
+    need(ctx.paths.valid, hint="run `plumbline validate` (or `dvc repro`) first")
     frame = pd.read_parquet(ctx.paths.valid)
     split = featurize.run(
         frame,
@@ -87,6 +96,7 @@ def cmd_featurize(ctx: StageContext, args: argparse.Namespace) -> str:
 def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import train
 
+    need(ctx.paths.train_split, ctx.paths.transformer, hint="run `plumbline featurize` first")
     card = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
     return f"trained {card.estimator}; MLflow run {card.mlflow_run_id or '(not logged)'}"
 
@@ -94,6 +104,7 @@ def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
 def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import evaluate
 
+    need(ctx.paths.model, ctx.paths.test_split, hint="run `plumbline train` first")
     metrics = evaluate.run(ctx.params, ctx.contract, ctx.paths, mlflow_logging=not args.no_mlflow)
     return json.dumps({k: round(v, 4) for k, v in metrics.items()})
 
@@ -108,16 +119,17 @@ def cmd_check_config(ctx: StageContext, args: argparse.Namespace) -> str:
 
 def cmd_gate(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline import gate
+    from plumbline.verdict import GATE_FILE, GateFailed
 
     result = gate.run(ctx.params, ctx.contract, ctx.paths)
     if not result.passed:
-        raise gate.GateFailed(result.failure_message())
-    return f"{result.summary()}; wrote {gate.GATE_FILE}"
+        raise GateFailed(result.failure_message())
+    return f"{result.summary()}; wrote {GATE_FILE}"
 
 
 def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
-    from plumbline.gate import GATE_FILE, GateResult
     from plumbline.registry import CHALLENGER, CHAMPION, Registry
+    from plumbline.verdict import GATE_FILE, GateResult
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = StageContext(args.params)
         summary = handler(ctx, args)
-    except (PlumblineError, FileNotFoundError) as err:
+    except PlumblineError as err:
         print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
         return 1
     print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")

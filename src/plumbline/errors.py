@@ -6,3 +6,7 @@ from __future__ import annotations
 class PlumblineError(Exception):
     """Base of every error whose message tells the user what to fix (bad config, bad source,
     too many bad rows, a failed gate...). Anything else is a bug and keeps its traceback."""
+
+
+class MissingInput(PlumblineError):
+    """A file or folder the command needs is not there; the message says how to make it."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,14 +23,15 @@ import pyarrow.parquet as pq
 
 from plumbline.config import GateConfig, Params
 from plumbline.contract import SOURCE_ROW, Contract
-from plumbline.errors import PlumblineError
+from plumbline.errors import MissingInput
+from plumbline.metrics import classification_metrics
 from plumbline.model import ModelCard, ModelLoadError, positive_proba
 from plumbline.paths import Layout
+from plumbline.registry import CHAMPION, Registry
 from plumbline.tracking import md5_file
+from plumbline.verdict import GATE_FILE, Check, GateResult
 
 log = logging.getLogger(__name__)
-
-GATE_FILE = "reports/gate.json"
 
 # Metric -> the direction in which it gets better, for the absolute and champion checks.
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc")
@@ -39,23 +39,8 @@ LOWER_IS_BETTER = ("brier",)
 COMPARED = (*HIGHER_IS_BETTER, *LOWER_IS_BETTER)
 
 
-class GateFailed(PlumblineError):
-    """The candidate did not pass; the message holds one line per failed check."""
-
-
 class ChampionUnscorable(Exception):
     """The champion's artifact cannot be scored on today's test split."""
-
-
-@dataclass
-class Check:
-    name: str
-    metric: str
-    value: float | None
-    threshold: float
-    comparison: Literal[">=", "<=", "=="]
-    passed: bool
-    reason: str = ""
 
 
 @dataclass
@@ -63,65 +48,6 @@ class ChampionScore:
     version: str
     metrics: dict[str, float]
     rows: int
-
-
-@dataclass
-class GateResult:
-    passed: bool
-    model_name: str
-    candidate: dict[str, Any]
-    champion: dict[str, Any] | None
-    max_regression: float
-    note: str
-    checks: list[Check] = field(default_factory=list)
-    created_at: str = ""
-
-    @property
-    def reasons(self) -> list[str]:
-        return [c.reason for c in self.checks if not c.passed]
-
-    @property
-    def champion_version(self) -> str | None:
-        return None if self.champion is None else str(self.champion["version"])
-
-    def summary(self) -> str:
-        n_pass = sum(c.passed for c in self.checks)
-        verdict = "passed" if self.passed else "failed"
-        return f"{verdict} {n_pass} of {len(self.checks)} checks; {self.note}"
-
-    def failure_message(self, path: str = GATE_FILE) -> str:
-        failed = len(self.reasons)
-        lines = [f"gate failed {failed} of {len(self.checks)} checks (details in {path}):"]
-        lines.extend(f"  - {reason}" for reason in self.reasons)
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["reasons"] = self.reasons
-        return out
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: Path) -> GateResult:
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} not found: run `plumbline gate` first") from None
-        except json.JSONDecodeError as err:
-            raise GateFailed(
-                f"{path} is not valid JSON ({err}): run `plumbline gate` again"
-            ) from None
-        try:
-            raw.pop("reasons", None)
-            raw["checks"] = [Check(**c) for c in raw.get("checks", [])]
-            return cls(**raw)
-        except (AttributeError, TypeError) as err:
-            raise GateFailed(
-                f"{path} is not a gate verdict ({err}): run `plumbline gate` again"
-            ) from None
 
 
 def _fmt(x: float) -> str:
@@ -280,7 +206,6 @@ def scoring_frame(paths: Layout, needed: list[str]) -> pd.DataFrame:
 
 def score(model: Any, paths: Layout, contract: Contract, params: Params) -> dict[str, float]:
     """Re-score a model on today's test split with the same metrics as the evaluate stage."""
-    from plumbline.stages.evaluate import classification_metrics
 
     needed = [str(c) for c in getattr(model, "feature_names_in_", [])] or contract.feature_columns(
         params.featurize.exclude_columns
@@ -305,12 +230,10 @@ def candidate_identity(paths: Layout) -> dict[str, Any]:
 
 def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
     """Decide, write reports/gate.json and return the result (passed or not)."""
-    from plumbline.registry import CHAMPION, Registry
-
     try:
         metrics = json.loads(paths.metrics.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{paths.metrics} not found: run `dvc repro` (the evaluate stage) first"
         ) from None
     registry = Registry.from_params(params, paths.root)

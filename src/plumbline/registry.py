@@ -29,15 +29,14 @@ import yaml
 from sklearn.pipeline import Pipeline
 
 from plumbline.config import MlflowConfig, Params, load_params
-from plumbline.errors import PlumblineError
+from plumbline.errors import MissingInput, PlumblineError
 from plumbline.model import TRUSTED_TYPES, ModelCard, ModelLoadError, load_model
 from plumbline.paths import Layout, project_root
 from plumbline.tracking import git_commit, md5_file, pip_requirements, tracking_uri
+from plumbline.verdict import GateResult
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from plumbline.gate import GateResult
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +323,7 @@ class Registry:
     def promote(self, params: Params, paths: Layout, gate: GateResult) -> Promotion:
         """Register the candidate (or find it already registered) and move the aliases."""
         if not paths.model.is_file():
-            raise FileNotFoundError(f"{paths.model} not found: run `dvc repro` first")
+            raise MissingInput(f"{paths.model} not found: run `dvc repro` first")
         model_md5 = md5_file(paths.model)
         if gate.candidate.get("model_md5") != model_md5:
             raise RegistryError(

@@ -14,8 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from plumbline.gate import GATE_FILE, GateResult, markdown_table
+from plumbline.gate import markdown_table
 from plumbline.paths import Layout
+from plumbline.verdict import GATE_FILE, GateResult
 
 REPORT_FILE = "report.md"
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plumbline.errors import PlumblineError
+from plumbline.errors import MissingInput, PlumblineError
 
 COMMANDS = ("monitor", "drift-report", "retrain", "replay")
 
@@ -144,7 +144,7 @@ def _replay(ctx: Any, args: argparse.Namespace) -> str:
     else:
         raise MonitoringError("data.source is not a CSV file: give --source")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise MissingInput(f"{path} not found")
     start = ctx.params.featurize.train_fraction if args.start is None else args.start
     if not 0.0 <= start < 1.0:
         raise MonitoringError(f"--start must be in [0, 1), got {start}")

@@ -462,9 +462,9 @@ class Retrainer:
         return " / ".join(lines[-3:])
 
     def _pipeline(self, workdir: Path, result: RunResult, deadline: float) -> None:
-        from plumbline.gate import GATE_FILE, GateResult
         from plumbline.registry import CHAMPION, MODEL_MD5_TAG, Registry
         from plumbline.tracking import configure, md5_file
+        from plumbline.verdict import GATE_FILE, GateResult
 
         env = self._env(workdir)
         # The experiment must exist with its artifacts in the project, not in the work

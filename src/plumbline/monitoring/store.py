@@ -28,12 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plumbline.contract import Contract
+from plumbline.predictions import META_COLUMNS, OUTPUT_COLUMNS, finished_files
 
 log = logging.getLogger(__name__)
 
-LOG_PREFIX = "predictions-"
 _SQL_TYPES = {"integer": "INTEGER", "float": "REAL", "category": "TEXT", "string": "TEXT"}
-META_COLUMNS = ("request_id", "row", "received_at", "model_name", "model_version")
 MAX_LISTED = 100  # ids listed in a feedback answer; the counts are always complete
 
 
@@ -160,7 +159,7 @@ class MonitorStore:
         result = IngestResult()
         if not directory.is_dir():
             return result
-        files = sorted(directory.glob(f"{LOG_PREFIX}*.parquet"))
+        files = finished_files(directory)
         if not files:
             return result
         with self.connect() as conn:
@@ -181,7 +180,7 @@ class MonitorStore:
                         (path.name, message, time.time()),
                     )
                 continue
-            names = [*META_COLUMNS, *self.features, "probability", "label"]
+            names = [*META_COLUMNS, *self.features, *OUTPUT_COLUMNS]
             sql = (
                 f"INSERT OR IGNORE INTO predictions ({', '.join(_q(n) for n in names)}) "
                 f"VALUES ({', '.join('?' for _ in names)})"
@@ -212,7 +211,7 @@ class MonitorStore:
 
     def _rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
         names = table.schema.names
-        missing = [c for c in [*META_COLUMNS, "probability", "label"] if c not in names]
+        missing = [c for c in [*META_COLUMNS, *OUTPUT_COLUMNS] if c not in names]
         if missing:
             raise ValueError(f"not a prediction log file: no columns {missing}")
         received = pc.divide(

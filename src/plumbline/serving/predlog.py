@@ -32,18 +32,10 @@ import pyarrow.parquet as pq
 
 from plumbline.config import PredictionLogConfig
 from plumbline.contract import Contract
+from plumbline.predictions import IN_PROGRESS, PREFIX, finished_files, log_schema
 from plumbline.serving.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
-
-_ARROW = {
-    "integer": pa.int64(),
-    "float": pa.float64(),
-    "category": pa.string(),
-    "string": pa.string(),
-}
-PREFIX = "predictions-"
-IN_PROGRESS = ".inprogress"
 
 
 @dataclass(frozen=True)
@@ -58,24 +50,6 @@ class Batch:
     rows: list[tuple[Any, ...]]
     probabilities: np.ndarray
     labels: np.ndarray
-
-
-def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
-    fields = [
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("row", pa.int32(), nullable=False),
-        pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-    fields += [
-        pa.field(name, _ARROW[contract.columns[name].type], nullable=True) for name in features
-    ]
-    fields += [
-        pa.field("probability", pa.float64(), nullable=False),
-        pa.field("label", pa.int8(), nullable=False),
-    ]
-    return pa.schema(fields, metadata={"plumbline.contract": contract.name})
 
 
 class PredictionLog:
@@ -237,14 +211,6 @@ class PredictionLog:
         self._path = None
 
     def _prune(self) -> None:
-        finished = sorted(self.directory.glob(f"{PREFIX}*.parquet"))
+        finished = finished_files(self.directory)
         for old in finished[: max(0, len(finished) - self.cfg.max_files)]:
             old.unlink(missing_ok=True)
-
-
-def read_log(directory: Path) -> pa.Table:
-    """All finished log files as one table (for tests, drift and feedback jobs)."""
-    files = sorted(directory.glob(f"{PREFIX}*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no finished prediction log files in {directory}")
-    return pa.concat_tables([pq.read_table(f) for f in files])

@@ -14,42 +14,19 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
     confusion_matrix,
-    f1_score,
-    log_loss,
     precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
     roc_curve,
 )
 
+from plumbline.artifacts import write_json
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.metrics import classification_metrics
 from plumbline.model import ModelCard, load_model, positive_proba
 from plumbline.paths import Layout
-from plumbline.stages.ingest import write_json
 
 log = logging.getLogger(__name__)
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = (p >= threshold).astype(int)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "positive_rate": float(y.mean()),
-        "predicted_positive_rate": float(pred.mean()),
-        "threshold": float(threshold),
-        "rows": float(len(y)),
-    }
 
 
 def _thin(frame: pd.DataFrame, max_points: int = 500) -> pd.DataFrame:

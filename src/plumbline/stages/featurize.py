@@ -15,11 +15,11 @@ import pyarrow as pa
 import skops.io as sio
 from sklearn.compose import ColumnTransformer
 
+from plumbline.artifacts import write_json, write_parquet
 from plumbline.config import FeaturizeConfig
 from plumbline.contract import SOURCE_ROW, Contract
 from plumbline.errors import PlumblineError
 from plumbline.features import build_transformer, reference_profile
-from plumbline.stages.ingest import write_json, write_parquet
 
 
 class SplitError(PlumblineError):

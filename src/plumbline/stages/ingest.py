@@ -8,7 +8,6 @@ can quarantine them with a reason; nothing is dropped here.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from plumbline.artifacts import write_json, write_parquet
 from plumbline.config import CsvSource, DataConfig, HttpSource, SqlSource
 from plumbline.contract import SOURCE_ROW, Contract, ContractError
 from plumbline.errors import PlumblineError
@@ -281,17 +280,6 @@ def ingest(data: DataConfig, contract: Contract, root: Path) -> tuple[pd.DataFra
         contract=contract.name,
     )
     return typed, record
-
-
-def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    pq.write_table(table, path, compression="zstd")
-
-
-def write_json(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def run(

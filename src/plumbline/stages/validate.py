@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from plumbline.artifacts import write_json, write_parquet
 from plumbline.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
 from plumbline.errors import PlumblineError
-from plumbline.stages.ingest import write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
