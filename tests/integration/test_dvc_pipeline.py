@@ -1,0 +1,212 @@
+"""The pipeline as a user drives it: real `dvc repro`, `dvc exp run` and `dvc queue` in a copy
+of this project, on a small real sample of the bank data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from support.paths import REPO
+
+STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
+
+pytestmark = pytest.mark.slow
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow-test.db'}"
+    env.pop("PLUMBLINE_ROOT", None)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "Plumbline Tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@plumbline.invalid"
+    return env
+
+
+def run(project: Path, *args: str, check: bool = True, timeout: float = 600) -> str:
+    proc = subprocess.run(
+        list(args),
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{output}")
+    return output
+
+
+def ran_stages(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def set_param(project: Path, dotted: str, value: object) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    return [f for f in out if f and (REPO / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + DVC checkout of this project, pointed at a 3,000-row sample.
+
+    The sample is the first 3,000 rows of the official 10% file plus three exact duplicates,
+    so that the duplicate check has something to do.
+    """
+    root = tmp_path_factory.mktemp("clone") / "plumbline"
+    for rel in _tracked_files():
+        if rel.startswith(("data/raw/", "reports/", "tests/")) or rel == "dvc.lock":
+            continue
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+    sample = pd.read_csv(REPO / "data/raw/bank-additional.csv", sep=";").head(3000)
+    sample = pd.concat([sample, sample.iloc[[10, 20, 30]]], ignore_index=True)
+    (root / "data/raw").mkdir(parents=True)
+    sample.to_csv(root / "data/raw/sample.csv", sep=";", index=False)
+    set_param(root, "data.source.path", "data/raw/sample.csv")
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "config", "user.name", "Plumbline Tests")
+    run(root, "git", "config", "user.email", "tests@plumbline.invalid")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "sample project")
+    return root
+
+
+def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Path) -> None:
+    first = run(project, "dvc", "repro")
+    assert ran_stages(first) == STAGES
+    for out in (
+        "data/interim/ingested.parquet",
+        "data/quarantine/quarantine.parquet",
+        "data/features/train.parquet",
+        "models/model.skops",
+        "reports/metrics.json",
+        "reports/figures/roc.png",
+        "reports/data_docs/index.html",
+    ):
+        assert (project / out).is_file(), out
+    validation = json.loads((project / "reports/validation.json").read_text())
+    assert validation["rows_in"] == 3003
+    assert validation["checks"] == {"duplicate": 3}
+    assert validation["rows_valid"] + validation["rows_quarantined"] == validation["rows_in"]
+
+    started = time.perf_counter()
+    second = run(project, "dvc", "repro")
+    assert ran_stages(second) == []
+    assert "up to date" in second
+    assert time.perf_counter() - started < 30  # generous; the benchmark measures it properly
+
+    set_param(project, "train.logistic_regression.C", 0.25)
+    third = run(project, "dvc", "repro")
+    assert ran_stages(third) == ["train", "evaluate"]
+
+    # A validation param that changes which rows pass reruns validate and everything after.
+    set_param(project, "validate.check_duplicates", False)
+    fourth = run(project, "dvc", "repro")
+    assert ran_stages(fourth) == ["validate", "featurize", "train", "evaluate"]
+    validation = json.loads((project / "reports/validation.json").read_text())
+    assert validation["rows_valid"] == 3003
+
+    # One that changes no output reruns validate alone: DVC sees identical valid rows.
+    set_param(project, "validate.max_bad_fraction", 0.02)
+    fifth = run(project, "dvc", "repro")
+    assert ran_stages(fifth) == ["validate"]
+
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "tuned params")
+
+
+def test_two_runs_from_the_same_commit_give_identical_metrics(project: Path) -> None:
+    run(project, "dvc", "repro")
+    before = (project / "reports/metrics.json").read_text()
+    forced = run(project, "dvc", "repro", "--force")
+    assert ran_stages(forced) == STAGES
+    assert (project / "reports/metrics.json").read_text() == before
+    assert json.loads(before)["roc_auc"] > 0.6
+
+
+def test_exp_run_with_a_param_override_and_exp_show(project: Path) -> None:
+    out = run(
+        project, "dvc", "exp", "run", "-n", "strong-reg", "-S", "train.logistic_regression.C=0.01"
+    )
+    assert ran_stages(out) == ["train", "evaluate"]
+    shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
+    experiments = _experiments(shown)
+    assert "strong-reg" in experiments
+    metrics = experiments["strong-reg"]
+    assert 0.5 < metrics["roc_auc"] <= 1.0
+    # The workspace keeps the experiment's result; restore the committed state.
+    run(project, "git", "checkout", "--", "params.yaml")
+    run(project, "dvc", "checkout", "--force")
+
+
+def test_queued_sweep_of_three_experiments(project: Path) -> None:
+    run(project, "dvc", "exp", "run", "--queue", "-S", "train.logistic_regression.C=0.05,0.5,5")
+    status = run(project, "dvc", "queue", "status")
+    assert status.count("Queued") == 3, status
+    run(project, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline:
+        status = run(project, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    else:
+        raise AssertionError(f"queue did not finish:\n{status}")
+    assert status.count("Success") == 3, status
+    shown = _experiments(json.loads(run(project, "dvc", "exp", "show", "--json")))
+    swept = {
+        round(m["params"]["train.logistic_regression.C"], 4)
+        for m in shown.values()
+        if "params" in m and m.get("roc_auc") is not None
+    }
+    assert {0.05, 0.5, 5.0} <= swept
+
+
+def _experiments(shown: list[dict]) -> dict[str, dict]:
+    """Name -> metrics (and params) from `dvc exp show --json`."""
+    found: dict[str, dict] = {}
+    for baseline in shown:
+        for exp_range in baseline.get("experiments") or []:
+            for rev in exp_range.get("revs", []):
+                data = rev.get("data") or {}
+                metrics = (
+                    (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
+                )
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                flat = dict(metrics)
+                flat["params"] = {
+                    "train.logistic_regression.C": params.get("train", {})
+                    .get("logistic_regression", {})
+                    .get("C"),
+                }
+                found[rev.get("name") or rev.get("rev")] = flat
+    return found

@@ -1,0 +1,419 @@
+"""Helpers of the deployment tests: read docker-compose.yml, the Dockerfiles and their
+.dockerignore files the way Docker does (as far as these files use them), and turn a compose
+service's command into the same command on this machine (free loopback ports, temporary
+directories for the volumes).
+
+There is no Docker engine here, so nothing is built or run by Docker; the tests check the
+files statically and start every service as the process its container would run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from support.paths import REPO
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+SERVE_DOCKERFILE = REPO / "serve" / "Dockerfile"
+PIPELINE_DOCKERFILE = REPO / "Dockerfile"
+K8S = REPO / "k8s"
+
+# What the compose file publishes, as issue 6 asks.
+PUBLISHED_PORTS = {
+    "api": 8000,
+    "mlflow": 5000,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "grafana": 3000,
+}
+
+# --- docker-compose.yml -----------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` with ``env`` (default:
+    nothing set, i.e. what a fresh checkout without .env gets); ``$$`` is a literal ``$``."""
+    env = env or {}
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group("name"), m.group("op"), m.group("arg") or ""
+        got = env.get(name)
+        if (op in (":-", ":?") and not got) or (op in ("-", "?") and got is None):
+            if op.endswith("?"):
+                raise ValueError(f"${{{name}}} is required: {arg}")
+            return arg
+        return got or ""
+
+    parts = value.split("$$")
+    return "$".join(_VAR.sub(one, part) for part in parts)
+
+
+def _interpolate_tree(node: Any, env: dict[str, str] | None) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [_interpolate_tree(n, env) for n in node]
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, env) for k, v in node.items()}
+    return node
+
+
+@cache
+def compose_raw() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def compose(env: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """The compose model after interpolation (YAML merge keys are resolved by the loader)."""
+    model: dict[str, Any] = _interpolate_tree(compose_raw(), dict(env))
+    return model
+
+
+def service(name: str) -> dict[str, Any]:
+    services = compose()["services"]
+    assert name in services, f"docker-compose.yml has no service {name!r}"
+    return dict(services[name])
+
+
+def command(svc: dict[str, Any]) -> list[str]:
+    cmd = svc.get("command")
+    if cmd is None:
+        return []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str | None]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        out: dict[str, str | None] = {}
+        for item in env:
+            key, sep, value = str(item).partition("=")
+            out[key] = value if sep else None
+        return out
+    return {k: None if v is None else str(v) for k, v in env.items()}
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a named volume, or a path relative to the compose file
+    target: str
+    bind: bool
+    read_only: bool
+
+
+def mounts(svc: dict[str, Any]) -> list[Mount]:
+    out = []
+    for entry in svc.get("volumes") or []:
+        if isinstance(entry, dict):
+            src, target = str(entry.get("source", "")), str(entry["target"])
+            bind = entry.get("type") == "bind"
+            ro = bool(entry.get("read_only"))
+        else:
+            bits = str(entry).split(":")
+            src, target = bits[0], bits[1]
+            ro = len(bits) > 2 and "ro" in bits[2].split(",")
+            bind = src.startswith((".", "/", "~"))
+        out.append(Mount(src, target, bind, ro))
+    return out
+
+
+@dataclass(frozen=True)
+class Port:
+    host_ip: str
+    published: int
+    target: int
+
+
+def ports(svc: dict[str, Any]) -> list[Port]:
+    out = []
+    for entry in svc.get("ports") or []:
+        if isinstance(entry, dict):
+            out.append(
+                Port(str(entry.get("host_ip", "")), int(entry["published"]), int(entry["target"]))
+            )
+            continue
+        text = str(entry).split("/")[0]
+        head, _, target = text.rpartition(":")
+        ip, _, published = head.rpartition(":")
+        out.append(Port(ip, int(published or target), int(target)))
+    return out
+
+
+def healthcheck_url(svc: dict[str, Any]) -> str | None:
+    """The URL a healthcheck command requests, if it requests one."""
+    test = (svc.get("healthcheck") or {}).get("test") or []
+    text = " ".join(test) if isinstance(test, list) else str(test)
+    found = re.search(r"https?://[^\s'\"]+", text)
+    return found.group(0) if found else None
+
+
+# --- Dockerfiles ------------------------------------------------------------------------------
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    args: str
+    flags: dict[str, str] = field(default_factory=dict)
+
+    def exec_form(self) -> list[str] | None:
+        try:
+            value = json.loads(self.args)
+        except json.JSONDecodeError:
+            return None
+        return [str(v) for v in value] if isinstance(value, list) else None
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[Instruction]
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+    def env(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for ins in self.all("ENV"):
+            for token in shlex.split(ins.args):
+                key, sep, value = token.partition("=")
+                if sep:
+                    out[key] = value
+        return out
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    args: dict[str, str]  # ARG defaults declared before the first FROM
+    stages: list[Stage]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+    def resolve(self, text: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            return self.args.get(m.group(1) or m.group(2), "")
+
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, text)
+
+    def ignore_file(self) -> Path:
+        """BuildKit reads <Dockerfile>.dockerignore first, else the context's .dockerignore."""
+        own = self.path.with_name(self.path.name + ".dockerignore")
+        return own if own.is_file() else REPO / ".dockerignore"
+
+
+def _logical_lines(text: str) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") and not current:
+            continue
+        if stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        if current.strip():
+            lines.append(current.strip())
+        current = ""
+    if current.strip():
+        lines.append(current.strip())
+    return lines
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in _logical_lines(path.read_text()):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        flags: dict[str, str] = {}
+        while rest.startswith("--"):
+            flag, _, rest = rest.partition(" ")
+            key, _, value = flag[2:].partition("=")
+            flags[key] = value
+            rest = rest.lstrip()
+        if keyword == "FROM":
+            bits = rest.split()
+            name = bits[2] if len(bits) >= 3 and bits[1].upper() == "AS" else None
+            stages.append(Stage(base=bits[0], name=name, instructions=[]))
+            continue
+        if not stages:
+            if keyword == "ARG":
+                key, _, value = rest.partition("=")
+                args[key.strip()] = value.strip().strip('"')
+            continue
+        stages[-1].instructions.append(Instruction(keyword, rest, flags))
+    return Dockerfile(path=path, args=args, stages=stages)
+
+
+def copy_sources(dockerfile: Dockerfile) -> list[tuple[str, str]]:
+    """(source, destination) of every COPY/ADD from the build context (not --from a stage)."""
+    out: list[tuple[str, str]] = []
+    for stage in dockerfile.stages:
+        for ins in stage.instructions:
+            if ins.keyword not in ("COPY", "ADD") or "from" in ins.flags:
+                continue
+            parts = ins.exec_form() or shlex.split(ins.args)
+            *sources, dest = parts
+            out.extend((src, dest) for src in sources)
+    return out
+
+
+# --- .dockerignore ----------------------------------------------------------------------------
+
+
+def _ignore_regex(pattern: str) -> re.Pattern[str]:
+    pattern = pattern.strip().strip("/")
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "$")
+
+
+def ignored(rel: str, ignore_file: Path) -> bool:
+    """Whether Docker leaves ``rel`` out of the build context: the last pattern that matches
+    the path or one of its parent directories decides (``!`` = keep)."""
+    rules = []
+    for line in ignore_file.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        rules.append((keep, _ignore_regex(line[1:] if keep else line)))
+    parts = rel.strip("/").split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    result = False
+    for keep, regex in rules:
+        if any(regex.match(p) for p in prefixes):
+            result = not keep
+    return result
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [f for f in out.splitlines() if f and (REPO / f).exists()]
+
+
+# --- what `pip install ".[serve]"` installs ---------------------------------------------------
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependency_closure(dist: str, extras: tuple[str, ...] = ()) -> set[str]:
+    """Distributions that ``pip install "<dist>[<extras>]"`` brings (as installed here)."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(dist, extras)]
+    done: set[tuple[str, tuple[str, ...]]] = set()
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in done:
+            continue
+        done.add((name, wanted))
+        seen.add(name)
+        try:
+            requires = _own_requirements() if name == "plumbline" else metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            envs = [{"extra": e} for e in wanted] or [{"extra": ""}]
+            if req.marker is not None and not any(req.marker.evaluate(e) for e in envs):
+                continue
+            todo.append((_norm(req.name), tuple(sorted(req.extras))))
+    return seen
+
+
+def _own_requirements() -> list[str]:
+    """plumbline's requirements from pyproject.toml (installed metadata may be older)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    out = list(project.get("dependencies", []))
+    for extra, reqs in project.get("optional-dependencies", {}).items():
+        out.extend(f"{r}; extra == '{extra}'" for r in reqs)
+    return out
+
+
+def slim_venv(directory: Path, extras: tuple[str, ...]) -> Path:
+    """A virtualenv whose site-packages holds only what ``pip install ".[<extras>]"`` installs
+    (links to this environment's copies; plumbline itself from src/). Returns its python.
+
+    No download: it stands in for the image's venv, so that a process started with it fails
+    on any import of a package that the image does not have.
+    """
+    import sys
+    import sysconfig
+
+    python = directory / "bin" / "python"
+    if not python.exists():
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(directory)],
+            check=True,
+            capture_output=True,
+        )
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    here = Path(sysconfig.get_path("purelib"))
+    wanted = dependency_closure("plumbline", extras) - {"plumbline"}
+    for dist in metadata.distributions():
+        if _norm(dist.metadata["Name"]) not in wanted:
+            continue
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top == ".." or top.startswith("__editable__"):
+                continue
+            source, link = here / top, site / top
+            if source.exists() and not link.exists():
+                link.symlink_to(source, target_is_directory=source.is_dir())
+    (site / "plumbline-src.pth").write_text(f"{REPO / 'src'}\n")
+    return python

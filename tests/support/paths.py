@@ -1,0 +1,23 @@
+"""Where the repository and its real data are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BANK_SMALL = REPO / "data/raw/bank-additional.csv"  # 4,119 real rows, random order
+BANK_FULL = REPO / "data/raw/bank-additional-full.csv"  # 41,188 rows, time order
+BANK_CONTRACT = REPO / "contracts/bank_marketing.yaml"
+MONITORING = REPO / "monitoring"
+APP = REPO / "serve" / "app.py"
+
+
+def dev_tool(name: str) -> str:
+    """A command-line tool of the dev dependencies: beside this interpreter (the venv), else
+    on PATH. Missing is a broken install, never a reason to skip."""
+    import shutil
+    import sys
+
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is not installed: pip install -c requirements.lock -e '.[dev]'"
+    return found

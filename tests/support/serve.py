@@ -1,0 +1,268 @@
+"""Helpers of the serving tests: real models from the real pipeline code, a real MLflow store,
+and the real server (``python serve/app.py``) as a subprocess on a free port.
+
+Everything expensive is built once per test session in a temporary directory: the featurize
+stage and the train code run on the small committed bank file (4,119 rows), so the tests need
+no ``dvc repro`` and never touch the project's ``mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import requests
+import yaml
+
+from support.paths import APP, BANK_SMALL, REPO
+from support.process import Process
+
+ADMIN_TOKEN = "test-admin-token"
+MODEL_NAME = "plumbline-serve-test"
+
+
+def _session_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="plumbline-serve-tests-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@cache
+def session_dir() -> Path:
+    return _session_dir()
+
+
+# --- models from the pipeline's own code ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    root: Path
+    test_split: Path
+    model: Path  # logistic regression, the default estimator
+    other_model: Path  # a differently trained model (class_weight=balanced)
+    features: list[str]
+
+    def test_frame(self) -> pd.DataFrame:
+        return pd.read_parquet(self.test_split)
+
+
+@cache
+def artifacts() -> Artifacts:
+    """ingest -> featurize -> train on the small bank file, with the stages' own functions."""
+    from plumbline.config import load_params
+    from plumbline.contract import load_contract
+    from plumbline.model import save_model
+    from plumbline.stages import featurize, ingest, train
+
+    root = session_dir() / "pipeline"
+    params = load_params(REPO / "params.yaml")
+    data = params.data.model_copy(
+        update={
+            "source": params.data.source.model_copy(update={"path": BANK_SMALL}),
+            "resample_rows": None,
+        }
+    )
+    contract = load_contract(REPO / params.data.contract)
+    frame, _ = ingest.ingest(data, contract, REPO)
+    frame = frame[frame["_type_errors"].isna()].reset_index(drop=True)
+    paths = {name: root / f"{name}.parquet" for name in ("train", "test")}
+    featurize.run(
+        frame,
+        contract,
+        params.featurize,
+        paths["train"],
+        paths["test"],
+        root / "transformer.skops",
+        root / "profile.json",
+    )
+    train_rows = pd.read_parquet(paths["train"])
+    from plumbline.stages.featurize import fit_transformer
+
+    models = {}
+    for name, weight in (("model", None), ("other", "balanced")):
+        cfg = params.model_copy(
+            update={
+                "train": params.train.model_copy(
+                    update={
+                        "logistic_regression": params.train.logistic_regression.model_copy(
+                            update={"class_weight": weight}
+                        )
+                    }
+                )
+            }
+        )
+        transformer = fit_transformer(train_rows, contract, params.featurize)
+        models[name] = root / f"{name}.skops"
+        save_model(train.fit(train_rows, transformer, contract, cfg), models[name])
+    return Artifacts(
+        root=root,
+        test_split=paths["test"],
+        model=models["model"],
+        other_model=models["other"],
+        features=contract.feature_columns(params.featurize.exclude_columns),
+    )
+
+
+def records(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+    """Rows as JSON records (Python ints and floats, as a client would send them)."""
+    out = []
+    for row in frame[features].astype(object).to_dict(orient="records"):
+        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+    return out
+
+
+# --- a real MLflow store ----------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    uri: str
+    versions: dict[str, str]  # label -> registered version
+
+    def set_champion(self, label: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=self.uri, registry_uri=self.uri).set_registered_model_alias(
+            MODEL_NAME, "champion", self.versions[label]
+        )
+
+
+def make_store(directory: Path, labels: dict[str, Path]) -> Store:
+    """A SQLite MLflow store with one registered version per label; champion = first label.
+
+    A label ending in ``corrupt`` gets a version whose model file is overwritten with garbage
+    after registration (the registry still lists it; loading it fails).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    from plumbline.model import TRUSTED_TYPES, load_model
+    from plumbline.tracking import pip_requirements
+
+    directory.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment(
+        "serve-tests", artifact_location=(directory / "art").as_uri()
+    )
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions: dict[str, str] = {}
+    for label, path in labels.items():
+        with mlflow.start_run(experiment_id=experiment):
+            info = mlflow.sklearn.log_model(
+                load_model(path),
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=TRUSTED_TYPES,
+                pip_requirements=pip_requirements(),
+            )
+        version = mlflow.register_model(info.model_uri, MODEL_NAME)
+        versions[label] = str(version.version)
+        if label.endswith("corrupt"):
+            location = Path(
+                mlflow.get_logged_model(info.model_id).artifact_location.removeprefix("file://")
+            )
+            for model_file in location.rglob("*.skops"):
+                model_file.write_bytes(b"this is not a skops file")
+    client.set_registered_model_alias(MODEL_NAME, "champion", versions[next(iter(labels))])
+    mlflow.set_tracking_uri("")
+    return Store(uri=uri, versions=versions)
+
+
+# --- the server process -----------------------------------------------------------------------
+
+
+def write_params(directory: Path, tracking_uri: str | None = None, **serve: Any) -> Path:
+    """params.yaml of the repo with the ``serve`` section overridden (log under directory)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["mlflow"]["model_name"] = MODEL_NAME
+    raw["mlflow"]["tracking_uri"] = tracking_uri
+    section = dict(raw.get("serve") or {})
+    section["prediction_log"] = dict(
+        section.get("prediction_log") or {},
+        dir=str(directory / "predictions"),
+        flush_s=0.2,
+        **serve.pop("prediction_log", {}),
+    )
+    for key, value in serve.items():
+        section[key] = value
+    raw["serve"] = section
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+class Server(Process):
+    """``python serve/app.py`` on a free port; stopped (and checked) on exit."""
+
+    name = "server"
+
+    def __init__(
+        self, directory: Path, tracking_uri: str, uri_from: str = "env", **serve: Any
+    ) -> None:
+        """``uri_from``: pass the MLflow store as MLFLOW_TRACKING_URI ("env") or as
+        ``mlflow.tracking_uri`` in params.yaml ("params")."""
+        super().__init__(directory)
+        self.params = write_params(
+            directory, tracking_uri if uri_from == "params" else None, **serve
+        )
+        self.extra_env = dict(
+            PLUMBLINE_ADMIN_TOKEN=ADMIN_TOKEN,
+            PROMETHEUS_MULTIPROC_DIR=str(directory / "metrics"),
+            PYTHONUNBUFFERED="1",
+        )
+        self.tracking_uri = tracking_uri if uri_from == "env" else None
+        self.session = requests.Session()
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            str(APP),
+            "--params",
+            str(self.params),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, **self.extra_env)
+        env.pop("PLUMBLINE_ROOT", None)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        if self.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return env
+
+    def cwd(self) -> Path:
+        return REPO
+
+    def post(self, payload: Any, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + "/predict", json=payload, timeout=30, **kwargs)
+
+    def get(self, path: str) -> requests.Response:
+        return self.session.get(self.url + path, timeout=10)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text output (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -1,0 +1,285 @@
+"""docker-compose.yml, checked without a Docker engine: valid against the Compose
+specification, and consistent with the repository and the code it starts (files it mounts and
+builds, ports, commands, routes of its healthchecks, the monitoring configuration it serves).
+
+The services themselves are started as processes in test_deploy_stack.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+from support.deploy import (
+    PIPELINE_DOCKERFILE,
+    PUBLISHED_PORTS,
+    SERVE_DOCKERFILE,
+    command,
+    compose,
+    environment,
+    healthcheck_url,
+    mounts,
+    parse_dockerfile,
+    ports,
+    service,
+)
+from support.paths import REPO
+
+from plumbline.config import load_params
+
+SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
+TEAMS = {"postgres", "minio", "minio-buckets"}
+ONE_SHOT = {"bootstrap", "minio-buckets"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def listen_port(name: str) -> int:
+    """The port the service's process listens on, from its command (or the image default)."""
+    argv = command(service(name))
+    for i, arg in enumerate(argv):
+        if arg == "--port":
+            return int(argv[i + 1])
+        if arg.startswith("--web.listen-address="):
+            return int(arg.rpartition(":")[2])
+    defaults = {"grafana": 3000, "postgres": 5432}
+    if name == "minio":
+        return int(argv[argv.index("--address") + 1].lstrip(":"))
+    return defaults[name]
+
+
+# --- the specification ------------------------------------------------------------------------
+
+
+# --- services, ports, profiles ----------------------------------------------------------------
+
+
+def test_the_stack_has_every_service_and_the_team_stores_only_under_a_profile() -> None:
+    services = compose()["services"]
+    assert set(services) == SERVICES | TEAMS
+    for name, svc in services.items():
+        assert svc.get("profiles", []) == (["teams"] if name in TEAMS else []), name
+    # MLflow waits for them only when the profile is on.
+    depends = service("mlflow")["depends_on"]
+    assert depends["postgres"] == {"condition": "service_healthy", "required": False}
+    assert depends["minio-buckets"]["required"] is False
+
+
+def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_on() -> None:
+    for name, port in PUBLISHED_PORTS.items():
+        published = ports(service(name))
+        assert [(p.published, p.target) for p in published] == [(port, port)], name
+        assert listen_port(name) == port, name
+        # Loopback unless BIND_ADDRESS says otherwise.
+        assert published[0].host_ip == "127.0.0.1", name
+    assert [p.target for p in ports(service("monitor"))] == [listen_port("monitor")]
+    everywhere = compose((("BIND_ADDRESS", "0.0.0.0"),))["services"]
+    assert everywhere["api"]["ports"] == ["0.0.0.0:8000:8000"]
+
+
+# --- files: what is built and mounted exists --------------------------------------------------
+
+
+def test_every_build_context_dockerfile_and_mounted_file_exists() -> None:
+    declared = set(compose()["volumes"])
+    used: set[str] = set()
+    for name, svc in compose()["services"].items():
+        build = svc.get("build")
+        if build:
+            context = REPO / build["context"]
+            assert context.is_dir(), name
+            assert (context / build["dockerfile"]).is_file(), name
+        for mount in mounts(svc):
+            if mount.bind:
+                assert (REPO / mount.source).exists(), f"{name}: {mount.source} is missing"
+                assert mount.read_only, f"{name}: configuration is mounted read-only"
+            else:
+                assert mount.source in declared, f"{name}: volume {mount.source} undeclared"
+                used.add(mount.source)
+    assert used == declared
+
+
+def test_services_of_one_image_share_its_build() -> None:
+    builds: dict[str, list[dict[str, str]]] = {}
+    for svc in compose()["services"].values():
+        if "build" in svc:
+            builds.setdefault(svc["image"], []).append(svc["build"])
+    assert set(builds) == {"plumbline-pipeline:0.1.0", "plumbline-serve:0.1.0"}
+    assert builds["plumbline-serve:0.1.0"] == [{"context": ".", "dockerfile": "serve/Dockerfile"}]
+    assert all(
+        b == {"context": ".", "dockerfile": "Dockerfile"}
+        for b in builds["plumbline-pipeline:0.1.0"]
+    )
+    assert len(builds["plumbline-pipeline:0.1.0"]) == 3  # mlflow, bootstrap, monitor
+
+
+def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
+    """The server writes <root>/logs/predictions; the monitor must read the same files."""
+    params = load_params(REPO / "params.yaml")
+    serve_root = parse_dockerfile(SERVE_DOCKERFILE).final.env()["PLUMBLINE_ROOT"]
+    pipeline_root = parse_dockerfile(PIPELINE_DOCKERFILE).final.env()["PLUMBLINE_ROOT"]
+    written = Path(serve_root) / params.serve.prediction_log.dir
+    read = Path(pipeline_root) / (
+        params.monitor.prediction_log_dir or params.serve.prediction_log.dir
+    )
+
+    def in_volume(svc: str, path: Path) -> tuple[str, Path]:
+        for mount in mounts(service(svc)):
+            if (
+                not mount.bind
+                and path.is_relative_to(mount.target)
+                and mount.target != pipeline_root
+            ):
+                return mount.source, path.relative_to(mount.target)
+        raise AssertionError(f"{svc}: {path} is on no shared volume")
+
+    assert in_volume("api", written) == in_volume("monitor", read)
+    # The monitor retrains in the workspace that bootstrap filled.
+    workspace = {m.source for m in mounts(service("bootstrap")) if m.target == pipeline_root}
+    assert workspace and workspace <= {m.source for m in mounts(service("monitor"))}
+
+
+# --- commands, environment, healthchecks ------------------------------------------------------
+
+
+def test_pipeline_image_services_run_real_entry_points() -> None:
+    from plumbline.cli import build_parser
+
+    assert command(service("bootstrap")) == ["python", "-m", "plumbline.bootstrap"]
+    assert (REPO / "src/plumbline/bootstrap.py").is_file()
+    monitor = command(service("monitor"))
+    assert monitor[:2] == ["plumbline", "monitor"]
+    args = build_parser().parse_args(monitor[1:])
+    assert (args.command, args.host, args.port) == ("monitor", "0.0.0.0", 8001)
+    assert command(service("mlflow"))[:2] == ["mlflow", "server"]
+
+
+def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variables() -> None:
+    params = load_params(REPO / "params.yaml")
+    registry = f"http://mlflow:{listen_port('mlflow')}"
+    for name in ("api", "bootstrap", "monitor"):
+        assert environment(service(name))["MLFLOW_TRACKING_URI"] == registry, name
+    assert set(environment(service("api"))) == {"MLFLOW_TRACKING_URI", params.serve.admin_token_env}
+    assert set(environment(service("monitor"))) == {"MLFLOW_TRACKING_URI", params.monitor.token_env}
+    # MLflow answers only the Host headers it is told: the name the others use must be one.
+    argv = command(service("mlflow"))
+    allowed = argv[argv.index("--allowed-hosts") + 1].split(",")
+    assert urlparse(registry).netloc in allowed
+
+
+def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
+    services = compose()["services"]
+    expected = {
+        "bootstrap": {"mlflow": "service_healthy"},
+        "api": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
+        "monitor": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
+        "grafana": {"prometheus": "service_healthy"},
+    }
+    for name, deps in expected.items():
+        got = {k: v["condition"] for k, v in services[name]["depends_on"].items()}
+        assert got == deps, name
+    for name, svc in services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health"
+        if name in ONE_SHOT:
+            assert svc["restart"] == "no", name
+        else:
+            assert "healthcheck" in svc, name
+            assert svc["restart"] == "unless-stopped", name
+
+
+def test_healthchecks_request_routes_that_exist() -> None:
+    from plumbline.monitoring.service import create_app
+    from plumbline.serving.server import ROUTES
+
+    # Routes are declared when the app is made; the monitor objects are only used per request.
+    app = create_app(None, None, None, refresh_loop=False)
+    monitor_routes = {getattr(r, "path", "") for r in app.routes}
+    routes = {
+        "api": set(ROUTES),
+        "monitor": monitor_routes,
+        # MLflow's, Prometheus's, Alertmanager's and Grafana's documented health routes;
+        # the first is requested for real in test_deploy_stack.py.
+        "mlflow": {"/health"},
+        "prometheus": {"/-/ready"},
+        "alertmanager": {"/-/ready"},
+        "grafana": {"/api/health"},
+    }
+    for name, known in routes.items():
+        url = urlparse(healthcheck_url(service(name)) or "")
+        assert url.hostname == "127.0.0.1", name
+        assert url.port == listen_port(name), name
+        assert url.path in known, f"{name}: {url.path} is not a route"
+    assert urlparse(healthcheck_url(service("api")) or "").path == "/ready"
+
+
+# --- the monitoring configuration it serves ---------------------------------------------------
+
+
+def _host_port(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host, int(port)
+
+
+def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_services() -> None:
+    services = compose()["services"]
+    prom_mount = next(m for m in mounts(service("prometheus")) if m.bind)
+    config_flag = next(a for a in command(service("prometheus")) if a.startswith("--config.file="))
+    config_path = Path(config_flag.partition("=")[2])
+    local = REPO / prom_mount.source / config_path.relative_to(prom_mount.target)
+    config = yaml.safe_load(local.read_text())
+    for pattern in config.get("rule_files", []):
+        assert list(local.parent.glob(pattern)), f"no rule file matches {pattern}"
+    scraped = {}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = _host_port(target)
+                if host != "localhost":
+                    assert host in services, f"{job['job_name']}: no service {host}"
+                    assert port == listen_port(host), f"{job['job_name']}: {target}"
+                    scraped[host] = job.get("metrics_path", "/metrics")
+    assert scraped == {"api": "/metrics", "monitor": "/metrics"}
+    for am in config["alerting"]["alertmanagers"]:
+        for static in am["static_configs"]:
+            assert [_host_port(t) for t in static["targets"]] == [
+                ("alertmanager", listen_port("alertmanager"))
+            ]
+
+    am_mount = next(m for m in mounts(service("alertmanager")) if m.bind)
+    alertmanager = yaml.safe_load((REPO / am_mount.source).read_text())
+    hooks = [
+        urlparse(h["url"]) for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])
+    ]
+    assert hooks, "alertmanager.yml sends no webhook to the retraining trigger"
+    for hook in hooks:
+        assert (hook.hostname, hook.port) == ("monitor", listen_port("monitor"))
+
+    grafana = {m.target: REPO / m.source for m in mounts(service("grafana")) if m.bind}
+    provisioning = grafana["/etc/grafana/provisioning"]
+    for path in (provisioning / "datasources").glob("*.y*ml"):
+        for source in yaml.safe_load(path.read_text())["datasources"]:
+            url = urlparse(source["url"])
+            assert (url.hostname, url.port) == ("prometheus", listen_port("prometheus"))
+    for path in (provisioning / "dashboards").glob("*.y*ml"):
+        for provider in yaml.safe_load(path.read_text())["providers"]:
+            mounted = grafana[provider["options"]["path"]]
+            assert list(mounted.glob("*.json")), f"no dashboard in {mounted}"
+
+
+# --- secrets and image tags -------------------------------------------------------------------
+
+
+def test_every_image_is_pinned_to_a_tag_and_ours_carry_the_project_version() -> None:
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for name, svc in compose()["services"].items():
+        image = svc["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest", name
+        if repo.startswith("plumbline-"):
+            assert tag == version, name

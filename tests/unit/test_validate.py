@@ -1,0 +1,209 @@
+"""Validate quarantines each injected bad row with the right reason and drops nothing; the
+Pydantic record model rejects what the GX suite rejects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pydantic
+import pytest
+import yaml
+from support.data import bank_text, data_config
+from support.paths import BANK_CONTRACT, BANK_SMALL
+
+from plumbline.cli import main
+from plumbline.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
+from plumbline.stages import ingest, validate
+from plumbline.stages.validate import ValidationFailed
+
+# Source row -> the reasons it must be quarantined with.
+EXPECTED = {
+    3: ["not_null:age"],  # empty cell
+    4: ["range:age"],  # 500
+    5: ["type:age"],  # "abc": a type error, not also a null
+    6: ["type:campaign"],  # 2.5 in an integer column
+    7: ["category:job"],  # "astronaut"
+    9: ["range:emp.var.rate"],  # 50
+    11: ["category:job", "range:age"],  # two problems in one row
+    300: ["duplicate"],  # exact copy of row 10
+    301: ["type:age"],  # row 5 again, but "xyz": not a duplicate of "abc"
+}
+
+
+def bad_rows_csv(path: Path) -> Path:
+    text = bank_text()
+    edits = {
+        3: ("age", ""),
+        4: ("age", "500"),
+        5: ("age", "abc"),
+        6: ("campaign", "2.5"),
+        7: ("job", "astronaut"),
+        9: ("emp.var.rate", "50"),
+    }
+    for row, (column, value) in edits.items():
+        text.loc[row, column] = value
+    text.loc[11, ["age", "job"]] = ["500", "astronaut"]
+    again = text.iloc[[5]].assign(age="xyz")
+    pd.concat([text, text.iloc[[10]], again], ignore_index=True).to_csv(path, sep=";", index=False)
+    return path
+
+
+@dataclass
+class Outputs:
+    dir: Path
+    frame: pd.DataFrame  # what validate read
+
+    valid = property(lambda self: self.dir / "valid.parquet")
+    quarantine = property(lambda self: self.dir / "quarantine.parquet")
+    report_file = property(lambda self: self.dir / "validation.json")
+    suite = property(lambda self: self.dir / "suite.json")
+    docs = property(lambda self: self.dir / "data_docs")
+
+
+def run_validate(dir: Path, contract: Contract, max_bad_fraction: float) -> Outputs:
+    csv = bad_rows_csv(dir / "rows.csv")
+    frame, _ = ingest.ingest(
+        data_config({"kind": "csv", "path": str(csv), "sep": ";"}), contract, dir
+    )
+    out = Outputs(dir, frame)
+    validate.run(
+        frame,
+        contract,
+        max_bad_fraction,
+        True,
+        out.valid,
+        out.quarantine,
+        out.report_file,
+        out.suite,
+        out.docs,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory: pytest.TempPathFactory, contract: Contract) -> Outputs:
+    return run_validate(tmp_path_factory.mktemp("validate"), contract, max_bad_fraction=0.05)
+
+
+def test_each_bad_row_is_quarantined_with_its_reason(validated: Outputs) -> None:
+    quarantine = pd.read_parquet(validated.quarantine)
+    got = {
+        row: sorted(reasons)
+        for row, reasons in zip(quarantine[SOURCE_ROW], quarantine[REASONS], strict=True)
+    }
+    assert got == EXPECTED
+
+
+def test_nothing_is_dropped_and_counts_add_up(validated: Outputs) -> None:
+    valid = pd.read_parquet(validated.valid)
+    quarantine = pd.read_parquet(validated.quarantine)
+    report = json.loads(validated.report_file.read_text())
+    assert report["rows_in"] == 302
+    assert report["rows_in"] == report["rows_valid"] + report["rows_quarantined"]
+    assert (report["rows_valid"], report["rows_quarantined"]) == (len(valid), len(quarantine))
+    assert sorted([*valid[SOURCE_ROW], *quarantine[SOURCE_ROW]]) == list(range(302))
+    counts: dict[str, int] = {}
+    for reasons in EXPECTED.values():
+        for check in reasons:
+            counts[check] = counts.get(check, 0) + 1
+    assert report["checks"] == counts
+    assert report["passed"] is True
+    assert report["quarantined_fraction"] == pytest.approx(9 / 302, abs=1e-6)
+
+
+def test_quarantine_keeps_the_original_values(validated: Outputs, contract: Contract) -> None:
+    quarantine = pd.read_parquet(validated.quarantine).set_index(SOURCE_ROW)
+    assert quarantine.loc[4, "age"] == 500
+    assert quarantine.loc[7, "job"] == "astronaut"
+    assert quarantine.loc[9, "emp.var.rate"] == 50.0
+    assert json.loads(quarantine.loc[5, TYPE_ERRORS]) == {"age": "abc"}
+    assert json.loads(quarantine.loc[6, TYPE_ERRORS]) == {"campaign": "2.5"}
+    assert pd.isna(quarantine.loc[3, "age"]) and pd.isna(quarantine.loc[3, TYPE_ERRORS])
+    schema = pq.read_schema(validated.quarantine).remove_metadata()
+    assert schema.names == [*contract.arrow_schema().names, REASONS]
+    assert schema.field("age").type == pa.int64()
+
+
+def test_gx_suite_and_data_docs_are_written(validated: Outputs) -> None:
+    assert (validated.docs / "index.html").is_file()
+    assert list(validated.docs.rglob("validations/**/*.html"))
+    suite = json.loads(validated.suite.read_text())
+    checks = {e["meta"]["check"] for e in suite["expectations"]}
+    assert {"not_null:age", "range:age", "category:job", "type", "duplicate"} <= checks
+    report = json.loads(validated.report_file.read_text())
+    assert report["gx_statistics"]["unsuccessful_expectations"] > 0
+
+
+def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, contract: Contract) -> None:
+    with pytest.raises(ValidationFailed) as err:
+        run_validate(tmp_path, contract, max_bad_fraction=0.01)
+    message = str(err.value)
+    assert message.startswith(
+        "9 of 302 rows (2.98%) failed the contract, above validate.max_bad_fraction=1.00%"
+    )
+    assert "type:age (2)" in message
+    assert str(tmp_path / "quarantine.parquet") in message
+    # The evidence is written before the stage fails.
+    assert len(pd.read_parquet(tmp_path / "quarantine.parquet")) == 9
+
+
+def test_cli_exits_1_when_too_many_rows_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_rows_csv(tmp_path / "rows.csv")
+    params = yaml.safe_load((BANK_CONTRACT.parents[1] / "params.yaml").read_text())
+    params["data"].update(
+        contract=str(BANK_CONTRACT), source={"kind": "csv", "path": "rows.csv", "sep": ";"}
+    )
+    params["validate"]["max_bad_fraction"] = 0.02
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PLUMBLINE_ROOT", str(tmp_path))
+    assert main(["ingest"]) == 0
+    assert main(["validate"]) == 1
+    err = capsys.readouterr().err
+    assert "plumbline validate: error: 9 of 302 rows (2.98%) failed the contract" in err
+    assert "Traceback" not in err
+
+
+def test_record_model_rejects_what_gx_rejects(validated: Outputs, contract: Contract) -> None:
+    """Null, range and category checks agree row by row. Type-error rows differ by design:
+    coercion already nulled the cell, so they are tested on raw values below."""
+    pydantic_says = dict(enumerate(contract.record_errors(validated.frame)))
+    gx_says: dict[int, list[str]] = {i: [] for i in range(len(validated.frame))}
+    quarantine = pd.read_parquet(validated.quarantine)
+    for row, reasons in zip(quarantine[SOURCE_ROW], quarantine[REASONS], strict=True):
+        gx_says[row] = sorted(
+            r.split(":", 1)[1]
+            for r in reasons
+            if r.split(":")[0] in ("not_null", "range", "category")
+        )
+    for row in (5, 6, 301):  # the type-error rows
+        del pydantic_says[row], gx_says[row]
+    assert pydantic_says == gx_says
+    assert sum(map(bool, pydantic_says.values())) == 5  # rows 3, 4, 7, 9, 11
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("age", "abc"),
+        ("age", "35"),
+        ("campaign", 2.5),
+        ("age", None),
+        ("age", 500),
+        ("job", "astronaut"),
+        ("emp.var.rate", 50.0),
+    ],
+)
+def test_record_model_on_raw_values(column: str, value: object, contract: Contract) -> None:
+    model = contract.record_model()
+    record = pd.read_csv(BANK_SMALL, sep=";", nrows=1).to_dict(orient="records")[0]
+    model.model_validate(record)  # the real row is valid
+    with pytest.raises(pydantic.ValidationError) as err:
+        model.model_validate({**record, column: value})
+    assert [e["loc"][0] for e in err.value.errors()] == [column]
