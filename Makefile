@@ -7,7 +7,8 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all setup run test lint serve monitor bench-pipeline bench-serve help
+.PHONY: all setup run test test-fast print-coverage-floor test-integration test-e2e lint serve monitor bench-pipeline \
+	bench-serve help
 
 all: run ## set up (if needed) and run the pipeline end to end
 
@@ -29,11 +30,28 @@ run: setup ## dvc repro, push to the DVC remote, gate, and promote a passing mod
 	plumbline promote
 	plumbline models
 
-test: setup ## run the test suite
-	$(BIN)/python -m pytest
+PYTEST := $(BIN)/python -m pytest
+# Branch coverage of the whole suite (README: Tests); `make test` fails below this floor.
+COVERAGE_FLOOR ?= 80
 
-lint: setup ## ruff and mypy
+test: setup ## every tier (unit, integration, e2e) with branch coverage, failing below the floor
+	$(PYTEST) --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) tests
+
+print-coverage-floor:
+	@echo $(COVERAGE_FLOOR)
+
+test-fast: setup ## the unit tier: pure logic, no subprocess, server or DVC run
+	$(PYTEST) tests/unit
+
+test-integration: setup ## real DVC runs, MLflow stores and servers
+	$(PYTEST) tests/integration
+
+test-e2e: setup ## the stack as processes around a real Prometheus, and the closed loop
+	$(PYTEST) tests/e2e
+
+lint: setup ## ruff (lint and format) and mypy
 	$(BIN)/ruff check src tests serve benchmarks
+	$(BIN)/ruff format --check src tests serve benchmarks
 	$(BIN)/mypy
 
 serve: setup ## the prediction server on :8000 (models:/<name>@champion, else models/model.skops)

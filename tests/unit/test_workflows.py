@@ -18,6 +18,7 @@ from plumbline.cli import build_parser
 from plumbline.report import REPORT_FILE
 
 WORKFLOWS = REPO / ".github/workflows"
+TIERS = ("unit", "integration", "e2e")
 NAMES = ("ci.yml", "cml.yml", "promote.yml")
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -138,6 +139,16 @@ def test_ci_runs_lint_types_and_tests_with_caching() -> None:
     index_of(workflow, "python -m pytest")
     setups = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/setup-python@")]
     assert setups and all(s["with"]["cache"] == "pip" for s in setups)
+    index_of(workflow, "ruff format --check")
+    # The tiers are separate jobs, and their coverage is combined and held to the floor.
+    test_job = workflow["jobs"]["test"]
+    assert test_job["strategy"]["matrix"]["tier"] == ["unit", "integration", "e2e"]
+    pytest_step = next(s for s in test_job["steps"] if "pytest" in s.get("run", ""))
+    assert "tests/${{ matrix.tier }}" in pytest_step["run"]
+    assert set(TIERS) == {p.name for p in (REPO / "tests").iterdir() if p.name in TIERS}
+    coverage_job = workflow["jobs"]["coverage"]
+    assert coverage_job["needs"] == "test"
+    assert any("--fail-under" in c for s in coverage_job["steps"] for c in commands(s))
 
 
 def test_cml_reports_every_pull_request_and_fails_after_commenting() -> None:
