@@ -1,5 +1,6 @@
-"""Helpers of the deployment tests: read docker-compose.yml, the Dockerfiles and their
-.dockerignore files the way Docker does (as far as these files use them), and turn a compose
+"""Helpers of the deployment tests: read docker-compose.yml (YAML plus Compose's variable
+interpolation), the Dockerfiles (dockerfile-parse) and their .dockerignore files (docker-py's
+matcher), and turn a compose
 service's command into the same command on this machine (free loopback ports, temporary
 directories for the volumes).
 
@@ -220,33 +221,17 @@ class Dockerfile:
         return own if own.is_file() else REPO / ".dockerignore"
 
 
-def _logical_lines(text: str) -> list[str]:
-    lines: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if stripped.startswith("#") and not current:
-            continue
-        if stripped.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        current += stripped
-        if current.strip():
-            lines.append(current.strip())
-        current = ""
-    if current.strip():
-        lines.append(current.strip())
-    return lines
-
-
 def parse_dockerfile(path: Path) -> Dockerfile:
+    """Stages and instructions as dockerfile-parse reads them (line continuations, comments
+    and parser directives handled the way Docker's own parser does)."""
+    from dockerfile_parse import DockerfileParser
+
     args: dict[str, str] = {}
     stages: list[Stage] = []
-    for line in _logical_lines(path.read_text()):
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
+    for item in DockerfileParser(str(path), cache_content=True).structure:
+        keyword, rest = item["instruction"], item["value"].strip()
+        if keyword == "COMMENT":
+            continue
         flags: dict[str, str] = {}
         while rest.startswith("--"):
             flag, _, rest = rest.partition(" ")
@@ -257,13 +242,12 @@ def parse_dockerfile(path: Path) -> Dockerfile:
             bits = rest.split()
             name = bits[2] if len(bits) >= 3 and bits[1].upper() == "AS" else None
             stages.append(Stage(base=bits[0], name=name, instructions=[]))
-            continue
-        if not stages:
+        elif not stages:
             if keyword == "ARG":
                 key, _, value = rest.partition("=")
                 args[key.strip()] = value.strip().strip('"')
-            continue
-        stages[-1].instructions.append(Instruction(keyword, rest, flags))
+        else:
+            stages[-1].instructions.append(Instruction(keyword, rest, flags))
     return Dockerfile(path=path, args=args, stages=stages)
 
 
@@ -283,46 +267,17 @@ def copy_sources(dockerfile: Dockerfile) -> list[tuple[str, str]]:
 # --- .dockerignore ----------------------------------------------------------------------------
 
 
-def _ignore_regex(pattern: str) -> re.Pattern[str]:
-    pattern = pattern.strip().strip("/")
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif pattern[i] == "*":
-            out += "[^/]*"
-            i += 1
-        elif pattern[i] == "?":
-            out += "[^/]"
-            i += 1
-        else:
-            out += re.escape(pattern[i])
-            i += 1
-    return re.compile(out + "$")
-
-
 def ignored(rel: str, ignore_file: Path) -> bool:
-    """Whether Docker leaves ``rel`` out of the build context: the last pattern that matches
-    the path or one of its parent directories decides (``!`` = keep)."""
-    rules = []
-    for line in ignore_file.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        keep = line.startswith("!")
-        rules.append((keep, _ignore_regex(line[1:] if keep else line)))
-    parts = rel.strip("/").split("/")
-    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-    result = False
-    for keep, regex in rules:
-        if any(regex.match(p) for p in prefixes):
-            result = not keep
-    return result
+    """Whether Docker leaves ``rel`` out of the build context, by docker-py's implementation of
+    the .dockerignore rules (the last matching pattern decides; ``!`` keeps)."""
+    from docker.utils.build import PatternMatcher
+
+    patterns = [
+        line.strip()
+        for line in ignore_file.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    return bool(PatternMatcher(patterns).matches(rel.strip("/")))
 
 
 def tracked_files() -> list[str]:
