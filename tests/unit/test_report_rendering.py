@@ -1,0 +1,46 @@
+"""report.md's sections that need no git or DVC: the gate verdict and the plot links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plumbline.config import GateConfig
+from plumbline.gate import ChampionScore, decide
+from plumbline.paths import Layout
+from plumbline.report import PLOTS, gate_section, plots_section
+
+GATE = GateConfig(min_roc_auc=0.7, min_pr_auc=0.45, max_brier=0.21, max_regression=0.01)
+
+
+def test_a_gate_that_has_not_run_says_how_to_run_it(tmp_path: Path) -> None:
+    text, passed = gate_section(tmp_path / "gate.json")
+    assert passed is None
+    assert "`plumbline gate`" in text
+
+
+def test_a_failed_gate_lists_each_reason_and_marks_the_failed_rows(tmp_path: Path) -> None:
+    metrics = {"roc_auc": 0.65, "pr_auc": 0.5, "brier": 0.2, "rows": 800.0}
+    champion = ChampionScore("3", {"roc_auc": 0.75, "pr_auc": 0.5, "brier": 0.2}, rows=800)
+    result = decide(metrics, GATE, champion, "m")
+    result.write(tmp_path / "gate.json")
+    text, passed = gate_section(tmp_path / "gate.json")
+    assert passed is False
+    assert text.startswith("Gate **failed**: compared with champion version 3")
+    reasons = [line for line in text.splitlines() if line.startswith("- ")]
+    assert reasons == [f"- {r}" for r in result.reasons] and len(reasons) == 2
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "Check" not in line]
+    assert len(rows) == len(result.checks)
+    failed = {line.split(" | ")[0].strip("| ") for line in rows if "**FAIL**" in line}
+    assert failed == {"min_roc_auc", "champion_roc_auc"}
+
+
+def test_plots_link_relative_to_the_report_and_name_what_is_missing(tmp_path: Path) -> None:
+    paths = Layout(tmp_path)
+    paths.figures.mkdir(parents=True)
+    (first, title), *rest = PLOTS
+    (paths.figures / f"{first}.png").write_bytes(b"\x89PNG")
+    text, images = plots_section(paths, tmp_path / "out")
+    assert images == [paths.figures / f"{first}.png"]
+    assert f"![{title}](../reports/figures/{first}.png)" in text
+    for name, _ in rest:
+        assert f"`reports/figures/{name}.png`" in text
