@@ -204,19 +204,19 @@ class Contract(BaseModel):
         import great_expectations as gx
         import great_expectations.expectations as gxe
 
-        suite = gx.ExpectationSuite(name=self.name)
+        expectations: list[Any] = []
         for name, spec in self.columns.items():
-            suite.add_expectation(
+            expectations.append(
                 gxe.ExpectColumnToExist(column=name, meta={"check": f"exists:{name}"})
             )
             if not spec.nullable:
-                suite.add_expectation(
+                expectations.append(
                     gxe.ExpectColumnValuesToNotBeNull(
                         column=name, meta={"check": f"not_null:{name}"}
                     )
                 )
             if spec.is_numeric and (spec.min is not None or spec.max is not None):
-                suite.add_expectation(
+                expectations.append(
                     gxe.ExpectColumnValuesToBeBetween(
                         column=name,
                         min_value=spec.min,
@@ -225,7 +225,7 @@ class Contract(BaseModel):
                     )
                 )
             if spec.type == "category":
-                suite.add_expectation(
+                expectations.append(
                     gxe.ExpectColumnValuesToBeInSet(
                         column=name,
                         value_set=list(spec.categories or []),
@@ -234,7 +234,7 @@ class Contract(BaseModel):
                 )
         # Types are enforced cell by cell during coercion (see Contract.coerce); a cell that
         # failed is recorded in _type_errors, so "no type errors" is a null check on it.
-        suite.add_expectation(
+        expectations.append(
             gxe.ExpectColumnValuesToBeNull(
                 column=TYPE_ERRORS,
                 meta={
@@ -245,7 +245,7 @@ class Contract(BaseModel):
             )
         )
         if check_duplicates:
-            suite.add_expectation(
+            expectations.append(
                 gxe.ExpectCompoundColumnsToBeUnique(
                     column_list=list(self.columns),
                     meta={
@@ -254,6 +254,9 @@ class Contract(BaseModel):
                     },
                 )
             )
+        # One suite built from the full list: add_expectation() on a suite that belongs to a
+        # context saves the whole suite again on every call.
+        suite = gx.ExpectationSuite(name=self.name, expectations=expectations)
         return suite
 
     # --- Pydantic ---------------------------------------------------------------------------
