@@ -18,6 +18,7 @@ from plumbline.config import Params, load_params
 from plumbline.contract import Contract, load_contract
 from plumbline.errors import MissingInput, PlumblineError
 from plumbline.paths import Layout, layout, project_root
+from plumbline.timing import spent
 
 log = logging.getLogger("plumbline")
 
@@ -271,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlumblineError as err:
         print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
         return 1
-    print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")
+    took = f"{time.perf_counter() - started:.1f}s"
+    phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in spent().items())
+    print(f"plumbline {args.command}: {summary} ({took}{'; ' + phases if phases else ''})")
     return 0
 
 

@@ -15,6 +15,7 @@ PACKAGE = REPO / "src" / "plumbline"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "paths": 0,
+    "timing": 0,
     "config": 1,
     "contract": 1,
     "artifacts": 2,
