@@ -97,8 +97,11 @@ def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import train
 
     need(ctx.paths.train_split, ctx.paths.transformer, hint="run `plumbline featurize` first")
-    card = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
-    return f"trained {card.estimator}; MLflow run {card.mlflow_run_id or '(not logged)'}"
+    card, record = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
+    return (
+        f"trained {card.estimator} at commit {record.git_commit or '(not in git)'}; "
+        f"MLflow run {record.mlflow_run_id or '(not logged)'}"
+    )
 
 
 def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:

@@ -50,6 +50,8 @@ def configure(cfg: MlflowConfig, root: Path) -> Any:
 
 
 def git_commit(root: Path) -> str | None:
+    """HEAD of the checkout at ``root``, with ``-dirty`` when tracked files other than
+    dvc.lock differ from it; None outside git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -59,8 +61,10 @@ def git_commit(root: Path) -> str | None:
     if out.returncode != 0:
         return None
     commit = out.stdout.strip()
+    # Dirty means tracked sources differ from HEAD. dvc.lock is DVC's own record, rewritten
+    # while `dvc repro` runs; it says nothing about the code that ran.
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"],
         cwd=root,
         capture_output=True,
         text=True,
