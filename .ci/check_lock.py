@@ -28,29 +28,35 @@ def entries(lock: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def differences(committed: str, produced: str) -> list[str]:
+    """One line per stage entry whose value differs between two dvc.lock texts."""
+    old = entries(yaml.safe_load(committed) or {})
+    new = entries(yaml.safe_load(produced) or {})
+    return [
+        f"  {key}: committed {old.get(key, '(none)')}, produced {new.get(key, '(none)')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
 def main() -> int:
     root = Path(__file__).resolve().parents[1]
     committed = subprocess.run(
         ["git", "show", "HEAD:dvc.lock"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
-    old, new = (
-        entries(yaml.safe_load(committed)),
-        entries(yaml.safe_load((root / "dvc.lock").read_text())),
-    )
-    changed = [
-        f"  {key}: committed {old.get(key, '(none)')}, produced {new.get(key, '(none)')}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
-    if not changed and (root / "dvc.lock").read_text() == committed:
-        print(f"dvc.lock: the clean clone reproduced the committed lock ({len(new)} entries)")
+    produced = (root / "dvc.lock").read_text()
+    if produced == committed:
+        print("dvc.lock: the pipeline reproduced the committed lock")
         return 0
     print(
         "dvc.lock: the pipeline did not reproduce the committed lock; commit the dvc.lock that "
         "`dvc repro` writes, or make the changed outputs deterministic:",
         file=sys.stderr,
     )
-    print("\n".join(changed) or "  (same hashes; formatting differs)", file=sys.stderr)
+    print(
+        "\n".join(differences(committed, produced)) or "  (same hashes; formatting differs)",
+        file=sys.stderr,
+    )
     return 1
 
 
