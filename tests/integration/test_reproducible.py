@@ -16,12 +16,13 @@ linked as the clone's venv), so the measured part is the pipeline, not a pip ins
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from project_support import commit_all, lock_outs, make_repo, ran_stages, set_param, sh
+from project_support import REPO, commit_all, lock_outs, make_repo, ran_stages, set_param, sh
 
 from plumbline.registry import CHAMPION, Registry
 
@@ -101,3 +102,27 @@ def test_dvc_pull_in_a_second_clone_is_clean_and_repro_runs_nothing(
     again = sh(second, "dvc", "repro")
     assert ran_stages(again) == [], again
     assert sh(second, "git", "status", "--porcelain") == ""
+
+
+def test_dirty_means_a_tracked_source_differs_not_what_dvc_wrote(tmp_path: Path) -> None:
+    from plumbline.tracking import git_commit
+
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "src").mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for rel in ("dvc.lock", "reports/metrics.json", "src/code.py", "params.yaml"):
+        (repo / rel).write_text("committed\n")
+    sh(repo, "git", "init", "-q")
+    head = commit_all(repo, "all")
+    assert git_commit(repo) == head
+    # What dvc repro rewrites: its lock and the cache: false outputs git tracks.
+    (repo / "dvc.lock").write_text("rewritten\n")
+    (repo / "reports/metrics.json").write_text("rewritten\n")
+    (repo / "untracked.txt").write_text("new\n")
+    assert git_commit(repo) == head
+    (repo / "params.yaml").write_text("changed\n")
+    assert git_commit(repo) == f"{head}-dirty"
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    (repo / "src/code.py").write_text("changed\n")
+    assert git_commit(repo) == f"{head}-dirty"

@@ -515,7 +515,7 @@ class Retrainer:
             raise RetrainError(f"gate exited {code}: {self._tail(workdir, 'gate')}")
         if self._step("promote", [*plumbline, "promote"], workdir, env, deadline) != 0:
             raise RetrainError(f"promote failed: {self._tail(workdir, 'promote')}")
-        ws.commit(f"retrain {result.run_id}: dvc.lock", "dvc.lock")
+        ws.commit_outputs(f"retrain {result.run_id}: dvc.lock and the tracked outputs")
         result.details["commit"] = ws.inputs
         result.details["ref"] = ws.keep(workdir.name)
         md5 = md5_file(layout(workdir).model)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from plumbline.errors import PlumblineError
 
 log = logging.getLogger("plumbline.retrain")
 
+DVC = [sys.executable, "-m", "dvc"]
 SNAPSHOT_DIR = "project-snapshot"
 RETRAIN_REF = "refs/plumbline/retrains"
 # What a workspace outside git needs from the project: what dvc.yaml reads and runs.
@@ -132,7 +134,7 @@ class Workspace:
             # Outputs land in the project's content-addressed cache, so the retrain's dvc.lock
             # can be checked out later; the serving checkout's files are not touched.
             subprocess.run(
-                ["dvc", "cache", "dir", "--local", str(cache.resolve())],
+                [*DVC, "cache", "dir", "--local", str(cache.resolve())],
                 cwd=path,
                 check=False,
                 capture_output=True,
@@ -141,6 +143,14 @@ class Workspace:
 
     def commit(self, message: str, *paths: str) -> str:
         git(self.path, "add", "--force", "--", *paths)
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def commit_outputs(self, message: str) -> str:
+        """Commit dvc.lock and every tracked file the run changed (the ``cache: false``
+        outputs, e.g. reports/metrics.json), as ``dvc repro`` leaves them."""
+        git(self.path, "add", "--update")
+        git(self.path, "add", "--force", "--", "dvc.lock")
         git(self.path, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.path, "rev-parse", "HEAD")
 
