@@ -192,6 +192,35 @@ def cmd_report(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"wrote {done.path} ({against}; gate {gate}; {plots} plot{'s' if plots != 1 else ''})"
 
 
+def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.lineage import LineageIncomplete, trace_request, trace_version
+    from plumbline.registry import Registry
+
+    if (args.version is None) == (args.request_id is None):
+        raise MissingInput("give a model VERSION or --request-id ID (one of them)")
+    registry = Registry.from_params(ctx.params, ctx.root)
+    if args.request_id is not None:
+        log_dir = ctx.params.resolve(
+            args.log_dir
+            or ctx.params.monitor.prediction_log_dir
+            or ctx.params.serve.prediction_log.dir
+        )
+        chain = trace_request(
+            lambda name: Registry(name, registry.uri), log_dir, args.request_id, ctx.root
+        )
+        what = f"request {args.request_id}"
+    else:
+        chain = trace_version(registry, args.version, ctx.root)
+        what = f"{registry.name!r} version {args.version}"
+    print(json.dumps(chain.to_json(), indent=2) if args.json else chain.text())
+    if not chain.complete:
+        raise LineageIncomplete(
+            f"the lineage of {what} is incomplete; missing: "
+            + "; ".join(f"{link.name} ({link.missing})" for link in chain.missing)
+        )
+    return f"the lineage of {what} is complete ({len(chain.links)} links)"
+
+
 # --- monitoring: the monitor service, drift report, retraining, replay ------------------------
 
 
@@ -213,6 +242,7 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "rollback": (cmd_rollback, "move champion back to the previous champion"),
     "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
     "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
+    "lineage": (cmd_lineage, "a version's or a prediction's chain: run, commit, params, data"),
     "monitor": (cmd_monitoring, "run the monitor: feedback, drift/live metrics, retrain trigger"),
     "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
     "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
@@ -251,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="where to write (default: report.md at the project root)",
             )
+        if name == "lineage":
+            p.add_argument("version", nargs="?", default=None, help="registered model version")
+            p.add_argument("--request-id", default=None, help="a prediction's request id")
+            p.add_argument(
+                "--log-dir",
+                type=Path,
+                default=None,
+                help="prediction log (default: monitor.prediction_log_dir, else "
+                "serve.prediction_log.dir)",
+            )
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         if handler is cmd_monitoring:
             from plumbline.monitoring.commands import add_arguments
 
@@ -274,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlumblineError as err:
         print(f"plumbline {args.command}: error: {err}", file=sys.stderr)
         return 1
-    print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)")
+    # Machine-readable output (--json) keeps stdout for the document alone.
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+    print(f"plumbline {args.command}: {summary} ({time.perf_counter() - started:.1f}s)", file=out)
     return 0
 
 
