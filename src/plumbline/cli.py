@@ -198,7 +198,11 @@ def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
 
     if (args.version is None) == (args.request_id is None):
         raise MissingInput("give a model VERSION or --request-id ID (one of them)")
+    from plumbline.monitoring.workspace import SNAPSHOT_DIR
+
     registry = Registry.from_params(ctx.params, ctx.root)
+    # Retrains of a project outside git commit to a snapshot repository in the state dir.
+    repos = [ctx.root, ctx.params.resolve(ctx.params.monitor.state_dir) / SNAPSHOT_DIR]
     if args.request_id is not None:
         log_dir = ctx.params.resolve(
             args.log_dir
@@ -206,11 +210,11 @@ def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
             or ctx.params.serve.prediction_log.dir
         )
         chain = trace_request(
-            lambda name: Registry(name, registry.uri), log_dir, args.request_id, ctx.root
+            lambda name: Registry(name, registry.uri), log_dir, args.request_id, repos
         )
         what = f"request {args.request_id}"
     else:
-        chain = trace_version(registry, args.version, ctx.root)
+        chain = trace_version(registry, args.version, repos)
         what = f"{registry.name!r} version {args.version}"
     print(json.dumps(chain.to_json(), indent=2) if args.json else chain.text())
     if not chain.complete:

@@ -93,7 +93,25 @@ def request_version(log_dir: Path, request_id: str) -> tuple[str, str] | None:
     return str(hits["model_name"][0].as_py()), str(hits["model_version"][0].as_py())
 
 
-def _commit_link(commit: str | None, repo: Path) -> Link:
+def _has_commit(repo: Path, commit: str) -> bool:
+    if not repo.is_dir():
+        return False
+    try:
+        known = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}^{{commit}}"],
+            cwd=repo,
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return known.returncode == 0
+
+
+def commit_link(commit: str | None, repos: list[Path]) -> Link:
+    """The git commit link: a clean commit that one of ``repos`` holds (the project's
+    checkout, or the retrain snapshot repository of a project outside git)."""
     if not commit or commit == "unknown":
         return Link("git commit", missing="the version carries no git commit")
     if commit.endswith("-dirty"):
@@ -102,14 +120,10 @@ def _commit_link(commit: str | None, repo: Path) -> Link:
             commit,
             missing=f"{commit}: trained from a checkout with uncommitted changes",
         )
-    known = subprocess.run(
-        ["git", "cat-file", "-e", f"{commit}^{{commit}}"],
-        cwd=repo,
-        capture_output=True,
-        check=False,
-    )
-    if known.returncode != 0:
-        return Link("git commit", commit, missing=f"{commit} is not in the repository at {repo}")
+    repo = next((r for r in repos if _has_commit(r, commit)), None)
+    if repo is None:
+        where = ", ".join(str(r) for r in repos)
+        return Link("git commit", commit, missing=f"{commit} is in no repository here ({where})")
     refs = subprocess.run(
         ["git", "for-each-ref", "--contains", commit, "--format=%(refname)", "refs/plumbline"],
         cwd=repo,
@@ -117,10 +131,13 @@ def _commit_link(commit: str | None, repo: Path) -> Link:
         text=True,
         check=False,
     ).stdout.split()
-    return Link("git commit", {"sha": commit, **({"retrain_ref": refs[0]} if refs else {})})
+    value: dict[str, Any] = {"sha": commit, "repository": str(repo)}
+    if refs:
+        value["retrain_ref"] = refs[0]
+    return Link("git commit", value)
 
 
-def trace_version(registry: Registry, version: str, repo: Path) -> Chain:
+def trace_version(registry: Registry, version: str, repos: list[Path]) -> Chain:
     """The chain of a registered version, from the registry, MLflow and git."""
     from mlflow.exceptions import MlflowException
 
@@ -154,7 +171,7 @@ def trace_version(registry: Registry, version: str, repo: Path) -> Chain:
             )
         )
     else:
-        chain.links.append(_commit_link(commit, repo))
+        chain.links.append(commit_link(commit, repos))
     params = {k.removeprefix("param."): v for k, v in tags.items() if k.startswith("param.")}
     if run is not None:
         params = {**dict(run.data.params), **params}
@@ -188,7 +205,7 @@ def trace_version(registry: Registry, version: str, repo: Path) -> Chain:
     return chain
 
 
-def trace_request(registry_for: Any, log_dir: Path, request_id: str, repo: Path) -> Chain:
+def trace_request(registry_for: Any, log_dir: Path, request_id: str, repos: list[Path]) -> Chain:
     """The chain of one prediction; ``registry_for(name)`` opens that model's registry."""
     answered = request_version(log_dir, request_id)
     if answered is None:
@@ -196,6 +213,6 @@ def trace_request(registry_for: Any, log_dir: Path, request_id: str, repo: Path)
             [Link("request", missing=f"request id {request_id!r} is not in the log {log_dir}")]
         )
     name, version = answered
-    chain = trace_version(registry_for(name), version, repo)
+    chain = trace_version(registry_for(name), version, repos)
     chain.links.insert(0, Link("request", {"request_id": request_id, "log": str(log_dir)}))
     return chain

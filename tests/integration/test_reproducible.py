@@ -126,3 +126,24 @@ def test_dirty_means_a_tracked_source_differs_not_what_dvc_wrote(tmp_path: Path)
     sh(repo, "git", "checkout", "--", "params.yaml")
     (repo / "src/code.py").write_text("changed\n")
     assert git_commit(repo) == f"{head}-dirty"
+
+
+def test_commit_link_finds_the_commit_in_the_project_or_the_snapshot_repository(
+    tmp_path: Path,
+) -> None:
+    from plumbline.lineage import commit_link
+
+    outside = tmp_path / "project-outside-git"
+    outside.mkdir()
+    snapshot = tmp_path / "state/project-snapshot"
+    snapshot.mkdir(parents=True)
+    (snapshot / "dvc.yaml").write_text("stages: {}\n")
+    sh(snapshot, "git", "init", "-q")
+    sha = commit_all(snapshot, "snapshot")
+    sh(snapshot, "git", "update-ref", "refs/plumbline/retrains/00001-x", sha)
+    found = commit_link(sha, [outside, snapshot])
+    assert found.ok and found.value["retrain_ref"] == "refs/plumbline/retrains/00001-x"
+    assert found.value["repository"] == str(snapshot)
+    assert "in no repository" in (commit_link(sha, [outside]).missing or "")
+    assert "uncommitted" in (commit_link(f"{sha}-dirty", [snapshot]).missing or "")
+    assert commit_link("unknown", [snapshot]).missing == "the version carries no git commit"
