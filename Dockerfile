@@ -34,10 +34,13 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}
-# tini as PID 1: forwards SIGTERM and reaps children (Debian 12's build).
+# tini as PID 1: forwards SIGTERM and reaps children (Debian 12's build). git: the monitor's
+# retrains commit their inputs in a workspace repository and run DVC there (the image holds
+# no git history; see plumbline.monitoring.workspace).
 ARG TINI_VERSION=0.19.0-1+b3
+ARG GIT_VERSION=1:2.39.5-0+deb12u3
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
+    && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" "git=${GIT_VERSION}" \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 plumbline \
     && useradd --create-home --uid 10001 --gid 10001 plumbline

@@ -98,8 +98,11 @@ def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import train
 
     need(ctx.paths.train_split, ctx.paths.transformer, hint="run `plumbline featurize` first")
-    card = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
-    return f"trained {card.estimator}; MLflow run {card.mlflow_run_id or '(not logged)'}"
+    card, record = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
+    return (
+        f"trained {card.estimator} at commit {record.git_commit or '(not in git)'}; "
+        f"MLflow run {record.mlflow_run_id or '(not logged)'}"
+    )
 
 
 def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -190,6 +193,39 @@ def cmd_report(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"wrote {done.path} ({against}; gate {gate}; {plots} plot{'s' if plots != 1 else ''})"
 
 
+def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.lineage import LineageIncomplete, trace_request, trace_version
+    from plumbline.registry import Registry
+
+    if (args.version is None) == (args.request_id is None):
+        raise MissingInput("give a model VERSION or --request-id ID (one of them)")
+    from plumbline.monitoring.workspace import SNAPSHOT_DIR
+
+    registry = Registry.from_params(ctx.params, ctx.root)
+    # Retrains of a project outside git commit to a snapshot repository in the state dir.
+    repos = [ctx.root, ctx.params.resolve(ctx.params.monitor.state_dir) / SNAPSHOT_DIR]
+    if args.request_id is not None:
+        log_dir = ctx.params.resolve(
+            args.log_dir
+            or ctx.params.monitor.prediction_log_dir
+            or ctx.params.serve.prediction_log.dir
+        )
+        chain = trace_request(
+            lambda name: Registry(name, registry.uri), log_dir, args.request_id, repos
+        )
+        what = f"request {args.request_id}"
+    else:
+        chain = trace_version(registry, args.version, repos)
+        what = f"{registry.name!r} version {args.version}"
+    print(json.dumps(chain.to_json(), indent=2) if args.json else chain.text())
+    if not chain.complete:
+        raise LineageIncomplete(
+            f"the lineage of {what} is incomplete; missing: "
+            + "; ".join(f"{link.name} ({link.missing})" for link in chain.missing)
+        )
+    return f"the lineage of {what} is complete ({len(chain.links)} links)"
+
+
 # --- monitoring: the monitor service, drift report, retraining, replay ------------------------
 
 
@@ -211,6 +247,7 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "rollback": (cmd_rollback, "move champion back to the previous champion"),
     "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
     "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
+    "lineage": (cmd_lineage, "a version's or a prediction's chain: run, commit, params, data"),
     "monitor": (cmd_monitoring, "run the monitor: feedback, drift/live metrics, retrain trigger"),
     "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
     "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
@@ -249,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="where to write (default: report.md at the project root)",
             )
+        if name == "lineage":
+            p.add_argument("version", nargs="?", default=None, help="registered model version")
+            p.add_argument("--request-id", default=None, help="a prediction's request id")
+            p.add_argument(
+                "--log-dir",
+                type=Path,
+                default=None,
+                help="prediction log (default: monitor.prediction_log_dir, else "
+                "serve.prediction_log.dir)",
+            )
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         if handler is cmd_monitoring:
             from plumbline.monitoring.commands import add_arguments
 
@@ -274,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     took = f"{time.perf_counter() - started:.1f}s"
     phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in spent().items())
-    print(f"plumbline {args.command}: {summary} ({took}{'; ' + phases if phases else ''})")
+    # Machine-readable output (--json) keeps stdout for the document alone.
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+    print(
+        f"plumbline {args.command}: {summary} ({took}{'; ' + phases if phases else ''})",
+        file=out,
+    )
     return 0
 
 

@@ -28,6 +28,7 @@ from plumbline.metrics import classification_metrics
 from plumbline.model import ModelCard, ModelLoadError, positive_proba
 from plumbline.paths import Layout
 from plumbline.registry import CHAMPION, Registry
+from plumbline.runrecord import current_record
 from plumbline.tracking import md5_file
 from plumbline.verdict import GATE_FILE, Check, GateResult
 
@@ -221,9 +222,10 @@ def score(model: Any, paths: Layout, contract: Contract, params: Params) -> dict
 
 def candidate_identity(paths: Layout) -> dict[str, Any]:
     card = ModelCard.read(paths.model_card) if paths.model_card.is_file() else None
+    record = current_record(paths)
     return {
         "model_md5": md5_file(paths.model) if paths.model.is_file() else None,
-        "mlflow_run_id": card.mlflow_run_id if card else None,
+        "mlflow_run_id": record.mlflow_run_id if record else None,
         "estimator": card.estimator if card else None,
     }
 

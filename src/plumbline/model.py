@@ -7,7 +7,7 @@ complete set of non-default types our pipelines contain; anything else in a file
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from plumbline import skops_compat
 from plumbline.config import TrainConfig
 from plumbline.errors import PlumblineError
 
@@ -35,16 +36,18 @@ class ModelLoadError(PlumblineError):
 
 @dataclass
 class ModelCard:
-    """What the artifact is; written beside it as models/model.json."""
+    """What the artifact is; written beside it as models/model.json (a DVC output).
+
+    Everything here is a pure function of the code, the data and the params, so the card hashes
+    the same on every run. Run-specific facts (MLflow run, model URI, git commit, times) are in
+    the untracked lineage record beside it (:mod:`plumbline.lineage`) and in MLflow.
+    """
 
     contract: str
     features: list[str]
     target: str
     positive_label: str | int | bool
     estimator: str
-    mlflow_run_id: str | None = None
-    mlflow_model_uri: str | None = None
-    git_commit: str | None = None
     data_hashes: dict[str, str] = field(default_factory=dict)
     # Distribution of the model's scores on the training rows: the baseline for score drift.
     score_profile: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +58,10 @@ class ModelCard:
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:
-        return cls(**json.loads(path.read_text()))
+        raw = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        # Cards written before the run facts moved out carried mlflow_run_id etc.: ignore them.
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def build_estimator(cfg: TrainConfig) -> Any:
@@ -84,8 +90,8 @@ def assemble(transformer: ColumnTransformer, estimator: Any) -> Pipeline:
 
 
 def save_model(model: Pipeline, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(model, path)
+    """Byte-reproducible: the same fitted pipeline gives the same file (and DVC hash)."""
+    skops_compat.dump(model, path)
 
 
 def load_model(path: Path) -> Pipeline:

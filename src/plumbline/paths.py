@@ -94,6 +94,11 @@ class Layout:
         return self.root / "models/model.json"
 
     @property
+    def run_record(self) -> Path:
+        """Untracked (gitignored, not a DVC output): the last training run's lineage."""
+        return self.root / "models/lineage.json"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "reports/metrics.json"
 

@@ -30,8 +30,15 @@ from sklearn.pipeline import Pipeline
 
 from plumbline.config import MlflowConfig, Params, load_params
 from plumbline.errors import MissingInput, PlumblineError
-from plumbline.model import TRUSTED_TYPES, ModelCard, ModelLoadError, load_model
+from plumbline.model import TRUSTED_TYPES, ModelLoadError, load_model
 from plumbline.paths import Layout, project_root
+from plumbline.runrecord import (
+    COMMIT_TAG,
+    MODEL_MD5_TAG,
+    MODEL_URI_TAG,
+    current_record,
+    find_train_run,
+)
 from plumbline.tracking import git_commit, md5_file, pip_requirements, tracking_uri
 from plumbline.verdict import GateResult
 
@@ -43,7 +50,9 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "plumbline.history."
-MODEL_MD5_TAG = "plumbline.model_md5"
+RUN_TAG = "plumbline.mlflow_run_id"
+RAW_CONTENT_TAG = "plumbline.raw.content_sha256"
+RAW_SOURCE_TAG = "plumbline.raw.source"
 VERDICT_TAG = "gate.verdict"
 
 
@@ -289,11 +298,28 @@ class Registry:
                     self.name, description="Plumbline classifier; see `plumbline models`."
                 )
 
-    def _logged_model(self, card: ModelCard) -> tuple[str, str, str] | None:
-        """(source, run_id, model_id) of the model that train logged, if this store has it."""
+    def train_run(self, paths: Layout, params: Params) -> Any | None:
+        """The MLflow run that trained models/model.skops, if this store has it: the one the
+        lineage record names, else the newest run tagged with the model's MD5."""
         from mlflow.exceptions import MlflowException
 
-        uri = card.mlflow_model_uri
+        record = current_record(paths)
+        if record is not None and record.mlflow_run_id:
+            try:
+                return self.client.get_run(record.mlflow_run_id)
+            except MlflowException:
+                pass  # trained against another store
+        experiment = self.client.get_experiment_by_name(params.mlflow.experiment)
+        if experiment is None:
+            return None
+        with _registry_errors("cannot search the training runs"):
+            return find_train_run(self.client, [experiment.experiment_id], md5_file(paths.model))
+
+    def _logged_model(self, run: Any) -> tuple[str, str, str] | None:
+        """(source, run_id, model_id) of the model that train logged in this run."""
+        from mlflow.exceptions import MlflowException
+
+        uri = run.data.tags.get(MODEL_URI_TAG) if run is not None else None
         if not uri or not uri.startswith("models:/m-"):
             return None
         model_id = uri.removeprefix("models:/")
@@ -342,7 +368,8 @@ class Registry:
                 f"{gate.champion_version or 'no champion'}, now {before or 'none'}): run "
                 "`plumbline gate` again"
             )
-        tags = version_tags(params, paths, gate, model_md5)
+        run = self.train_run(paths, params)
+        tags = version_tags(params, paths, gate, model_md5, run)
         self._ensure_registered_model()
         existing = [v for v in self.versions() if v.tags.get(MODEL_MD5_TAG) == model_md5]
         if existing:
@@ -358,10 +385,7 @@ class Registry:
                 for key, value in latest.items():
                     self.client.set_model_version_tag(self.name, version, key, value)
         else:
-            card = ModelCard.read(paths.model_card) if paths.model_card.is_file() else None
-            logged = (self._logged_model(card) if card else None) or self._log_artifact(
-                paths, params
-            )
+            logged = self._logged_model(run) or self._log_artifact(paths, params)
             source, run_id, model_id = logged
             with _registry_errors(f"cannot register a version of {self.name!r}"):
                 created = self.client.create_model_version(
@@ -415,7 +439,24 @@ def key_params(params: Params) -> dict[str, str]:
     return {k: "null" if v is None else str(v) for k, v in out.items()}
 
 
-def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str) -> dict[str, str]:
+def raw_data_tags(paths: Layout) -> dict[str, str]:
+    """The raw data's content hash and source, from the ingest record."""
+    if not paths.ingest_record.is_file():
+        return {}
+    record = json.loads(paths.ingest_record.read_text())
+    out = {RAW_CONTENT_TAG: str(record.get("content_sha256") or "")}
+    if record.get("source_sha256"):
+        out["plumbline.raw.source_sha256"] = str(record["source_sha256"])
+    source = record.get("source") or {}
+    out[RAW_SOURCE_TAG] = json.dumps(source, sort_keys=True)[:4000]
+    return {k: v for k, v in out.items() if v}
+
+
+def version_tags(
+    params: Params, paths: Layout, gate: GateResult, model_md5: str, run: Any | None = None
+) -> dict[str, str]:
+    """A version's provenance. The commit is the one the model was trained at (the training
+    run's tag), not whatever is checked out when promote runs."""
     metrics = gate.candidate.get("metrics") or {}
     lock = dvc_lock_hashes(paths / "dvc.lock")
     if lock.get("models/model.skops") not in (None, model_md5):
@@ -425,7 +466,10 @@ def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str
         )
     tags: dict[str, str] = {
         MODEL_MD5_TAG: model_md5,
-        "plumbline.git_commit": git_commit(paths.root) or "unknown",
+        COMMIT_TAG: (run.data.tags.get(COMMIT_TAG) if run is not None else None)
+        or git_commit(paths.root)
+        or "unknown",
+        RUN_TAG: run.info.run_id if run is not None else "none",
         "plumbline.estimator": params.train.estimator,
         "plumbline.registered_by": _actor(),
         "plumbline.registered_at": _now(),
@@ -434,6 +478,7 @@ def version_tags(params: Params, paths: Layout, gate: GateResult, model_md5: str
         "gate.champion_version": gate.champion_version or "none",
         "gate.at": gate.created_at,
         **{f"dvc.{path}": md5 for path, md5 in lock.items()},
+        **raw_data_tags(paths),
         **{f"param.{k}": v for k, v in key_params(params).items()},
         **{
             f"metric.{k}": f"{float(v):.6g}"

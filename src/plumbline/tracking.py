@@ -49,7 +49,31 @@ def configure(cfg: MlflowConfig, root: Path) -> Any:
     return mlflow
 
 
+def dvc_outputs(root: Path) -> list[str]:
+    """Every path dvc.yaml declares as an output (outs, metrics, plots), relative to root."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    found: list[str] = []
+    for stage in (spec.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                if isinstance(path, str) and "${" not in path:
+                    found.append(path)
+    return sorted(set(found))
+
+
 def git_commit(root: Path) -> str | None:
+    """HEAD of the checkout at ``root``, with ``-dirty`` when tracked files differ from it.
+
+    What DVC itself writes during ``dvc repro`` does not count: dvc.lock, and the outputs that
+    dvc.yaml declares (the ``cache: false`` ones, such as reports/metrics.json, are tracked by
+    git). They say nothing about the code and params that ran; a source change does.
+    """
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
@@ -59,8 +83,9 @@ def git_commit(root: Path) -> str | None:
     if out.returncode != 0:
         return None
     commit = out.stdout.strip()
+    excluded = [f":(exclude){path}" for path in ["dvc.lock", *dvc_outputs(root)]]
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
         cwd=root,
         capture_output=True,
         text=True,

@@ -5,72 +5,17 @@ of this project, on a small real sample of the bank data.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from support.paths import REPO
-
-STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
+from support.params import set_params
+from support.paths import REPO, tracked_files
+from support.project import STAGES, ran_stages, sh
 
 pytestmark = pytest.mark.slow
-
-
-def _env(project: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow-test.db'}"
-    env.pop("PLUMBLINE_ROOT", None)
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "Plumbline Tests"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@plumbline.invalid"
-    return env
-
-
-def run(project: Path, *args: str, check: bool = True, timeout: float = 600) -> str:
-    proc = subprocess.run(
-        list(args),
-        cwd=project,
-        env=_env(project),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = proc.stdout + proc.stderr
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{output}")
-    return output
-
-
-def ran_stages(output: str) -> list[str]:
-    return [s for s in STAGES if f"Running stage '{s}'" in output]
-
-
-def set_param(project: Path, dotted: str, value: object) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    node = params
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _tracked_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    return [f for f in out if f and (REPO / f).is_file()]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +26,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     so that the duplicate check has something to do.
     """
     root = tmp_path_factory.mktemp("clone") / "plumbline"
-    for rel in _tracked_files():
+    for rel in tracked_files():
         if rel.startswith(("data/raw/", "reports/", "tests/")) or rel == "dvc.lock":
             continue
         dest = root / rel
@@ -91,17 +36,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sample = pd.concat([sample, sample.iloc[[10, 20, 30]]], ignore_index=True)
     (root / "data/raw").mkdir(parents=True)
     sample.to_csv(root / "data/raw/sample.csv", sep=";", index=False)
-    set_param(root, "data.source.path", "data/raw/sample.csv")
-    run(root, "git", "init", "-q", "-b", "main")
-    run(root, "git", "config", "user.name", "Plumbline Tests")
-    run(root, "git", "config", "user.email", "tests@plumbline.invalid")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "sample project")
+    set_params(root, **{"data.source.path": "data/raw/sample.csv"})
+    sh(root, "git", "init", "-q", "-b", "main")
+    sh(root, "git", "config", "user.name", "Plumbline Tests")
+    sh(root, "git", "config", "user.email", "tests@plumbline.invalid")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "sample project")
     return root
 
 
 def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Path) -> None:
-    first = run(project, "dvc", "repro")
+    first = sh(project, "dvc", "repro")
     assert ran_stages(first) == STAGES
     for out in (
         "data/interim/ingested.parquet",
@@ -119,70 +64,70 @@ def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Pa
     assert validation["rows_valid"] + validation["rows_quarantined"] == validation["rows_in"]
 
     started = time.perf_counter()
-    second = run(project, "dvc", "repro")
+    second = sh(project, "dvc", "repro")
     assert ran_stages(second) == []
     assert "up to date" in second
     assert time.perf_counter() - started < 30  # generous; the benchmark measures it properly
 
-    set_param(project, "train.logistic_regression.C", 0.25)
-    third = run(project, "dvc", "repro")
+    set_params(project, **{"train.logistic_regression.C": 0.25})
+    third = sh(project, "dvc", "repro")
     assert ran_stages(third) == ["train", "evaluate"]
 
     # A validation param that changes which rows pass reruns validate and everything after.
-    set_param(project, "validate.check_duplicates", False)
-    fourth = run(project, "dvc", "repro")
+    set_params(project, **{"validate.check_duplicates": False})
+    fourth = sh(project, "dvc", "repro")
     assert ran_stages(fourth) == ["validate", "featurize", "train", "evaluate"]
     validation = json.loads((project / "reports/validation.json").read_text())
     assert validation["rows_valid"] == 3003
 
     # One that changes no output reruns validate alone: DVC sees identical valid rows.
-    set_param(project, "validate.max_bad_fraction", 0.02)
-    fifth = run(project, "dvc", "repro")
+    set_params(project, **{"validate.max_bad_fraction": 0.02})
+    fifth = sh(project, "dvc", "repro")
     assert ran_stages(fifth) == ["validate"]
 
-    run(project, "git", "add", "-A")
-    run(project, "git", "commit", "-qm", "tuned params")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "tuned params")
 
 
 def test_two_runs_from_the_same_commit_give_identical_metrics(project: Path) -> None:
-    run(project, "dvc", "repro")
+    sh(project, "dvc", "repro")
     before = (project / "reports/metrics.json").read_text()
-    forced = run(project, "dvc", "repro", "--force")
+    forced = sh(project, "dvc", "repro", "--force")
     assert ran_stages(forced) == STAGES
     assert (project / "reports/metrics.json").read_text() == before
     assert json.loads(before)["roc_auc"] > 0.6
 
 
 def test_exp_run_with_a_param_override_and_exp_show(project: Path) -> None:
-    out = run(
+    out = sh(
         project, "dvc", "exp", "run", "-n", "strong-reg", "-S", "train.logistic_regression.C=0.01"
     )
     assert ran_stages(out) == ["train", "evaluate"]
-    shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     experiments = _experiments(shown)
     assert "strong-reg" in experiments
     metrics = experiments["strong-reg"]
     assert 0.5 < metrics["roc_auc"] <= 1.0
     # The workspace keeps the experiment's result; restore the committed state.
-    run(project, "git", "checkout", "--", "params.yaml")
-    run(project, "dvc", "checkout", "--force")
+    sh(project, "git", "checkout", "--", "params.yaml")
+    sh(project, "dvc", "checkout", "--force")
 
 
 def test_queued_sweep_of_three_experiments(project: Path) -> None:
-    run(project, "dvc", "exp", "run", "--queue", "-S", "train.logistic_regression.C=0.05,0.5,5")
-    status = run(project, "dvc", "queue", "status")
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.logistic_regression.C=0.05,0.5,5")
+    status = sh(project, "dvc", "queue", "status")
     assert status.count("Queued") == 3, status
-    run(project, "dvc", "queue", "start", "-j", "1")
+    sh(project, "dvc", "queue", "start", "-j", "1")
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
-        status = run(project, "dvc", "queue", "status")
+        status = sh(project, "dvc", "queue", "status")
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
     else:
         raise AssertionError(f"queue did not finish:\n{status}")
     assert status.count("Success") == 3, status
-    shown = _experiments(json.loads(run(project, "dvc", "exp", "show", "--json")))
+    shown = _experiments(json.loads(sh(project, "dvc", "exp", "show", "--json")))
     swept = {
         round(m["params"]["train.logistic_regression.C"], 4)
         for m in shown.values()

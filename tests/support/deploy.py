@@ -280,17 +280,6 @@ def ignored(rel: str, ignore_file: Path) -> bool:
     return bool(PatternMatcher(patterns).matches(rel.strip("/")))
 
 
-def tracked_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [f for f in out.splitlines() if f and (REPO / f).exists()]
-
-
 # --- what `pip install ".[serve]"` installs ---------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
+from support.paths import MONITORING
 
 
 def rules(directory: Path, pending: str | None = None, source: Path = MONITORING) -> Path:

@@ -21,3 +21,17 @@ def dev_tool(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     assert found, f"{name} is not installed: pip install -c requirements.lock -e '.[dev]'"
     return found
+
+
+def tracked_files() -> list[str]:
+    """The files git has or would add in this checkout (what a commit of it would hold)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    return [f for f in out if f and (REPO / f).is_file()]

@@ -1,16 +1,20 @@
-"""Retraining: the pipeline on a window with the newest labelled data, then gate and promote.
+"""Retraining: the real pipeline, through DVC, on a window with the newest labelled data.
 
 A run builds its training window (:func:`build_window`: the newest rows of the project's
-validated history followed by the newest labelled live rows, policy ``retrain.window``), writes
-it into a fresh work directory under ``<monitor.state_dir>/runs/`` as a CSV source with a
-params.yaml that points at it, and runs the stage commands of the project's ``dvc.yaml`` there
-in order (``plumbline ingest`` ... ``plumbline evaluate``: the same code ``dvc repro`` runs;
-the only params that differ are the data source, the contract (columns the server does not log
-may be empty), ``validate.check_duplicates`` (off: live rows are unique by request id) and,
-if set, ``retrain.gate``),
-then ``plumbline gate`` and ``plumbline promote`` against the same MLflow registry that the
-server polls. ``promote`` moves ``champion`` only when the gate passed, so a rejected or failed
-retrain leaves the champion in place. The project's own files are never written.
+validated history followed by the newest labelled live rows, policy ``retrain.window``) and
+commits it, as ``data/raw/retrain-window.csv`` with the params and contract that read it, in
+an isolated workspace cloned from the project's git history (or from a snapshot repository when
+the project is not in git, as in the compose stack; see
+:mod:`plumbline.monitoring.workspace`). The only params that differ from the project's are the
+data source, the contract (columns the server does not log may be empty),
+``validate.check_duplicates`` (off: live rows are unique by request id) and, if set,
+``retrain.gate``. There it runs ``dvc repro`` (the project's dvc.yaml, the workspace's
+committed code), then ``plumbline gate`` and ``plumbline promote`` against the same MLflow
+registry that the server polls, so a retrained version has the lineage of a manual one: a clean
+commit, its params, the dvc.lock hashes and an MLflow run. The input commit, with dvc.lock on
+top, is kept as ``refs/plumbline/retrains/<run>``. ``promote`` moves ``champion`` only when
+the gate passed, so a rejected or failed retrain leaves the champion in place. The project's
+own files are never written.
 
 One retrain at a time, across processes: a run holds an exclusive ``flock`` on
 ``<state_dir>/retrain.lock`` from its checks to its end; a concurrent request is refused as
@@ -23,7 +27,7 @@ import fcntl
 import logging
 import math
 import os
-import shlex
+import re
 import shutil
 import subprocess
 import sys
@@ -42,11 +46,16 @@ from plumbline.contract import SOURCE_ROW, Contract
 from plumbline.errors import PlumblineError
 from plumbline.monitoring.references import References
 from plumbline.monitoring.store import MonitorStore
+from plumbline.monitoring.workspace import Workspace, WorkspaceError
 from plumbline.paths import Layout, layout
 
 log = logging.getLogger("plumbline.retrain")
 
-WINDOW_FILE = "window.csv"
+# The window and its contract, committed in the retrain workspace (relative to its root).
+WINDOW_SOURCE = "data/raw/retrain-window.csv"
+WINDOW_CONTRACT = "contracts/retrain-window.yaml"
+DVC = [sys.executable, "-m", "dvc"]
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
 class RetrainError(PlumblineError):
@@ -210,21 +219,6 @@ def write_window(window: Window, contract: Contract, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-def stage_commands(project: Path) -> list[tuple[str, list[str]]]:
-    """(stage, argv) for every stage of the project's dvc.yaml, in file order."""
-    spec = yaml.safe_load((project / "dvc.yaml").read_text()) or {}
-    out = []
-    for name, stage in (spec.get("stages") or {}).items():
-        cmd = stage.get("cmd")
-        if not isinstance(cmd, str):
-            raise RetrainError(f"dvc.yaml stage {name!r}: only single-command stages are supported")
-        argv = shlex.split(cmd)
-        if argv and argv[0] == "plumbline":
-            argv = [sys.executable, "-m", "plumbline", *argv[1:]]
-        out.append((name, argv))
-    return out
-
-
 class Retrainer:
     def __init__(
         self,
@@ -311,11 +305,14 @@ class Retrainer:
         decision = Decision("started", f"retrain {run_id} started ({trigger})", run_id)
         if background:
             self._thread = threading.Thread(
-                target=self._run_locked, args=(run_id, lock), name=f"retrain-{run_id}", daemon=True
+                target=self._run_locked,
+                args=(run_id, lock, trigger),
+                name=f"retrain-{run_id}",
+                daemon=True,
             )
             self._thread.start()
             return decision, None
-        return decision, self._run_locked(run_id, lock)
+        return decision, self._run_locked(run_id, lock, trigger)
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -330,21 +327,21 @@ class Retrainer:
 
     # --- running ----------------------------------------------------------------------------
 
-    def _run_locked(self, run_id: int, lock: RetrainLock) -> RunResult:
+    def _run_locked(self, run_id: int, lock: RetrainLock, trigger: str = "") -> RunResult:
         started = time.monotonic()
         workdir = self.runs_dir / f"{run_id:05d}-{time.strftime('%Y%m%dT%H%M%S')}"
         result = RunResult(run_id=run_id, status="failed", reason="", workdir=str(workdir))
         window: Window | None = None
         try:
-            window = self._prepare(workdir)
+            window, workspace = self._prepare(workdir, run_id, trigger)
             result.details["window"] = {
                 "history_rows": window.history_rows,
                 "live_rows": window.live_rows,
                 "live_train_rows": window.live_train_rows,
                 "positive_rate_live": window.positive_rate_live,
             }
-            self._pipeline(workdir, result, time.monotonic() + self.params.retrain.timeout_s)
-        except RetrainError as err:
+            self._pipeline(workspace, result, time.monotonic() + self.params.retrain.timeout_s)
+        except (RetrainError, WorkspaceError) as err:
             result.status, result.reason = "failed", str(err)
         except Exception as err:
             log.exception("retrain %d failed", run_id)
@@ -378,25 +375,30 @@ class Retrainer:
         )
         return result
 
-    def _prepare(self, workdir: Path) -> Window:
+    def _prepare(self, workdir: Path, run_id: int, trigger: str) -> tuple[Window, Workspace]:
+        """Build the window and commit it, with the params and contract that read it, in a
+        fresh workspace cloned from the project (see :mod:`plumbline.monitoring.workspace`)."""
         paths = layout(self.root)
         window = build_window(self.params, self.contract, paths, self.store)
-        workdir.mkdir(parents=True)
+        ws = Workspace.create(workdir, self.root, self.state_dir)
         contract_path = self.params.resolve(self.params.data.contract)
         raw_contract = yaml.safe_load(contract_path.read_text())
         features = self.contract.feature_columns(self.params.featurize.exclude_columns)
-        (workdir / "contract.yaml").write_text(
+        (workdir / WINDOW_CONTRACT).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / WINDOW_CONTRACT).write_text(
             yaml.safe_dump(
                 window_contract(raw_contract, features, self.contract.target.column),
                 sort_keys=False,
             )
         )
-        write_window(window, self.contract, workdir / WINDOW_FILE)
-        raw = yaml.safe_load((self.root / "params.yaml").read_text())
-        raw["data"]["contract"] = str(workdir / "contract.yaml")
+        (workdir / WINDOW_SOURCE).parent.mkdir(parents=True, exist_ok=True)
+        write_window(window, self.contract, workdir / WINDOW_SOURCE)
+        raw = yaml.safe_load((workdir / "params.yaml").read_text())
+        # Relative paths: the commit means the same wherever it is checked out.
+        raw["data"]["contract"] = WINDOW_CONTRACT
         raw["data"]["source"] = {
             "kind": "csv",
-            "path": str(workdir / WINDOW_FILE),
+            "path": WINDOW_SOURCE,
             "sep": ",",
             "encoding": "utf-8",
         }
@@ -407,18 +409,29 @@ class Retrainer:
         if self.params.retrain.gate is not None:
             raw["gate"] = self.params.retrain.gate.model_dump(mode="json")
         (workdir / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-        shutil.copyfile(self.root / "dvc.yaml", workdir / "dvc.yaml")
-        return window
+        ws.inputs = ws.commit(
+            f"retrain {run_id} ({trigger}): {window.history_rows} history + "
+            f"{window.live_rows} labelled live rows\n\nBase: {ws.base}",
+            "params.yaml",
+            WINDOW_SOURCE,
+            WINDOW_CONTRACT,
+        )
+        return window, ws
 
     def _env(self, workdir: Path) -> dict[str, str]:
         from plumbline.tracking import tracking_uri
 
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # The stages run the workspace's committed code: the files dvc.yaml hashes.
+        python_path = [str(workdir / "src"), env.get("PYTHONPATH", "")]
         env.update(
             PLUMBLINE_ROOT=str(workdir),
             MLFLOW_TRACKING_URI=tracking_uri(self.params.mlflow, self.root),
             PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(p for p in python_path if p),
+            DVC_NO_ANALYTICS="1",
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         )
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
@@ -461,20 +474,37 @@ class Retrainer:
         lines = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
         return " / ".join(lines[-3:])
 
-    def _pipeline(self, workdir: Path, result: RunResult, deadline: float) -> None:
+    def _repro(self, workdir: Path, env: dict[str, str], deadline: float) -> None:
+        """``dvc repro`` in the workspace; its output split into one log per stage."""
+        code = self._step("repro", [*DVC, "repro"], workdir, env, deadline)
+        logs = workdir / "logs"
+        text = (logs / "repro.log").read_text(errors="replace")
+        current, parts = "", dict[str, str]()
+        for line in text.splitlines(keepends=True):
+            match = STAGE_LINE.search(line)
+            if match:
+                current = match.group(1)
+            if current:
+                parts[current] = parts.get(current, "") + line
+        for name, part in parts.items():
+            (logs / f"{name}.log").write_text(part)
+        if code != 0:
+            stage = current or "repro"
+            raise RetrainError(f"stage {stage} failed: {self._tail(workdir, stage)}")
+
+    def _pipeline(self, ws: Workspace, result: RunResult, deadline: float) -> None:
         from plumbline.registry import CHAMPION, MODEL_MD5_TAG, Registry
         from plumbline.tracking import configure, md5_file
         from plumbline.verdict import GATE_FILE, GateResult
 
+        workdir = ws.path
         env = self._env(workdir)
         # The experiment must exist with its artifacts in the project, not in the work
         # directory (train would create it there, and old work directories are deleted).
         configure(self.params.mlflow, self.root)
         registry = Registry(self.params.mlflow.model_name, env["MLFLOW_TRACKING_URI"])
         result.champion_before = registry.alias_version(CHAMPION)
-        for name, argv in stage_commands(self.root):
-            if self._step(name, argv, workdir, env, deadline) != 0:
-                raise RetrainError(f"stage {name} failed: {self._tail(workdir, name)}")
+        self._repro(workdir, env, deadline)
         plumbline = [sys.executable, "-m", "plumbline"]
         code = self._step("gate", [*plumbline, "gate"], workdir, env, deadline)
         gate_file = workdir / GATE_FILE
@@ -485,6 +515,9 @@ class Retrainer:
             raise RetrainError(f"gate exited {code}: {self._tail(workdir, 'gate')}")
         if self._step("promote", [*plumbline, "promote"], workdir, env, deadline) != 0:
             raise RetrainError(f"promote failed: {self._tail(workdir, 'promote')}")
+        ws.commit_outputs(f"retrain {result.run_id}: dvc.lock and the tracked outputs")
+        result.details["commit"] = ws.inputs
+        result.details["ref"] = ws.keep(workdir.name)
         md5 = md5_file(layout(workdir).model)
         version = next(
             (v.version for v in registry.versions() if v.tags.get(MODEL_MD5_TAG) == md5), None

@@ -23,8 +23,10 @@ from plumbline.artifacts import write_json
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.metrics import classification_metrics
-from plumbline.model import ModelCard, load_model, positive_proba
+from plumbline.model import load_model, positive_proba
 from plumbline.paths import Layout
+from plumbline.runrecord import current_record, find_train_run
+from plumbline.tracking import md5_file
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +126,20 @@ def render_figures(
 def log_to_mlflow(
     params: Params, paths: Layout, metrics: dict[str, float], figures: list[Path]
 ) -> None:
-    """Attach test metrics to the training run, if this store has it."""
-    card = ModelCard.read(paths.model_card)
-    if not card.mlflow_run_id:
-        return
+    """Attach test metrics to the run that trained models/model.skops, if this store has it."""
     from plumbline.tracking import configure
 
+    record = current_record(paths)
     mlflow = configure(params.mlflow, paths.root)
-    if mlflow.tracking.MlflowClient().get_run(card.mlflow_run_id) is None:
-        return
-    with mlflow.start_run(run_id=card.mlflow_run_id):
+    client = mlflow.tracking.MlflowClient()
+    run_id = record.mlflow_run_id if record else None
+    if run_id is None:
+        experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
+        found = find_train_run(client, [experiment.experiment_id], md5_file(paths.model))
+        if found is None:
+            return
+        run_id = found.info.run_id
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         for fig in figures:
             mlflow.log_artifact(str(fig), artifact_path="figures")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import skops.io as sio
 from sklearn.compose import ColumnTransformer
 
+from plumbline import skops_compat
 from plumbline.artifacts import write_json, write_parquet
 from plumbline.config import FeaturizeConfig
 from plumbline.contract import SOURCE_ROW, Contract
@@ -89,8 +89,7 @@ def run(
     write_parquet(split.train[keep], train_path, part_schema)
     write_parquet(split.test[keep], test_path, part_schema)
     transformer = fit_transformer(split.train, contract, cfg)
-    transformer_path.parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(transformer, transformer_path)
+    skops_compat.dump(transformer, transformer_path)
     profile = reference_profile(
         split.train,
         contract,

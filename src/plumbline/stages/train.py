@@ -1,7 +1,9 @@
 """Train: fit the configured estimator on the transformed training split.
 
 Saves one artifact, ``models/model.skops`` (transformer + estimator), and a model card beside
-it; logs params, metrics, the git commit, the data hashes and the model to MLflow.
+it (both DVC outputs, byte-reproducible); logs params, metrics, the git commit, the data hashes
+and the model to MLflow, and writes the run's lineage record (``models/lineage.json``,
+untracked) with the MLflow run, the logged model and the commit.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,7 @@ from plumbline.model import (
     save_model,
 )
 from plumbline.paths import Layout
+from plumbline.runrecord import COMMIT_TAG, MODEL_MD5_TAG, MODEL_URI_TAG, RunRecord, now
 from plumbline.tracking import configure, git_commit, md5_file, pip_requirements
 
 log = logging.getLogger(__name__)
@@ -69,7 +73,9 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
-def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool = True) -> ModelCard:
+def run(
+    params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool = True
+) -> tuple[ModelCard, RunRecord]:
     train = pd.read_parquet(paths.train_split)
     transformer = sio.load(paths.transformer, trusted=TRUSTED_TYPES)
     model = fit(train, transformer, contract, params)
@@ -89,7 +95,6 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
         target=contract.target.column,
         positive_label=contract.target.positive,
         estimator=params.train.estimator,
-        git_commit=git_commit(paths.root),
         data_hashes=data_hashes(paths),
         score_profile=numeric_profile(
             p,
@@ -97,6 +102,10 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
             params.featurize.profile_sample_size,
             np.random.default_rng(params.train.seed),
         ),
+    )
+    card.write(paths.model_card)
+    record = RunRecord(
+        model_md5=md5_file(paths.model), git_commit=git_commit(paths.root), trained_at=now()
     )
     if log_to_mlflow:
         mlflow = configure(params.mlflow, paths.root)
@@ -121,10 +130,12 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
             mlflow.set_tags(
                 {
                     "plumbline.contract": contract.name,
-                    "plumbline.git_commit": card.git_commit or "unknown",
+                    COMMIT_TAG: record.git_commit or "unknown",
+                    MODEL_MD5_TAG: record.model_md5,
                     **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
                 }
             )
+            mlflow.log_dict(asdict(card), "model_card.json")
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -133,7 +144,9 @@ def run(params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool =
                 pip_requirements=pip_requirements(),
                 signature=signature,
             )
-            card.mlflow_run_id = active.info.run_id
-            card.mlflow_model_uri = info.model_uri
-    card.write(paths.model_card)
-    return card
+            mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+            record.mlflow_run_id = active.info.run_id
+            record.mlflow_model_uri = info.model_uri
+            record.tracking_uri = mlflow.get_tracking_uri()
+    record.write(paths.run_record)
+    return card, record

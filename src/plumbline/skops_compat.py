@@ -1,0 +1,97 @@
+"""Byte-reproducible skops files: the one place that reaches into skops' file layout.
+
+``skops.io.dump`` writes a zip archive whose members carry the wall-clock time, and whose
+names (and the ``__id__`` references inside ``schema.json``) are Python object ids or random
+UUIDs, so two dumps of the same fitted object differ byte for byte. DVC hashes outputs, so
+that would make every run look like a new model.
+
+:func:`dump` writes the same objects as skops (skops itself still builds every member), then
+rewrites the archive canonically: ids renumbered in the order ``schema.json`` lists them,
+member files renamed to match, members stored in a fixed order with a fixed timestamp and
+permissions. ``skops.io.load`` reads the result like any skops file.
+
+This relies on skops internals (the member naming and the ``__id__`` / ``file`` keys of the
+schema) as of :data:`TESTED_SKOPS`; ``tests/unit/test_skops_compat.py`` fails loudly when an
+upgrade changes them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import skops
+import skops.io as sio
+
+TESTED_SKOPS = "0.16.0"
+SCHEMA = "schema.json"
+# The earliest time a zip entry can hold; any fixed value would do.
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class SkopsLayoutChanged(RuntimeError):
+    """The installed skops writes files this module does not know how to canonicalize."""
+
+
+def _canonical_schema(
+    node: Any, ids: dict[int, int], files: dict[str, str], members: set[str]
+) -> Any:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int) and not isinstance(value, bool):
+                out[key] = ids.setdefault(value, len(ids) + 1)
+            elif key == "file" and isinstance(value, str) and value in members:
+                if value not in files:
+                    suffix = Path(value).suffix
+                    files[value] = f"{len(files) + 1:06d}{suffix}"
+                out[key] = files[value]
+            else:
+                out[key] = _canonical_schema(value, ids, files, members)
+        return out
+    if isinstance(node, list):
+        return [_canonical_schema(v, ids, files, members) for v in node]
+    return node
+
+
+def canonicalize(raw: bytes) -> bytes:
+    """The canonical form of a skops archive (see the module docstring)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as src:
+        names = src.namelist()
+        if SCHEMA not in names:
+            raise SkopsLayoutChanged(f"skops {skops.__version__} wrote no {SCHEMA}")
+        members = set(names) - {SCHEMA}
+        schema = json.loads(src.read(SCHEMA))
+        files: dict[str, str] = {}
+        canonical = _canonical_schema(schema, {}, files, members)
+        unreferenced = members - set(files)
+        if unreferenced:
+            raise SkopsLayoutChanged(
+                f"skops {skops.__version__} wrote members that schema.json does not reference "
+                f"by a 'file' key: {sorted(unreferenced)[:3]}"
+            )
+        blobs = {files[name]: src.read(name) for name in members}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        entries = [(SCHEMA, json.dumps(canonical, indent=2).encode())]
+        entries += sorted(blobs.items())
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def dumps(obj: Any) -> bytes:
+    return canonicalize(sio.dumps(obj))
+
+
+def dump(obj: Any, path: Path) -> None:
+    """``skops.io.dump``, byte for byte the same for the same fitted object."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dumps(obj))
