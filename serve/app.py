@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 # Scoring runs one small batch at a time per worker: extra BLAS/OpenMP threads only fight
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         params.serve.model_alias,
         tracking_uri(params.mlflow, project_root()),
     )
+    # Reap the helper as soon as it exits: it finishes long before the server does, and an
+    # unwaited child stays a zombie for the server's whole life.
+    threading.Thread(target=prefetch.wait, name="prefetch-reaper", daemon=True).start()
     try:
         # Before anything imports prometheus_client: multiprocess mode is chosen at import.
         from plumbline.serving.metrics import prepare_multiprocess_dir, remove_multiprocess_dir

@@ -16,13 +16,21 @@ import json
 import keyword
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from plumbline.errors import PlumblineError
 
@@ -266,7 +274,9 @@ class Contract(BaseModel):
     ) -> type[BaseModel]:
         """A Pydantic model for one record of the given columns (default: all but the target).
 
-        Numbers are strict (``"35"`` is not an age); integers are accepted for float columns.
+        Numbers are strict (``"35"`` is not an age); integers are accepted for float columns,
+        and integral numbers (``35.0``) for integer columns, as JSON Schema's ``integer``
+        (which the published OpenAPI document uses) defines them; ``35.5`` is not an integer.
         Field names are Python identifiers; the contract names are the aliases, so JSON
         uses the contract's column names.
         """
@@ -279,7 +289,7 @@ class Contract(BaseModel):
             annotation: Any
             constraints: dict[str, Any] = {}
             if spec.type == "integer":
-                annotation = int
+                annotation = Annotated[int, BeforeValidator(_integral_number)]
                 constraints["strict"] = True
             elif spec.type == "float":
                 annotation = float
@@ -331,6 +341,13 @@ class Contract(BaseModel):
             except ValidationError as err:
                 out.append(sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]}))
         return out
+
+
+def _integral_number(value: Any) -> Any:
+    """35.0 is the integer 35 (JSON Schema); anything else is left to the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def python_name(column: str) -> str:
