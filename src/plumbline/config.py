@@ -179,6 +179,12 @@ class PredictionLogConfig(StrictModel):
         gt=0,
         description="Rows waiting for the writer; beyond this new rows are dropped and counted",
     )
+    retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause between retries of a failing write (the pause doubles "
+        "from flush_s)",
+    )
 
 
 class ServeConfig(StrictModel):
