@@ -135,7 +135,7 @@ class PredictionLog:
         ):
             self._thread.join(timeout)
         if self._thread is None or not self._thread.is_alive():
-            for attempt in range(3):  # a failure removes the unfinished file: write it again
+            for _attempt in range(3):  # a failure removes the unfinished file: write it again
                 try:
                     self._flush()
                     self._finish_file()
