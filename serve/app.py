@@ -6,6 +6,8 @@ Settings come from the ``serve:`` section of params.yaml (see docs/serving.md). 
 
 * ``MLFLOW_TRACKING_URI``: the MLflow store with ``models:/<mlflow.model_name>@champion``;
 * ``PLUMBLINE_ADMIN_TOKEN``: bearer token of ``POST /admin/reload`` (unset: disabled);
+* ``PLUMBLINE_PREDICT_TOKEN``: bearer token of ``POST /predict`` when ``serve.predict_auth``
+  is on (then required);
 * ``PROMETHEUS_MULTIPROC_DIR``: where the processes keep their metric samples (default: a new
   temporary directory; a given one is emptied at start);
 * ``PLUMBLINE_ROOT``: the project root that relative paths in params.yaml start from.
@@ -86,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serve: error: {err}", file=sys.stderr)
             return 1
         try:
-            PlumblineServer(settings).run(host=args.host, port=args.port, log_level=args.log_level)
+            try:
+                server = PlumblineServer(settings)
+            except ConfigError as err:
+                print(f"serve: error: {err}", file=sys.stderr)
+                return 1
+            server.run(host=args.host, port=args.port, log_level=args.log_level)
         finally:
             remove_multiprocess_dir(metrics_dir)
     finally:

@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from plumbline.serving.compat import histogram_parts
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (
@@ -332,11 +334,12 @@ class ServeMetrics:
 
 def _observe_many(histogram: Any, values: np.ndarray) -> None:
     """Observe many values with one write per bucket instead of one call per value."""
-    bounds = getattr(histogram, "_upper_bounds", None)
-    if bounds is None or len(values) < 4:
+    parts = histogram_parts(histogram)
+    if parts is None or len(values) < 4:
         for v in values.tolist():
             histogram.observe(v)
         return
+    bounds = parts[0]
     index = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
     counts = np.bincount(index, minlength=len(bounds))
     _add_to_histogram(histogram, counts.tolist(), float(values.sum()))
@@ -344,13 +347,15 @@ def _observe_many(histogram: Any, values: np.ndarray) -> None:
 
 def _add_to_histogram(histogram: Any, counts: list[float], total: float) -> None:
     """Add pre-bucketed observations: ``counts[i]`` values fell in bucket ``i`` (the first
-    upper bound >= the value, +Inf last), ``total`` is their sum. prometheus-client has no
-    public bulk observe; its histogram keeps exactly these per-bucket values."""
-    buckets = histogram._buckets
+    upper bound >= the value, +Inf last), ``total`` is their sum (see compat.histogram_parts:
+    prometheus-client has no public bulk observe)."""
+    parts = histogram_parts(histogram)
+    assert parts is not None
+    _, buckets, sum_value = parts
     for i, count in enumerate(counts):
         if count:
             buckets[i].inc(count)
-    histogram._sum.inc(total)
+    sum_value.inc(total)
 
 
 def render() -> tuple[bytes, str]:

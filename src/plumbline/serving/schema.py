@@ -38,6 +38,18 @@ class Prediction(BaseModel):
     request_id: str = Field(description="Also in the X-Request-ID response header")
 
 
+class ReadyBody(BaseModel):
+    """The answer of GET /ready."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    ready: bool
+    model: dict[str, Any] | None = Field(description="What the first worker serves")
+    workers: int = Field(description="Scoring workers configured")
+    workers_ready: int = Field(description="Scoring workers serving a smoke-checked model")
+    error: str | None = Field(default=None, description="Why not ready, when it is not")
+
+
 class ErrorItem(BaseModel):
     field: str = Field(description="Contract column at fault, or 'body' / 'records'")
     record: int | None = Field(default=None, description="Position in a list of records")
