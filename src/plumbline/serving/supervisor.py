@@ -9,8 +9,9 @@ publishes in its shared state (key ``supervisor``) lets every HTTP process route
 ready workers and fail, with 503 and ``Retry-After``, the requests it had queued on a worker
 that died (each worker has a generation that grows with every death).
 
-A process that dies again within ``stable_s`` of its start is in a crash loop: each further
-restart waits twice as long, from ``backoff_s`` up to ``backoff_max_s``. Every replacement
+A process that dies again within ``stable_s`` of its start is in a crash loop: the first
+death is restarted at once, each further one waits twice as long as the one before, from
+``backoff_s`` up to ``backoff_max_s``. Every replacement
 is counted in ``plumbline_worker_restarts_total{role}``.
 """
 
@@ -153,7 +154,8 @@ class Supervisor:
             self.hooks.process_dead(proc.pid)
         lived = now - slot.started_at
         slot.quick_deaths = slot.quick_deaths + 1 if lived < self.stable_s else 0
-        delay = backoff_delay(slot.quick_deaths, self.backoff_s, self.backoff_max_s)
+        # The first death (of a run, or right after the start) is restarted at once.
+        delay = backoff_delay(slot.quick_deaths - 1, self.backoff_s, self.backoff_max_s)
         slot.generation += 1
         slot.reason = f"{_name(slot)} (pid {proc.pid}) {describe_exit(proc.exitcode)}"
         slot.restart_at = now + delay
@@ -161,7 +163,7 @@ class Supervisor:
             "supervisor: %s after %.1fs; restarting it%s",
             slot.reason,
             lived,
-            f" in {delay:.1f}s (crash {slot.quick_deaths + 1} in a row)" if delay else "",
+            f" in {delay:.1f}s (crash {slot.quick_deaths} in a row)" if delay else "",
         )
         if slot.role == "inference":
             self.hooks.worker_lost(slot.index, slot.reason + "; a new worker is starting")
