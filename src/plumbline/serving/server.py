@@ -301,11 +301,31 @@ class PlumblineServer(ls.LitServer):
             restarted=metrics.worker_restarted,
             stopping=lambda: self._stopping,
             lock=self._supervisor_lock,
+            warm=self._warm_imports,
         )
         self._supervisor = Supervisor(
             hooks, serve.restart_backoff_s, serve.restart_backoff_max_s, serve.restart_stable_s
         )
         self._supervisor.start()
+
+    def _warm_imports(self) -> None:
+        """Import here what a replacement worker needs to load a model (MLflow, its SQL
+        store, scikit-learn, skops): forked from this process it then starts with them
+        loaded instead of importing them (seconds of CPU) while capacity is missing. Done
+        after the start, so it never delays the server's own readiness."""
+        from plumbline.serving.source import ModelSource
+
+        ModelSource.configure_environment()
+        import mlflow
+
+        import plumbline.model
+        import plumbline.registry  # noqa: F401
+
+        if self.settings.tracking_uri.startswith("sqlite:"):
+            import mlflow.store.model_registry.sqlalchemy_store
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        gc.collect()
+        gc.freeze()
 
     def _publish_supervision(self, state: dict[str, Any]) -> None:
         try:

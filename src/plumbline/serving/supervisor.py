@@ -18,11 +18,12 @@ is counted in ``plumbline_worker_restarts_total{role}``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("plumbline.serving")
@@ -76,7 +77,7 @@ class SupervisorHooks:
     restarted: Callable[[str], None]  # count a replacement (role)
     stopping: Callable[[], bool]
     lock: threading.Lock  # held while starting a process; shutdown takes it too
-    extra: dict[str, Any] = field(default_factory=dict)
+    warm: Callable[[], None] | None = None  # run once, at low priority, after the start
 
 
 class Supervisor:
@@ -94,6 +95,7 @@ class Supervisor:
         for i, proc in hooks.http.items():
             self.slots["http", i] = Slot("http", i, now, pid=proc.pid)
         self._thread: threading.Thread | None = None
+        self._warm_thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.hooks.publish(self.state())
@@ -112,7 +114,34 @@ class Supervisor:
             "http_reason": [s.reason for s in http],
         }
 
+    def _warm(self) -> None:
+        assert self.hooks.warm is not None
+        try:
+            started = time.monotonic()
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            self.hooks.warm()
+            log.info(
+                "supervisor: imports of a replacement worker preloaded in %.1fs",
+                time.monotonic() - started,
+            )
+        except Exception:
+            log.warning("supervisor: warming up failed", exc_info=True)
+
+    def _warmed(self) -> None:
+        """Before forking: let a running warm-up finish (at full priority), so that no
+        import is half done in the child."""
+        thread = self._warm_thread
+        if thread is not None and thread.is_alive():
+            if thread.native_id is not None:
+                os.setpriority(os.PRIO_PROCESS, thread.native_id, 0)
+            thread.join(60)
+
     def _run(self) -> None:
+        if self.hooks.warm is not None:
+            self._warm_thread = threading.Thread(
+                target=self._warm, name="plumbline-warm", daemon=True
+            )
+            self._warm_thread.start()
         while not self.hooks.stopping():
             try:
                 if self.check():
@@ -132,6 +161,7 @@ class Supervisor:
                 self._died(slot, proc, now)
                 changed = True
             if slot.restart_at is not None and now >= slot.restart_at:
+                self._warmed()
                 with self.hooks.lock:
                     if self.hooks.stopping():
                         return changed
