@@ -100,14 +100,20 @@ def process_metrics(enabled: bool) -> ServeMetrics:
     return _metrics
 
 
+_UNTYPED_ROUTES = ("/", "/health")  # LitServe answers them without a Content-Type
+
+
 class MetricsMiddleware:
-    """Counts every HTTP request by route and status and observes its latency."""
+    """Counts every HTTP request by route and status and observes its latency; gives the
+    plain-text answers of LitServe's own routes the media type the OpenAPI document names."""
 
     def __init__(self, app: ASGIApp, enabled: bool) -> None:
         self.app = app
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in _UNTYPED_ROUTES:
+            send = _with_text_type(send)
         if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
@@ -130,6 +136,18 @@ class MetricsMiddleware:
                 status,
                 time.perf_counter() - started,
             )
+
+
+def _with_text_type(send: Send) -> Send:
+    async def typed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"content-type" for name, _ in headers):
+                headers.append((b"content-type", b"text/plain; charset=utf-8"))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return typed
 
 
 class _Waiter:
