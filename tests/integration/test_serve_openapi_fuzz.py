@@ -21,7 +21,7 @@ PREDICT_TOKEN = "test-predict-token"
 # records per request (and its schema says so).
 MAX_RECORDS = 20
 PREDICT_CASES = 2000
-FUZZ_TIMEOUT_S = 480
+FUZZ_TIMEOUT_S = 900
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,9 @@ def tmpfs(path: Path, size: str = "512k") -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a filler file until the filesystem is full."""
     filler = directory / "filler"
-    with filler.open("wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
+    with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
     return filler
 
 
