@@ -37,7 +37,7 @@ class BankAPI(ls.LitAPI):
         self.threshold = params.serve.threshold
         self.model = load_model(self.model_path)
 
-    def decode_request(self, request: Any, **kwargs: Any) -> dict[str, Any]:
+    def decode_request(self, request: dict, **kwargs: Any) -> dict[str, Any]:  # type: ignore[type-arg]
         return self.record.model_validate(request).model_dump(by_alias=True)
 
     def predict(self, x: list[dict[str, Any]], **kwargs: Any) -> list[float]:

@@ -328,7 +328,10 @@ def run_peers(work: Path, uri: str, script: Path, mlflow_script: Path, seconds: 
     for name, cmd, lua, path, ready in peers:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = Process([*cmd, str(port)], env(MLFLOW_TRACKING_URI=uri), work / f"{name}.log")
+        # mlflow serve runs `uvicorn` from PATH: this interpreter's.
+        path = f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        environment = env(MLFLOW_TRACKING_URI=uri, PATH=path)
+        proc = Process([*cmd, str(port)], environment, work / f"{name}.log")
         try:
             if ready is None:
                 _wait_port(port, proc)
@@ -390,7 +393,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="metrics on/off pairs")
     parser.add_argument("--batch-repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--model", type=Path, default=None, help="the skops model to serve")
+    parser.add_argument("--test-split", type=Path, default=None, help="records to send")
     args = parser.parse_args()
+    global MODEL, TEST_SPLIT
+    MODEL = (args.model or MODEL).resolve()
+    TEST_SPLIT = (args.test_split or TEST_SPLIT).resolve()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     for needed in (MODEL, TEST_SPLIT):
