@@ -27,6 +27,7 @@ Everything runs on loopback, in this order:
 Usage: python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--json out.json]
 Targets (issue 4): >= 2,000 req/s at concurrency 64 with p99 <= 60 ms and no errors, >= 8x the
 naive app, p50 <= 8 ms at concurrency 1, 10k rows <= 250 ms, ready <= 5 s, metrics <= 5 %.
+Goals (issue 10), at concurrency 64: >= 8x plain LitServe, >= 40 % of the raw-ASGI floor.
 """
 
 from __future__ import annotations
