@@ -330,7 +330,14 @@ class PlumblineServer(ls.LitServer):
         """Import here what a replacement worker needs to load a model (MLflow, its SQL
         store, scikit-learn, skops): forked from this process it then starts with them
         loaded instead of importing them (seconds of CPU) while capacity is missing. Done
-        after the start, so it never delays the server's own readiness."""
+        once the workers are ready (or a minute has passed), so it never competes with the
+        server's own start."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self._stopping:
+            workers = self._worker_states()
+            if workers and all(w and w.get("ready") for w in workers):
+                break
+            time.sleep(0.2)
         from plumbline.serving.source import ModelSource
 
         ModelSource.configure_environment()
