@@ -141,16 +141,18 @@ class Process:
         sys.exit(f"not ready in {timeout}s:\n{self.log.read_text()}")
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the server and all of its processes."""
+        """CPU time used so far by the server and all of its processes, including those that
+        have exited and been reaped (their time is in the parent's ``children_*``)."""
         import psutil
 
         try:
             main = psutil.Process(self.proc.pid)
-            procs = [main, *main.children(recursive=True)]
+            t = main.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            children = main.children(recursive=True)
         except psutil.NoSuchProcess:
             return 0.0
-        total = 0.0
-        for p in procs:
+        for p in children:
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
