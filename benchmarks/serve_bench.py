@@ -161,6 +161,12 @@ class Process:
         return total
 
     def stop(self) -> None:
+        import psutil
+
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -168,6 +174,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Plain LitServe exits on SIGTERM but leaves its children running: end them too, so
+        # that they cannot take CPU from the targets measured after it.
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
+        psutil.wait_procs(alive, timeout=5)
         self._log.close()
 
 
