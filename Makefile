@@ -63,5 +63,5 @@ monitor: setup ## the monitor on :8001 (feedback, drift and live metrics, retrai
 bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
 	$(BIN)/python benchmarks/pipeline_bench.py
 
-bench-serve: setup ## serving throughput and latency vs a naive FastAPI app (needs wrk: apt-get install wrk)
+bench-serve: setup ## serving throughput and latency vs a raw ASGI floor, plain LitServe, mlflow serve and a naive app (needs wrk)
 	$(BIN)/python benchmarks/serve_bench.py

@@ -1,13 +1,24 @@
-"""Serving benchmark: the Plumbline server against a naive FastAPI app, same run, same model.
+"""Serving benchmark: the Plumbline server against its floor and its peers, same run, same model.
 
 Needs ``wrk`` (``apt-get install wrk``) and the pipeline's outputs ``models/model.skops`` and
-``data/features/test.parquet`` (``dvc repro``). Everything runs on loopback, in this order:
+``data/features/test.parquet`` (``dvc repro``). The targets besides the server:
+
+* the floor: ``benchmarks/floor_app.py``, a raw ASGI app on uvicorn with as many HTTP
+  processes as the server, answering a fixed prediction;
+* plain LitServe: ``benchmarks/litserve_app.py``, the same skops model behind a ``LitAPI``
+  with LitServe's own batching, as its documentation shows;
+* ``mlflow models serve`` on the registered champion (``--env-manager local``, as many
+  workers as the server has HTTP processes), POST /invocations with ``dataframe_records``;
+* the naive app: ``benchmarks/naive_app.py`` (FastAPI calling ``predict_proba`` per request).
+
+Everything runs on loopback, in this order:
 
 1. cold start to ready: ``python serve/app.py`` until ``GET /ready`` answers 200, with the
    model in a (temporary) SQLite MLflow registry as ``@champion`` and from the local
    artifact, three times each;
 2. single-record POSTs at concurrency 1, 16 and 64 (wrk, keep-alive, 64 different records),
-   against the server and against ``benchmarks/naive_app.py``; requests/s, p50, p99, errors;
+   against the server and the naive app, and at 1 and 64 against the floor, plain LitServe and
+   mlflow serve; requests/s, p50, p99, errors, and the server's ratio to each;
 3. Prometheus cost: the server with ``serve.metrics: true`` and ``false`` side by side,
    alternating concurrency-64 runs (throughput and the servers' CPU time per request);
 4. one 10,000-row request end to end (client sends, server validates, scores and answers,
@@ -16,6 +27,7 @@ Needs ``wrk`` (``apt-get install wrk``) and the pipeline's outputs ``models/mode
 Usage: python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--json out.json]
 Targets (issue 4): >= 2,000 req/s at concurrency 64 with p99 <= 60 ms and no errors, >= 8x the
 naive app, p50 <= 8 ms at concurrency 1, 10k rows <= 250 ms, ready <= 5 s, metrics <= 5 %.
+Goals (issue 10), at concurrency 64: >= 8x plain LitServe, >= 40 % of the raw-ASGI floor.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ MODEL_NAME = "plumbline-bench"
 
 LUA = """
 wrk.method = "POST"
+wrk.path = "%s"
 wrk.headers["Content-Type"] = "application/json"
 local bodies = {%s}
 local i = 0
@@ -114,13 +127,13 @@ class Process:
             cmd, cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
         )
 
-    def wait_ready(self, url: str, timeout: float = 60) -> float:
+    def wait_ready(self, url: str, timeout: float = 60, path: str = "/ready") -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 sys.exit(f"server exited:\n{self.log.read_text()}")
             try:
-                if requests.get(url + "/ready", timeout=1).status_code == 200:
+                if requests.get(url + path, timeout=1).status_code == 200:
                     return time.perf_counter() - self.started
             except requests.ConnectionError:
                 pass
@@ -128,16 +141,18 @@ class Process:
         sys.exit(f"not ready in {timeout}s:\n{self.log.read_text()}")
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the server and all of its processes."""
+        """CPU time used so far by the server and all of its processes, including those that
+        have exited and been reaped (their time is in the parent's ``children_*``)."""
         import psutil
 
         try:
             main = psutil.Process(self.proc.pid)
-            procs = [main, *main.children(recursive=True)]
+            t = main.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            children = main.children(recursive=True)
         except psutil.NoSuchProcess:
             return 0.0
-        total = 0.0
-        for p in procs:
+        for p in children:
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
@@ -146,6 +161,12 @@ class Process:
         return total
 
     def stop(self) -> None:
+        import psutil
+
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -153,6 +174,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Plain LitServe exits on SIGTERM but leaves its children running: end them too, so
+        # that they cannot take CPU from the targets measured after it.
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            child.kill()
+        psutil.wait_procs(alive, timeout=5)
         self._log.close()
 
 
@@ -241,7 +268,7 @@ def wrk(
             "5s",
             "-s",
             str(script),
-            url + "/predict",
+            url,
         ],
         capture_output=True,
         text=True,
@@ -261,6 +288,90 @@ def wrk(
         r["requests"],
         1000 * cpu / max(r["requests"], 1),
     )
+
+
+def run_peers(work: Path, uri: str, script: Path, mlflow_script: Path, seconds: int) -> list[Run]:
+    """The floor, plain LitServe and mlflow serve, one after the other, at 1 and 64."""
+    api_servers = int(yaml.safe_load((REPO / "params.yaml").read_text())["serve"]["api_servers"])
+    peers = [
+        (
+            "raw ASGI floor",
+            [PYTHON, "benchmarks/floor_app.py", "--workers", str(api_servers), "--port"],
+            script,
+            "/predict",
+            None,
+        ),
+        (
+            "plain LitServe",
+            [
+                PYTHON,
+                "benchmarks/litserve_app.py",
+                "--model",
+                str(MODEL),
+                "--api-servers",
+                str(api_servers),
+                "--port",
+            ],
+            script,
+            "/predict",
+            "/health",
+        ),
+        (
+            "mlflow serve",
+            [
+                PYTHON,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{MODEL_NAME}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-w",
+                str(api_servers),
+                "-p",
+            ],
+            mlflow_script,
+            "/invocations",
+            "/ping",
+        ),
+    ]
+    runs: list[Run] = []
+    for name, cmd, lua, path, ready in peers:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        # mlflow serve runs `uvicorn` from PATH: this interpreter's.
+        path = f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        environment = env(MLFLOW_TRACKING_URI=uri, PATH=path)
+        proc = Process([*cmd, str(port)], environment, work / f"{name}.log")
+        try:
+            if ready is None:
+                _wait_port(port, proc)
+            else:
+                proc.wait_ready(url, timeout=120, path=ready)
+            wrk(url + path, 16, 2, lua, "warm-up")
+            for c in (1, 64):
+                runs.append(wrk(url + path, c, seconds, lua, name, proc))
+                print(runs[-1], flush=True)
+        finally:
+            proc.stop()
+    return runs
+
+
+def _wait_port(port: int, proc: Process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            sys.exit(f"exited:\n{proc.log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"port {port} not open in {timeout}s")
 
 
 def batch_latency(url: str, body: bytes, repeats: int) -> list[float]:
@@ -297,7 +408,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="metrics on/off pairs")
     parser.add_argument("--batch-repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--model", type=Path, default=None, help="the skops model to serve")
+    parser.add_argument("--test-split", type=Path, default=None, help="records to send")
     args = parser.parse_args()
+    global MODEL, TEST_SPLIT
+    MODEL = (args.model or MODEL).resolve()
+    TEST_SPLIT = (args.test_split or TEST_SPLIT).resolve()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     for needed in (MODEL, TEST_SPLIT):
@@ -310,7 +426,15 @@ def main() -> None:
     try:
         singles = test_records(64)
         script = work / "post.lua"
-        script.write_text(LUA % ", ".join(f"[[{json.dumps(r)}]]" for r in singles))
+        script.write_text(LUA % ("/predict", ", ".join(f"[[{json.dumps(r)}]]" for r in singles)))
+        mlflow_script = work / "invocations.lua"
+        mlflow_script.write_text(
+            LUA
+            % (
+                "/invocations",
+                ", ".join(f"[[{json.dumps({'dataframe_records': [r]})}]]" for r in singles),
+            )
+        )
         big = json.dumps(test_records(10_000)).encode()
         missing_store = f"sqlite:///{work / 'no-registry.db'}"
 
@@ -334,6 +458,11 @@ def main() -> None:
         # 2. the server and the naive app, concurrency 1/16/64
         server, url, _ = start_server(work, "server", uri)
         procs.append(server)
+        # After ready the main process preloads what a replacement worker imports (seconds
+        # of CPU at low priority); measure the steady state, after it.
+        deadline = time.monotonic() + 120
+        while "preloaded" not in server.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         runs: list[Run] = []
         wrk(url, 16, 2, script, "warm-up")
         for c in (1, 16, 64):
@@ -349,6 +478,10 @@ def main() -> None:
             f"max {results['batch_10k_ms']['max']:.0f} ms",
             flush=True,
         )
+
+        server.stop()  # idle, but not sharing the cores with the peers
+        peers = run_peers(work, uri, script, mlflow_script, args.duration)
+        runs += peers
 
         naive_port = free_port()
         naive = Process(
@@ -397,7 +530,7 @@ def main() -> None:
         naive_by_c = {r.concurrency: r for r in runs if r.target == "naive FastAPI"}
         rows = [["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", "x naive", "CPU ms/req"]]
         for r in runs:
-            ratio = r.rps / naive_by_c[r.concurrency].rps
+            ratio = r.rps / naive_by_c[r.concurrency].rps if r.concurrency in naive_by_c else 0
             rows.append(
                 [
                     r.target,
@@ -412,6 +545,32 @@ def main() -> None:
             )
         print()
         print(table(rows))
+        print()
+        ours = {r.concurrency: r for r in runs if r.target == "plumbline"}
+        ratio_rows = [["Plumbline vs", "conc.", "their req/s", "Plumbline req/s", "ratio"]]
+        ratios: dict[str, dict[int, float]] = {}
+        for r in runs:
+            if r.target == "plumbline" or r.concurrency not in (1, 64):
+                continue
+            ratio = ours[r.concurrency].rps / r.rps
+            ratios.setdefault(r.target, {})[r.concurrency] = ratio
+            shown = f"{ratio:.0%} of it" if r.target == "raw ASGI floor" else f"{ratio:.1f}x"
+            ratio_rows.append(
+                [
+                    r.target,
+                    str(r.concurrency),
+                    f"{r.rps:,.0f}",
+                    f"{ours[r.concurrency].rps:,.0f}",
+                    shown,
+                ]
+            )
+        results["ratios"] = ratios
+        print(table(ratio_rows))
+        print(
+            "goals at concurrency 64: >= 8x plain LitServe "
+            f"({ratios.get('plain LitServe', {}).get(64, 0):.1f}x), >= 40% of the floor "
+            f"({ratios.get('raw ASGI floor', {}).get(64, 0):.0%})"
+        )
         print()
         print(
             f"10,000-row request, end to end: median {results['batch_10k_ms']['median']:.0f}"

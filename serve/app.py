@@ -6,6 +6,8 @@ Settings come from the ``serve:`` section of params.yaml (see docs/serving.md). 
 
 * ``MLFLOW_TRACKING_URI``: the MLflow store with ``models:/<mlflow.model_name>@champion``;
 * ``PLUMBLINE_ADMIN_TOKEN``: bearer token of ``POST /admin/reload`` (unset: disabled);
+* ``PLUMBLINE_PREDICT_TOKEN``: bearer token of ``POST /predict`` when ``serve.predict_auth``
+  is on (then required);
 * ``PROMETHEUS_MULTIPROC_DIR``: where the processes keep their metric samples (default: a new
   temporary directory; a given one is emptied at start);
 * ``PLUMBLINE_ROOT``: the project root that relative paths in params.yaml start from.
@@ -20,6 +22,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 # Scoring runs one small batch at a time per worker: extra BLAS/OpenMP threads only fight
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         params.serve.model_alias,
         tracking_uri(params.mlflow, project_root()),
     )
+    # Reap the helper as soon as it exits: it finishes long before the server does, and an
+    # unwaited child stays a zombie for the server's whole life.
+    threading.Thread(target=prefetch.wait, name="prefetch-reaper", daemon=True).start()
     try:
         # Before anything imports prometheus_client: multiprocess mode is chosen at import.
         from plumbline.serving.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
@@ -82,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serve: error: {err}", file=sys.stderr)
             return 1
         try:
-            PlumblineServer(settings).run(host=args.host, port=args.port, log_level=args.log_level)
+            try:
+                server = PlumblineServer(settings)
+            except ConfigError as err:
+                print(f"serve: error: {err}", file=sys.stderr)
+                return 1
+            server.run(host=args.host, port=args.port, log_level=args.log_level)
         finally:
             remove_multiprocess_dir(metrics_dir)
     finally:

@@ -179,6 +179,12 @@ class PredictionLogConfig(StrictModel):
         gt=0,
         description="Rows waiting for the writer; beyond this new rows are dropped and counted",
     )
+    retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause between retries of a failing write (the pause doubles "
+        "from flush_s)",
+    )
 
 
 class ServeConfig(StrictModel):
@@ -224,7 +230,35 @@ class ServeConfig(StrictModel):
         default="PLUMBLINE_ADMIN_TOKEN",
         description="Environment variable holding the bearer token of POST /admin/reload",
     )
+    predict_auth: bool = Field(
+        default=False,
+        description="Require a bearer token on POST /predict (the token: predict_token_env)",
+    )
+    predict_token_env: str = Field(
+        default="PLUMBLINE_PREDICT_TOKEN",
+        description="Environment variable holding the bearer token of POST /predict",
+    )
+    restart_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Wait before restarting a process that crashed again soon after its "
+        "start; doubles with each further crash",
+    )
+    restart_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait before restarting a crash-looping process"
+    )
+    restart_stable_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A process that ran this long before dying is restarted at once",
+    )
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> ServeConfig:
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart_backoff_max_s must be at least restart_backoff_s")
+        return self
 
 
 class DriftConfig(StrictModel):

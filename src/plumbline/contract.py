@@ -16,13 +16,21 @@ import json
 import keyword
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from plumbline.errors import PlumblineError
 
@@ -266,10 +274,15 @@ class Contract(BaseModel):
         columns: list[str] | None = None,
         unknown_category: Literal["reject", "allow"] = "reject",
         model_name: str | None = None,
+        integral_numbers: bool = True,
     ) -> type[BaseModel]:
         """A Pydantic model for one record of the given columns (default: all but the target).
 
-        Numbers are strict (``"35"`` is not an age); integers are accepted for float columns.
+        Numbers are strict (``"35"`` is not an age); integers are accepted for float columns,
+        and integral numbers (``35.0``) for integer columns, as JSON Schema's ``integer``
+        (which the published OpenAPI document uses) defines them; ``35.5`` is not an integer.
+        ``integral_numbers=False`` gives the same model without that conversion (a Python
+        call per integer field: the server tries this faster model first).
         Field names are Python identifiers; the contract names are the aliases, so JSON
         uses the contract's column names.
         """
@@ -282,7 +295,9 @@ class Contract(BaseModel):
             annotation: Any
             constraints: dict[str, Any] = {}
             if spec.type == "integer":
-                annotation = int
+                annotation = (
+                    Annotated[int, BeforeValidator(_integral_number)] if integral_numbers else int
+                )
                 constraints["strict"] = True
             elif spec.type == "float":
                 annotation = float
@@ -334,6 +349,13 @@ class Contract(BaseModel):
             except ValidationError as err:
                 out.append(sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]}))
         return out
+
+
+def _integral_number(value: Any) -> Any:
+    """35.0 is the integer 35 (JSON Schema); anything else is left to the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def python_name(column: str) -> str:

@@ -18,14 +18,16 @@ import time
 from queue import Empty
 from typing import Any
 
-from litserve.loops.base import LitLoop
-from litserve.utils import LitAPIStatus, LoopResponseType
+from litserve.loops import LitLoop
+
+from plumbline.serving.compat import loop_response
 
 log = logging.getLogger("plumbline.serving")
 
 _IDLE_POLL_S = 0.2  # how long an idle worker blocks before checking for a stop request
 _STOP_GRACE_S = 5.0  # a stopping worker that keeps getting requests leaves after this
 
+_ANSWERED = loop_response()  # (status, response type) of a finished, non-streamed answer
 _TIMED_OUT = (504, b'{"detail":"the request waited too long for a scoring worker"}')
 _SERVER_ERROR = (500, b'{"detail":"internal error while scoring; see the server log"}')
 
@@ -85,8 +87,7 @@ class AdaptiveBatchLoop(LitLoop):
                     response_queue_id,
                     uid,
                     _TIMED_OUT,
-                    LitAPIStatus.OK,
-                    LoopResponseType.REGULAR,
+                    *_ANSWERED,
                 )
             else:
                 live.append(item)
@@ -112,8 +113,7 @@ class AdaptiveBatchLoop(LitLoop):
                 item[0],
                 item[1],
                 lit_api.encode_response(output),
-                LitAPIStatus.OK,
-                LoopResponseType.REGULAR,
+                *_ANSWERED,
             )
 
     def _respond_unavailable(self, transport: Any, items: list[tuple[Any, ...]]) -> None:
@@ -123,6 +123,5 @@ class AdaptiveBatchLoop(LitLoop):
                 item[0],
                 item[1],
                 (503, b'{"detail":"the server is shutting down"}'),
-                LitAPIStatus.OK,
-                LoopResponseType.REGULAR,
+                *_ANSWERED,
             )

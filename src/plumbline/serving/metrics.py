@@ -21,7 +21,12 @@ plumbline_model_info                   worker       1 for the model name/version
 plumbline_model_ready                  worker       1 once a model passed its smoke check
 plumbline_model_reloads_total          worker       reloads by result (success / failure)
 plumbline_prediction_log_rows_total    worker       rows written to the prediction log
-plumbline_prediction_log_dropped_rows_total worker  rows dropped because the writer lagged
+plumbline_prediction_log_dropped_rows_total worker  rows dropped: more than max_pending_rows
+                                                    waited for the writer
+plumbline_prediction_log_write_failures_total worker failed writes (disk full, permissions...)
+plumbline_prediction_log_pending_rows  worker       rows in memory waiting to be written
+plumbline_worker_restarts_total        main         dead processes replaced, by role
+                                                    (``inference`` / ``http``)
 =====================================  ==========  ==========================================
 
 The environment variable must be set before ``prometheus_client`` is first imported in the
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from plumbline.serving.compat import histogram_parts
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -97,8 +104,9 @@ class ServeMetrics:
     """The server's series; every method is a no-op when metrics are disabled."""
 
     def __init__(self, enabled: bool, role: str) -> None:
-        """``role`` is "http" or "worker": each process creates only the series it records
-        (a series created elsewhere would add a stray 0 sample of that process)."""
+        """``role`` is "http", "worker" or "supervisor" (the main process): each process
+        creates only the series it records (a series created elsewhere would add a stray 0
+        sample of that process)."""
         self.enabled = enabled and ENV in os.environ
         self._recent: deque[tuple[int, int]] = deque()
         self._recent_rows = 0
@@ -115,8 +123,21 @@ class ServeMetrics:
             return
         if role == "http":
             self._http_series()
+        elif role == "supervisor":
+            self._supervisor_series()
         else:
             self._worker_series()
+
+    def _supervisor_series(self) -> None:
+        from prometheus_client import Counter
+
+        self.restarts = Counter(
+            "plumbline_worker_restarts",
+            "Server processes that died and were replaced, by role",
+            ["role"],
+        )
+        for role in ("inference", "http"):
+            self.restarts.labels(role)  # exported as 0 from the start: increase() needs it
 
     def _http_series(self) -> None:
         from prometheus_client import Counter, Histogram
@@ -171,7 +192,16 @@ class ServeMetrics:
         self.log_rows = Counter("plumbline_prediction_log_rows", "Rows written to the log")
         self.log_dropped_rows = Counter(
             "plumbline_prediction_log_dropped_rows",
-            "Rows not logged because the writer fell behind",
+            "Rows not logged: more than serve.prediction_log.max_pending_rows were waiting",
+        )
+        self.log_write_failures = Counter(
+            "plumbline_prediction_log_write_failures",
+            "Failed prediction-log writes (the rows are kept and retried)",
+        )
+        self.log_pending_rows = Gauge(
+            "plumbline_prediction_log_pending_rows",
+            "Prediction-log rows in memory, waiting to be written",
+            multiprocess_mode="livesum",
         )
         self._positive = self.predictions.labels(label="1")
         self._negative = self.predictions.labels(label="0")
@@ -288,14 +318,28 @@ class ServeMetrics:
         if self.enabled and rows:
             self.log_dropped_rows.inc(rows)
 
+    def log_write_failed(self, pending_rows: int) -> None:
+        if self.enabled:
+            self.log_write_failures.inc()
+            self.log_pending_rows.set(pending_rows)
+
+    def log_write_ok(self) -> None:
+        if self.enabled:
+            self.log_pending_rows.set(0)
+
+    def worker_restarted(self, role: str) -> None:
+        if self.enabled:
+            self.restarts.labels(role).inc()
+
 
 def _observe_many(histogram: Any, values: np.ndarray) -> None:
     """Observe many values with one write per bucket instead of one call per value."""
-    bounds = getattr(histogram, "_upper_bounds", None)
-    if bounds is None or len(values) < 4:
+    parts = histogram_parts(histogram)
+    if parts is None or len(values) < 4:
         for v in values.tolist():
             histogram.observe(v)
         return
+    bounds = parts[0]
     index = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
     counts = np.bincount(index, minlength=len(bounds))
     _add_to_histogram(histogram, counts.tolist(), float(values.sum()))
@@ -303,13 +347,15 @@ def _observe_many(histogram: Any, values: np.ndarray) -> None:
 
 def _add_to_histogram(histogram: Any, counts: list[float], total: float) -> None:
     """Add pre-bucketed observations: ``counts[i]`` values fell in bucket ``i`` (the first
-    upper bound >= the value, +Inf last), ``total`` is their sum. prometheus-client has no
-    public bulk observe; its histogram keeps exactly these per-bucket values."""
-    buckets = histogram._buckets
+    upper bound >= the value, +Inf last), ``total`` is their sum (see compat.histogram_parts:
+    prometheus-client has no public bulk observe)."""
+    parts = histogram_parts(histogram)
+    assert parts is not None
+    _, buckets, sum_value = parts
     for i, count in enumerate(counts):
         if count:
             buckets[i].inc(count)
-    histogram._sum.inc(total)
+    sum_value.inc(total)
 
 
 def render() -> tuple[bytes, str]:

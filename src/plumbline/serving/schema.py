@@ -38,6 +38,18 @@ class Prediction(BaseModel):
     request_id: str = Field(description="Also in the X-Request-ID response header")
 
 
+class ReadyBody(BaseModel):
+    """The answer of GET /ready."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    ready: bool
+    model: dict[str, Any] | None = Field(description="What the first worker serves")
+    workers: int = Field(description="Scoring workers configured")
+    workers_ready: int = Field(description="Scoring workers serving a smoke-checked model")
+    error: str | None = Field(default=None, description="Why not ready, when it is not")
+
+
 class ErrorItem(BaseModel):
     field: str = Field(description="Contract column at fault, or 'body' / 'records'")
     record: int | None = Field(default=None, description="Position in a list of records")
@@ -77,24 +89,34 @@ class RequestValidator:
     ) -> None:
         self.features = list(features)
         self.max_records = max_records
+        # Two equal models: the first checks integers strictly in Rust only; the second also
+        # takes integral numbers (599.0) as JSON Schema does, at a Python call per integer
+        # field, so it is only used for a body the first refused for exactly that.
         self.record = contract.record_model(self.features, unknown_category=unknown_category)
-        many: Any = Annotated[
-            list[self.record],  # type: ignore[name-defined]
-            Field(min_length=1, max_length=max_records),
-        ]
-        self.records: TypeAdapter[list[Any]] = TypeAdapter(many)
+        self.fast_record = contract.record_model(
+            self.features, unknown_category=unknown_category, integral_numbers=False
+        )
+        self.records = _many(self.record, max_records)
+        self.fast_records = _many(self.fast_record, max_records)
 
     def parse(self, body: bytes) -> tuple[list[tuple[Any, ...]], bool]:
         """(rows, single): single is True when the body was one record, not a list."""
-        stripped = body.lstrip()
         try:
-            if stripped[:1] == b"[":
-                records = self.records.validate_json(body)
-                return [tuple(r.__dict__.values()) for r in records], False
-            record = self.record.model_validate_json(body)
-            return [tuple(record.__dict__.values())], True
+            return self._parse(body, fast=True)
+        except ValidationError as err:
+            if not _integral_numbers_refused(err):
+                raise _invalid(err) from None
+        try:
+            return self._parse(body, fast=False)
         except ValidationError as err:
             raise _invalid(err) from None
+
+    def _parse(self, body: bytes, fast: bool) -> tuple[list[tuple[Any, ...]], bool]:
+        if body.lstrip()[:1] == b"[":
+            records = (self.fast_records if fast else self.records).validate_json(body)
+            return [tuple(r.__dict__.values()) for r in records], False
+        record = (self.fast_record if fast else self.record).model_validate_json(body)
+        return [tuple(record.__dict__.values())], True
 
     def openapi_request_schema(
         self, ref_prefix: str = "#/components/schemas/"
@@ -113,6 +135,18 @@ class RequestValidator:
             "title": "One record or a list of records",
         }
         return body, {name: record_schema}
+
+
+def _many(record: type[BaseModel], max_records: int) -> TypeAdapter[list[Any]]:
+    many: Any = Annotated[list[record], Field(min_length=1, max_length=max_records)]  # type: ignore[valid-type]
+    return TypeAdapter(many)
+
+
+def _integral_numbers_refused(err: ValidationError) -> bool:
+    return any(
+        e["type"] == "int_type" and isinstance(e.get("input"), float) and e["input"].is_integer()
+        for e in err.errors(include_url=False, include_context=False)
+    )
 
 
 def _invalid(err: ValidationError) -> RequestInvalid:

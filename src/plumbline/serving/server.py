@@ -13,15 +13,23 @@ workers hold the model and score batches (:mod:`plumbline.serving.api`). On top 
   (:mod:`plumbline.serving.transport`);
 * adds ``GET /ready``, ``GET /metrics`` and ``POST /admin/reload``; LitServe's ``GET /health``
   stays the liveness probe (200 while the processes are up);
+* optionally requires a bearer token on ``/predict`` (``serve.predict_auth``);
+* replaces a scoring worker or HTTP process that dies (:mod:`plumbline.serving.supervisor`):
+  requests queued on a dead worker get 503 with ``Retry-After``, the others are routed to the
+  workers that are ready;
 * turns SIGTERM into LitServe's orderly shutdown: the HTTP processes stop accepting and finish
   their in-flight requests while the workers still score, then the workers flush their
   prediction logs and exit, then the manager. LitServe 0.2.19 alone dies on SIGTERM and leaves
   its children running.
+
+Every LitServe internal used here goes through :mod:`plumbline.serving.compat`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import gc
 import hmac
 import itertools
@@ -40,18 +48,25 @@ from typing import Any
 
 import litserve as ls
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from litserve.loops import inference_worker
-from litserve.utils import ResponseBufferItem, WorkerSetupStatus
 from pydantic import TypeAdapter
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
 from plumbline.serving.reload import RELOAD_REQUEST, worker_key
-from plumbline.serving.schema import ErrorBody, Prediction, RequestInvalid, RequestValidator
+from plumbline.serving.schema import (
+    ErrorBody,
+    Prediction,
+    ReadyBody,
+    RequestInvalid,
+    RequestValidator,
+)
+from plumbline.serving.supervisor import SUPERVISOR_KEY, Supervisor, SupervisorHooks
 from plumbline.serving.transport import Overloaded, ZmqRequestQueue, ZmqResponseTransport
 
 log = logging.getLogger("plumbline.serving")
@@ -69,6 +84,10 @@ ROUTES = (
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _JSON = "application/json"
+_TEXT = "text/plain"
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+RETRY_AFTER_S = 1  # what a 503 of /predict tells the client to wait
+_ROUTE_POLL_S = 0.1  # how often an HTTP process reads which workers are ready
 
 _metrics: ServeMetrics | None = None
 
@@ -81,14 +100,20 @@ def process_metrics(enabled: bool) -> ServeMetrics:
     return _metrics
 
 
+_UNTYPED_ROUTES = ("/", "/health")  # LitServe answers them without a Content-Type
+
+
 class MetricsMiddleware:
-    """Counts every HTTP request by route and status and observes its latency."""
+    """Counts every HTTP request by route and status and observes its latency; gives the
+    plain-text answers of LitServe's own routes the media type the OpenAPI document names."""
 
     def __init__(self, app: ASGIApp, enabled: bool) -> None:
         self.app = app
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in _UNTYPED_ROUTES:
+            send = _with_text_type(send)
         if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
@@ -113,6 +138,18 @@ class MetricsMiddleware:
             )
 
 
+def _with_text_type(send: Send) -> Send:
+    async def typed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"content-type" for name, _ in headers):
+                headers.append((b"content-type", b"text/plain; charset=utf-8"))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return typed
+
+
 class _Waiter:
     """What LitServe's response reader ``set()``s when a response arrives."""
 
@@ -129,10 +166,32 @@ class _Waiter:
         return self.future.done()
 
 
+class WorkerLost(Exception):
+    """The scoring worker that held a request died before answering it."""
+
+
+class _Routing:
+    """Which workers an HTTP process sends to, and its requests in flight (per process)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.ready: list[int] = []
+        self.generation: list[int] = []
+        self.reason: str | None = None
+        self.inflight: dict[str, tuple[int, int, asyncio.Future[None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.turn = itertools.count()
+
+
 class PlumblineServer(ls.LitServer):
     def __init__(self, settings: ServeSettings) -> None:
+        compat.check()  # an untested LitServe fails here, by name, not under load
         serve = settings.serve
         self.settings = settings
+        self._predict_token = _predict_token(serve)
+        self._routing: _Routing | None = None
+        self._supervisor_lock = threading.Lock()
+        self._stopping = False
         self.validator = RequestValidator(
             settings.contract, settings.features, serve.unknown_category, serve.max_records
         )
@@ -149,12 +208,8 @@ class PlumblineServer(ls.LitServer):
             timeout=serve.request_timeout_s,
             middlewares=[(MetricsMiddleware, {"enabled": serve.metrics})],
         )
-        # LitServe adds gzip for every response; predictions are small and CPU is scarce.
-        self.app.user_middleware = [
-            m
-            for m in self.app.user_middleware
-            if getattr(m.cls, "__name__", "") != "GZipMiddleware"
-        ]
+        compat.drop_gzip(self.app)  # predictions are small and CPU is scarce
+        self._register_routes()
         self.app.title = "Plumbline prediction API"
         self.app.description = (
             f"Scores records of contract {settings.contract.name!r} with "
@@ -188,38 +243,133 @@ class PlumblineServer(ls.LitServer):
         the process that uses them), and LitServe forks its HTTP processes the same way.
         """
         gc.freeze()  # what exists now lives as long as the processes (and stays shared)
-        context = mp.get_context("fork")
-        endpoint = lit_api.api_path.split("/")[-1]
-        workers = []
-        for worker_id, device in enumerate(
-            self._inference_workers_config_for_api(lit_api.api_path)
-        ):
-            self.workers_setup_status[f"{endpoint}_{worker_id}"] = WorkerSetupStatus.STARTING
-            process = context.Process(
-                target=inference_worker,
-                args=(
-                    lit_api,
-                    device[0] if len(device) == 1 else device,
-                    worker_id,
-                    self._get_request_queue(lit_api.api_path),
-                    self._transport,
-                    self.workers_setup_status,
-                    self._callback_runner,
-                    self.restart_workers,
-                ),
-                name="inference-worker",
-            )
-            process.start()
-            workers.append(process)
-        return workers
+        workers = self.settings.serve.inference_workers
+        return [self._start_inference_worker(lit_api, i) for i in range(workers)]
 
-    def _start_server(self, *args: Any, **kwargs: Any) -> Any:
+    def _start_inference_worker(self, lit_api: Any, worker_id: int) -> Any:
+        self.workers_setup_status[compat.worker_setup_key(lit_api, worker_id)] = (
+            compat.setup_status().STARTING
+        )
+        process = mp.get_context("fork").Process(
+            target=compat.inference_worker(),
+            args=compat.inference_worker_args(self, lit_api, worker_id),
+            name=f"inference-worker-{worker_id}",
+        )
+        process.start()
+        return process
+
+    def _restart_inference_worker(self, worker_id: int) -> Any:
+        # A replacement loads the alias's current version itself, not the start-up prefetch.
+        api = copy.copy(self.api)
+        api.settings = dataclasses.replace(self.settings, prefetch_dir="")
+        return self._start_inference_worker(api, worker_id)
+
+    def _start_server(
+        self,
+        port: int,
+        num_uvicorn_servers: int,
+        log_level: str,
+        sockets: list[Any],
+        uvicorn_worker_type: str,
+        **kwargs: Any,
+    ) -> dict[int, Any]:
         # Everything allocated so far (imports, app, schema) lives as long as the process:
         # keep it out of the garbage collector's full passes, which otherwise stall every
         # in-flight request of an HTTP process for tens of milliseconds.
         gc.collect()
         gc.freeze()
-        return super()._start_server(*args, **kwargs)
+        if uvicorn_worker_type != "process":
+            raise ValueError("the server runs its HTTP servers as processes")
+        self._http_args = (port, log_level, sockets, kwargs)
+        self._http_workers = {i: self._start_http(i) for i in range(num_uvicorn_servers)}
+        return self._http_workers
+
+    def _start_http(self, index: int) -> Any:
+        """One HTTP process (uvicorn) for response queue ``index``, on the shared socket."""
+        port, log_level, sockets, kwargs = self._http_args
+        self.app.response_queue_id = index
+        app = copy.copy(self.app)
+        config = uvicorn.Config(
+            app=app,
+            host="0.0.0.0",
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=self.uvicorn_graceful_timeout,
+            **kwargs,
+        )
+        server = compat.uvicorn_server()(config=config)
+        process = mp.get_context("fork").Process(
+            target=server.run, args=(index, sockets), name=f"LitServer-{index}"
+        )
+        process.start()
+        return process
+
+    def _start_worker_monitoring(self, manager: Any, uvicorn_workers: dict[int, Any]) -> None:
+        """Instead of LitServe's monitor (which shuts everything down when a worker dies)."""
+        serve = self.settings.serve
+        metrics = ServeMetrics(serve.metrics, role="supervisor")
+        hooks = SupervisorHooks(
+            inference=self.inference_workers,
+            http=uvicorn_workers,
+            start_inference=self._restart_inference_worker,
+            start_http=self._start_http,
+            publish=self._publish_supervision,
+            worker_lost=self._worker_lost,
+            process_dead=mark_process_dead,
+            restarted=metrics.worker_restarted,
+            stopping=lambda: self._stopping,
+            lock=self._supervisor_lock,
+            warm=self._warm_imports,
+        )
+        self._supervisor = Supervisor(
+            hooks, serve.restart_backoff_s, serve.restart_backoff_max_s, serve.restart_stable_s
+        )
+        self._supervisor.start()
+
+    def _warm_imports(self) -> None:
+        """Import here what a replacement worker needs to load a model (MLflow, its SQL
+        store, scikit-learn, skops): forked from this process it then starts with them
+        loaded instead of importing them (seconds of CPU) while capacity is missing. Done
+        once the workers are ready (or a minute has passed), so it never competes with the
+        server's own start."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self._stopping:
+            workers = self._worker_states()
+            if workers and all(w and w.get("ready") for w in workers):
+                break
+            time.sleep(0.2)
+        from plumbline.serving.source import ModelSource
+
+        ModelSource.configure_environment()
+        import mlflow
+
+        import plumbline.model
+        import plumbline.registry  # noqa: F401
+
+        if self.settings.tracking_uri.startswith("sqlite:"):
+            import mlflow.store.model_registry.sqlalchemy_store
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        gc.collect()
+        gc.freeze()
+
+    def _publish_supervision(self, state: dict[str, Any]) -> None:
+        try:
+            self.shared[SUPERVISOR_KEY] = state
+        except Exception:
+            log.debug("could not publish the supervisor state", exc_info=True)
+
+    def _worker_lost(self, worker_id: int, reason: str) -> None:
+        try:
+            previous = self.shared.get(worker_key(worker_id)) or {}
+            self.shared[worker_key(worker_id)] = {
+                **previous,
+                "pid": None,
+                "ready": False,
+                "model": None,
+                "error": reason,
+            }
+        except Exception:
+            log.debug("could not publish the worker state", exc_info=True)
 
     def run(self, host: str = "0.0.0.0", port: int | str = 8000, **kwargs: Any) -> None:
         """Serve until SIGTERM or SIGINT, then shut every process down in order."""
@@ -266,6 +416,8 @@ class PlumblineServer(ls.LitServer):
             if self._shut_down:
                 return
             self._shut_down = True
+        with self._supervisor_lock:  # no process is started again from here on
+            self._stopping = True
         setter = threading.Thread(target=self._set_shutdown_event, daemon=True)
         setter.start()  # stops LitServe's worker monitor from "restarting" the server
         setter.join(2.0)
@@ -293,17 +445,21 @@ class PlumblineServer(ls.LitServer):
 
     # --- routes -----------------------------------------------------------------------------
 
-    def _register_api_endpoints(self, lit_api: Any, request_type: Any, response_type: Any) -> None:
+    def _register_routes(self) -> None:
         app: FastAPI = self.app
-        # A plain Starlette route, first in the table: FastAPI's per-request dependency
-        # machinery costs more than validating the record. Its OpenAPI entry is added in
+        # LitServe registered its /predict (and fired the server-start callbacks). Ours is a
+        # plain Starlette route, first in the table: FastAPI's per-request dependency
+        # machinery costs more than validating the record. Its OpenAPI entry is written in
         # _openapi from the same schema objects.
+        app.router.routes[:] = [
+            r for r in app.router.routes if getattr(r, "path", None) != "/predict"
+        ]
         app.router.routes.insert(0, Route("/predict", self._predict, methods=["POST"]))
         app.add_api_route(
             "/ready",
             self._ready,
             methods=["GET"],
-            summary="200 once a model is loaded and passed its smoke check",
+            summary="200 once every scoring worker has a model that passed its smoke check",
         )
         app.add_api_route(
             "/metrics",
@@ -334,44 +490,124 @@ class PlumblineServer(ls.LitServer):
         components.update(answer.pop("$defs", {}))
         components.update(error.pop("$defs", {}))
         components["ErrorBody"] = error
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
 
-        def described(text: str, body_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        ready = ReadyBody.model_json_schema(ref_template=ref)
+        components.update(ready.pop("$defs", {}))
+        components["ReadyBody"] = ready
+        schemas = schema.setdefault("components", {})
+        schemas.setdefault("schemas", {}).update(components)
+        schemas["securitySchemes"] = {
+            "predictToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token in the variable named by serve.predict_token_env",
+            },
+            "adminToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token in the variable named by serve.admin_token_env",
+            },
+        }
+        error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+        retry = {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+
+        def described(
+            text: str,
+            body_schema: dict[str, Any] | None = error_ref,
+            media: str = _JSON,
+            headers: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             out: dict[str, Any] = {"description": text}
             if body_schema is not None:
-                out["content"] = {_JSON: {"schema": body_schema}}
+                out["content"] = {media: {"schema": body_schema}}
+            if headers:
+                out["headers"] = headers
             return out
 
-        schema["paths"] = {
-            "/predict": {
-                "post": {
-                    "summary": "Score one record or a list of records",
-                    "description": "One record in, one prediction out; a list in, a list out (same "
-                    "order). Validated against the data contract.",
-                    "operationId": "predict",
-                    "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
-                    "responses": {
-                        "200": described("Prediction(s)", answer),
-                        "413": described(
-                            f"Body larger than {self.settings.serve.max_body_bytes} "
-                            "bytes (refused before parsing)"
-                        ),
-                        "422": described(
-                            "Invalid input: each problem with its field and reason",
-                            {"$ref": "#/components/schemas/ErrorBody"},
-                        ),
-                        "503": described("No model loaded yet (see /ready)"),
-                        "504": described("Not scored within serve.request_timeout_s"),
-                    },
-                }
-            },
-            **schema.get("paths", {}),
+        text = {"type": "string"}
+        predict_responses = {
+            "200": described(
+                "Prediction(s)",
+                answer,
+                headers={
+                    "X-Request-ID": {
+                        "description": "The request id (the client's, or a new one)",
+                        "schema": {"type": "string"},
+                    }
+                },
+            ),
+            "413": described(
+                f"Body larger than {self.settings.serve.max_body_bytes} bytes (refused before "
+                "parsing)"
+            ),
+            "422": described("Invalid input: each problem with its field and reason"),
+            "503": described(
+                "No scoring worker is ready, or the one holding the request died; retry",
+                headers=retry,
+            ),
+            "504": described("Not scored within serve.request_timeout_s"),
         }
+        predict: dict[str, Any] = {
+            "summary": "Score one record or a list of records",
+            "description": "One record in, one prediction out; a list in, a list out (same "
+            "order). Validated against the data contract.",
+            "operationId": "predict",
+            "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+            "responses": predict_responses,
+        }
+        if self._predict_token is not None:
+            predict["security"] = [{"predictToken": []}]
+            predict_responses["401"] = described(
+                "Missing or wrong bearer token",
+                headers={
+                    "WWW-Authenticate": {
+                        "description": "Bearer",
+                        "schema": {"type": "string"},
+                    }
+                },
+            )
+        paths = schema.get("paths", {})
+        documented = {
+            "/": {"200": described("The server runs", text, _TEXT)},
+            "/health": {
+                "200": described("Liveness: the server's processes are up", text, _TEXT),
+                "503": described("A scoring worker is (re)starting", text, _TEXT),
+            },
+            "/ready": {
+                "200": described("Every worker serves a smoke-checked model", ready_ref(ref)),
+                "503": described("Not ready, with the reason", ready_ref(ref)),
+            },
+            "/metrics": {
+                "200": described("Prometheus text exposition format", text, _PROMETHEUS),
+                "404": described("Metrics are disabled (serve.metrics)"),
+            },
+        }
+        for path, responses in documented.items():
+            paths[path]["get"]["responses"] = responses
+        reload_op = paths["/admin/reload"]["post"]
+        reload_op["security"] = [{"adminToken": []}]
+        reload_op["responses"] = {
+            "200": described("What each worker serves now", {"type": "object"}),
+            "401": described("Missing or wrong bearer token"),
+            "403": described("The admin endpoint is disabled (no token configured)"),
+            "409": described("The version was rejected; the old one keeps serving", {}),
+            "504": described("The workers did not report back in time"),
+        }
+        schema["paths"] = {"/predict": {"post": predict}, **paths}
         app.openapi_schema = schema
         return schema
 
     async def _predict(self, request: Request) -> Response:
         serve = self.settings.serve
+        if self._predict_token is not None:
+            refused = _check_bearer(request, self._predict_token)
+            if refused is not None:
+                return refused
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > serve.max_body_bytes:
             return _too_large(serve.max_body_bytes)
@@ -383,12 +619,16 @@ class PlumblineServer(ls.LitServer):
         except RequestInvalid as err:
             process_metrics(serve.metrics).validation_failed(err.fields)
             return Response(orjson.dumps(err.body()), status_code=422, media_type=_JSON)
+        routing = await self._route()
+        if not routing.ready:
+            return _unavailable(f"no scoring worker is ready: {routing.reason or 'starting'}")
+        worker = routing.ready[next(routing.turn) % len(routing.ready)]
         header_id = request.headers.get("x-request-id")
         request_id = header_id if header_id and _REQUEST_ID.match(header_id) else uuid.uuid4().hex
         uid = f"{os.getpid()}-{next(self._uid)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self.response_buffer[uid] = ResponseBufferItem(event=_Waiter(future))
+        self.response_buffer[uid] = compat.response_buffer_item(_Waiter(future))
         queue = self.litapi_request_queues["/predict"]
         try:
             queue.put(
@@ -397,38 +637,103 @@ class PlumblineServer(ls.LitServer):
                     uid,
                     time.monotonic(),
                     (request_id, time.time(), rows, single),
-                )
+                ),
+                worker=worker,
             )
         except Overloaded:
             self.response_buffer.pop(uid, None)
-            return JSONResponse({"detail": "overloaded; retry later"}, status_code=503)
+            return _unavailable("overloaded; retry later")
+        routing.inflight[uid] = (worker, routing.generation[worker], future)
         timer = loop.call_later(serve.request_timeout_s, _expire, future)
         try:
             await future
         except TimeoutError:
             self.response_buffer.pop(uid, None)
             return JSONResponse({"detail": "not scored in time"}, status_code=504)
+        except WorkerLost as err:
+            self.response_buffer.pop(uid, None)
+            return _unavailable(str(err))
         finally:
             timer.cancel()
-        item = self.response_buffer.pop(uid)
-        (status, payload), _ = item.response
-        return Response(
-            payload, status_code=status, media_type=_JSON, headers={"x-request-id": request_id}
-        )
+            routing.inflight.pop(uid, None)
+        status, payload = compat.response_payload(self.response_buffer.pop(uid))
+        headers = {"x-request-id": request_id}
+        if status == 503:
+            headers["retry-after"] = str(RETRY_AFTER_S)
+        return Response(payload, status_code=status, media_type=_JSON, headers=headers)
+
+    async def _route(self) -> _Routing:
+        """This process's routing state; started (and first read) on the first request."""
+        routing = self._routing
+        if routing is None or routing.pid != os.getpid():
+            # Read fully before publishing: concurrent first requests must not see it empty.
+            fresh = _Routing()
+            self._apply_state(fresh, await asyncio.to_thread(self._shared_copy))
+            routing = self._routing
+            if routing is None or routing.pid != os.getpid():
+                routing = self._routing = fresh
+        if routing.task is None or routing.task.done():
+            routing.task = asyncio.get_running_loop().create_task(self._watch(routing))
+        return routing
+
+    async def _watch(self, routing: _Routing) -> None:
+        while True:
+            await asyncio.sleep(_ROUTE_POLL_S)
+            state = await asyncio.to_thread(self._shared_copy)
+            if state is not None:
+                self._apply_state(routing, state)
+
+    def _shared_copy(self) -> dict[str, Any] | None:
+        try:
+            return dict(self.shared.copy())
+        except Exception:  # the manager is gone: shutting down; keep the last state
+            return None
+
+    def _apply_state(self, routing: _Routing, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        workers = self.settings.serve.inference_workers
+        sup = state.get(SUPERVISOR_KEY) or {}
+        generation = list(sup.get("generation") or [0] * workers)
+        alive = list(sup.get("alive") or [True] * workers)
+        reasons = list(sup.get("reason") or [None] * workers)
+        ready: list[int] = []
+        reason: str | None = None
+        for i in range(workers):
+            worker = state.get(worker_key(i)) or {}
+            if alive[i] and worker.get("ready"):
+                ready.append(i)
+            elif reason is None:
+                reason = (reasons[i] if not alive[i] else None) or worker.get("error")
+        routing.ready, routing.generation, routing.reason = ready, generation, reason
+        for worker_id, gen, future in list(routing.inflight.values()):
+            if gen != generation[worker_id] and not future.done():
+                lost = reasons[worker_id] or f"scoring worker {worker_id} died"
+                future.set_exception(WorkerLost(f"{lost}; the request was not scored, retry"))
 
     async def _ready(self) -> Response:
-        workers = self._worker_states()
+        state = await asyncio.to_thread(self._shared_copy) or {}
+        workers = [state.get(worker_key(i)) for i in range(self.settings.serve.inference_workers)]
+        sup = state.get(SUPERVISOR_KEY) or {}
         ready = bool(workers) and all(w is not None and w.get("ready") for w in workers)
         models = [w.get("model") for w in workers if w and w.get("model")]
         errors = [w.get("error") for w in workers if w and w.get("error")]
+        http_down = [
+            r
+            for up, r in zip(
+                sup.get("http_alive") or [], sup.get("http_reason") or [], strict=False
+            )
+            if not up
+        ]
         body: dict[str, Any] = {
-            "ready": ready,
+            "ready": ready and not http_down,
             "model": models[0] if models else None,
             "workers": len(workers),
+            "workers_ready": sum(1 for w in workers if w and w.get("ready")),
         }
-        if errors:
-            body["error"] = errors[0]
-        return JSONResponse(body, status_code=200 if ready else 503)
+        if errors or http_down:
+            body["error"] = (errors or http_down)[0]
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     async def _metrics(self) -> Response:
         if not self.settings.serve.metrics:
@@ -444,13 +749,9 @@ class PlumblineServer(ls.LitServer):
             return JSONResponse(
                 {"detail": f"admin endpoint disabled: {env} is not set"}, status_code=403
             )
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        refused = _check_bearer(request, token)
+        if refused is not None:
+            return refused
         ticket = time.time_ns()
         await asyncio.to_thread(self.shared.__setitem__, RELOAD_REQUEST, ticket)
         deadline = time.monotonic() + 120
@@ -495,6 +796,46 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 def _too_large(limit: int) -> Response:
     return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+
+
+def _unavailable(detail: str) -> Response:
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"retry-after": str(RETRY_AFTER_S)}
+    )
+
+
+def ready_ref(ref: str) -> dict[str, Any]:
+    return {"$ref": ref.format(model="ReadyBody")}
+
+
+def _predict_token(serve: Any) -> str | None:
+    """The bearer token of /predict, or None when auth is off; missing when on: an error."""
+    if not serve.predict_auth:
+        return None
+    token = os.environ.get(serve.predict_token_env)
+    if not token:
+        from plumbline.config import ConfigError
+
+        raise ConfigError(
+            f"serve.predict_auth is on but {serve.predict_token_env} is not set "
+            "(or empty): refusing to serve /predict without its token"
+        )
+    return token
+
+
+def _check_bearer(request: Request, token: str) -> Response | None:
+    """None when the request carries ``Authorization: Bearer <token>``, else the 401."""
+    given = request.headers.get("authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return None
+    challenge = 'Bearer realm="plumbline"'
+    if given:
+        challenge += ', error="invalid_token"'
+    return JSONResponse(
+        {"detail": "missing or wrong bearer token" if given else "a bearer token is required"},
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
 
 
 # --- building the server ------------------------------------------------------------------

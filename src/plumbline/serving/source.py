@@ -69,6 +69,11 @@ class ModelSource:
         self.settings = settings
         self.contract = contract
         self.features = features
+        self.configure_environment()
+
+    @staticmethod
+    def configure_environment() -> None:
+        """MLflow settings for a server: fail fast, no telemetry, no progress bars."""
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

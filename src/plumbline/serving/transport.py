@@ -7,9 +7,10 @@ These classes keep LitServe's interfaces (the request queue's ``put``/``get``/``
 the ``MessageTransport`` of responses) but carry the messages over ZeroMQ PUSH/PULL sockets on
 Unix domain sockets, point to point:
 
-* requests: each HTTP process PUSHes to every inference worker's PULL socket (ZeroMQ deals
-  them out round robin); a worker drains what is waiting in one go, which is what lets the
-  batching loop see concurrent requests together;
+* requests: each HTTP process has one PUSH socket per inference worker and picks the worker
+  for each request (round robin over the workers that are ready), so it knows which requests
+  a worker held if that worker dies; a worker drains what is waiting in one go, which is what
+  lets the batching loop see concurrent requests together;
 * responses: a worker PUSHes to the PULL socket of the HTTP process that sent the request.
 
 Sockets are made lazily in the process that uses them (ZeroMQ contexts do not survive
@@ -29,7 +30,8 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from litserve.transport.base import MessageTransport
+
+from plumbline.serving.compat import WORKER_ID_ENV, message_transport
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class ZmqRequestQueue:
         self.route = route.strip("/").replace("/", "_") or "root"
         self.workers = workers
         self._pid = -1
-        self._push: zmq.Socket[Any] | None = None
+        self._push: dict[int, zmq.Socket[Any]] = {}
         self._pull: zmq.Socket[Any] | None = None
         self._poller: zmq.Poller | None = None
 
@@ -69,30 +71,32 @@ class ZmqRequestQueue:
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._push = self._pull = None
+            self._push = {}
+            self._pull = None
             self._poller = None
 
     # --- HTTP side --------------------------------------------------------------------------
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: Any, worker: int = 0) -> None:
+        """Queue ``item`` for inference worker ``worker``; Overloaded when its queue is full."""
         self._check_pid()
-        if self._push is None:
-            sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
+        sock = self._push.get(worker)
+        if sock is None:
+            sock = zmq.Context.instance().socket(zmq.PUSH)
             _tune(sock)
-            for i in range(self.workers):
-                sock.connect(_address(self.ipc_dir, f"req-{self.route}", i))
-            self._push = sock
+            sock.connect(_address(self.ipc_dir, f"req-{self.route}", worker))
+            self._push[worker] = sock
         try:
-            self._push.send(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), zmq.NOBLOCK)
+            sock.send(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), zmq.NOBLOCK)
         except zmq.Again:
-            raise Overloaded("the inference workers' queues are full") from None
+            raise Overloaded("the inference worker's queue is full") from None
 
     # --- worker side ------------------------------------------------------------------------
 
     def _pull_socket(self) -> zmq.Poller:
         self._check_pid()
         if self._poller is None:
-            worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
+            worker = int(os.environ.get(WORKER_ID_ENV, "0"))
             sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PULL)
             _tune(sock)
             sock.bind(_address(self.ipc_dir, f"req-{self.route}", worker))
@@ -117,14 +121,15 @@ class ZmqRequestQueue:
         return self.get(block=False)
 
     def close(self) -> None:
-        for sock in (self._push, self._pull):
+        for sock in (*self._push.values(), self._pull):
             if sock is not None:
                 sock.close(linger=0)
-        self._push = self._pull = None
+        self._push = {}
+        self._pull = None
         self._poller = None
 
 
-class ZmqResponseTransport(MessageTransport):
+class ZmqResponseTransport(message_transport()):  # type: ignore[misc]
     """Responses from workers to the HTTP process (consumer) that holds the connection."""
 
     def __init__(self, ipc_dir: str, consumers: int) -> None:
