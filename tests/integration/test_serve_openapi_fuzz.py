@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from serve_support import Artifacts, Server, artifacts, records, session_dir
+from support.serve import Artifacts, Server, artifacts, records, session_dir
 
 PREDICT_TOKEN = "test-predict-token"
 # Generation is cheap for small lists; the server under test takes at most this many
@@ -39,7 +39,7 @@ def _server(bank: Artifacts, name: str, **serve: object) -> Server:
         max_records=MAX_RECORDS,
         **serve,
     )
-    srv.env["PLUMBLINE_PREDICT_TOKEN"] = PREDICT_TOKEN
+    srv.extra_env["PLUMBLINE_PREDICT_TOKEN"] = PREDICT_TOKEN
     return srv
 
 
@@ -154,7 +154,7 @@ def test_predict_token_is_off_by_default(bank: Artifacts) -> None:
 
 def test_auth_on_without_a_token_refuses_to_start(bank: Artifacts) -> None:
     srv = _server(bank, "auth-no-token", predict_auth=True)
-    srv.env.pop("PLUMBLINE_PREDICT_TOKEN")
+    srv.extra_env.pop("PLUMBLINE_PREDICT_TOKEN")
     srv.start()
     try:
         assert srv.proc is not None and srv.proc.wait(60) == 1

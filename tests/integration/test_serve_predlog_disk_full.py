@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import requests
-from serve_support import Artifacts, Server, artifacts, metric_value, records, session_dir
+from support.serve import Artifacts, Server, artifacts, metric_value, records, session_dir
 
 from plumbline.model import load_model, positive_proba
 

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import requests
-from serve_support import (
+from support.serve import (
     Artifacts,
     Server,
     artifacts,

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from serve_support import REPO
+from support.paths import REPO
 
 from plumbline.config import PredictionLogConfig, load_params
 from plumbline.contract import Contract

@@ -12,7 +12,7 @@ import litserve
 import pytest
 from litserve import LitServer
 from litserve.utils import ResponseBufferItem
-from serve_support import REPO
+from support.paths import REPO
 
 from plumbline.serving import compat
 

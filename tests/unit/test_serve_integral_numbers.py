@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_support import REPO
+from support.paths import REPO
 
 from plumbline.config import load_params
 from plumbline.contract import Contract
