@@ -19,9 +19,8 @@ from support.deploy import (
     parse_dockerfile,
     service,
     slim_venv,
-    tracked_files,
 )
-from support.paths import REPO, dev_tool
+from support.paths import REPO, dev_tool, tracked_files
 
 DOCKERFILES = [SERVE_DOCKERFILE, PIPELINE_DOCKERFILE]
 IDS = ["serve", "pipeline"]
