@@ -26,6 +26,7 @@ from plumbline.metrics import classification_metrics
 from plumbline.model import load_model, positive_proba
 from plumbline.paths import Layout
 from plumbline.runrecord import current_record, find_train_run
+from plumbline.timing import phase
 from plumbline.tracking import md5_file
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def run(
     figures = render_figures(data, metrics, paths.figures)
     if mlflow_logging:
         try:
-            log_to_mlflow(params, paths, metrics, figures)
+            with phase("mlflow"):
+                log_to_mlflow(params, paths, metrics, figures)
         except Exception as err:  # the metrics files are the record; MLflow is a mirror
             log.warning("could not log evaluation to MLflow: %s", err)
     return metrics

@@ -32,6 +32,7 @@ from plumbline.model import (
 )
 from plumbline.paths import Layout
 from plumbline.runrecord import COMMIT_TAG, MODEL_MD5_TAG, MODEL_URI_TAG, RunRecord, now
+from plumbline.timing import phase
 from plumbline.tracking import configure, git_commit, md5_file, pip_requirements
 
 log = logging.getLogger(__name__)
@@ -108,45 +109,46 @@ def run(
         model_md5=md5_file(paths.model), git_commit=git_commit(paths.root), trained_at=now()
     )
     if log_to_mlflow:
-        mlflow = configure(params.mlflow, paths.root)
-        from mlflow.models import infer_signature
+        with phase("mlflow"):
+            mlflow = configure(params.mlflow, paths.root)
+            from mlflow.models import infer_signature
 
-        example = train[features].head(5)
-        with warnings.catch_warnings():
-            # MLflow warns that integer columns cannot hold missing values; the contract
-            # decides nullability, and serving validates requests against it, not MLflow.
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(example, positive_proba(model, example))
-        with mlflow.start_run(run_name=f"train-{params.train.estimator}") as active:
-            logged = flatten(
-                "",
-                {
-                    "train": params.train.model_dump(mode="json"),
-                    "featurize": params.featurize.model_dump(mode="json"),
-                },
-            )
-            mlflow.log_params({k: ("null" if v is None else v) for k, v in logged.items()})
-            mlflow.log_metrics(train_metrics)
-            mlflow.set_tags(
-                {
-                    "plumbline.contract": contract.name,
-                    COMMIT_TAG: record.git_commit or "unknown",
-                    MODEL_MD5_TAG: record.model_md5,
-                    **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
-                }
-            )
-            mlflow.log_dict(asdict(card), "model_card.json")
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=TRUSTED_TYPES,
-                pip_requirements=pip_requirements(),
-                signature=signature,
-            )
-            mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-            record.mlflow_run_id = active.info.run_id
-            record.mlflow_model_uri = info.model_uri
-            record.tracking_uri = mlflow.get_tracking_uri()
+            example = train[features].head(5)
+            with warnings.catch_warnings():
+                # MLflow warns that integer columns cannot hold missing values; the contract
+                # decides nullability, and serving validates requests against it, not MLflow.
+                warnings.simplefilter("ignore", UserWarning)
+                signature = infer_signature(example, positive_proba(model, example))
+            with mlflow.start_run(run_name=f"train-{params.train.estimator}") as active:
+                logged = flatten(
+                    "",
+                    {
+                        "train": params.train.model_dump(mode="json"),
+                        "featurize": params.featurize.model_dump(mode="json"),
+                    },
+                )
+                mlflow.log_params({k: ("null" if v is None else v) for k, v in logged.items()})
+                mlflow.log_metrics(train_metrics)
+                mlflow.set_tags(
+                    {
+                        "plumbline.contract": contract.name,
+                        COMMIT_TAG: record.git_commit or "unknown",
+                        MODEL_MD5_TAG: record.model_md5,
+                        **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
+                    }
+                )
+                mlflow.log_dict(asdict(card), "model_card.json")
+                info = mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=TRUSTED_TYPES,
+                    pip_requirements=pip_requirements(),
+                    signature=signature,
+                )
+                mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+                record.mlflow_run_id = active.info.run_id
+                record.mlflow_model_uri = info.model_uri
+                record.tracking_uri = mlflow.get_tracking_uri()
     record.write(paths.run_record)
     return card, record
