@@ -74,7 +74,12 @@ def _st_run(server: Server, tmp: Path, *args: str) -> tuple[int, str]:
         capture_output=True,
         text=True,
         timeout=FUZZ_TIMEOUT_S,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+        # The fuzzer is a tool, not the code under test: coverage measures the server only.
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")},
+            "NO_COLOR": "1",
+            "SCHEMATHESIS_HOOKS": "",
+        },
     )
     return done.returncode, done.stdout + done.stderr
 
