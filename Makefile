@@ -31,8 +31,9 @@ run: setup ## dvc repro, push to the DVC remote, gate, and promote a passing mod
 	plumbline models
 
 PYTEST := $(BIN)/python -m pytest
-# Branch coverage of the whole suite (README: Tests); `make test` fails below this floor.
-COVERAGE_FLOOR ?= 50
+# Branch coverage of src/plumbline over the whole suite was 79.0 % (README: Tests); `make test`
+# fails below this floor.
+COVERAGE_FLOOR ?= 77
 
 test: setup ## every tier (unit, integration, e2e) with branch coverage, failing below the floor
 	$(PYTEST) --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) tests
