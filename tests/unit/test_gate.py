@@ -13,28 +13,6 @@ from plumbline.gate import ChampionScore, decide
 # reports/metrics.json of the default model on the full data (see the commit that chose it).
 DEFAULT_MODEL = {"roc_auc": 0.748403, "pr_auc": 0.527354, "brier": 0.190549, "rows": 8235.0}
 
-# Everything but age and marital status: a weak model that still clears loose thresholds.
-TWO_FEATURES = [
-    "duration",
-    "job",
-    "education",
-    "default",
-    "housing",
-    "loan",
-    "contact",
-    "month",
-    "day_of_week",
-    "campaign",
-    "pdays",
-    "previous",
-    "poutcome",
-    "emp.var.rate",
-    "cons.price.idx",
-    "cons.conf.idx",
-    "euribor3m",
-    "nr.employed",
-]
-
 
 def test_default_thresholds_pass_the_default_model() -> None:
     cfg = load_params(REPO / "params.yaml").gate
