@@ -10,22 +10,49 @@ rewrites the archive canonically: ids renumbered in the order ``schema.json`` li
 member files renamed to match, members stored in a fixed order with a fixed timestamp and
 permissions. ``skops.io.load`` reads the result like any skops file.
 
+Importing ``skops.io`` builds skops' default trusted list from
+``sklearn.utils.all_estimators()``, which imports every scikit-learn module: a second of
+start-up in every stage and server process, for a list plumbline never relies on (every load
+passes the complete :data:`plumbline.model.TRUSTED_TYPES`). :data:`sio` is ``skops.io`` imported
+with that discovery answering "no estimators", so the default list is empty and only the
+explicit list is trusted. Import ``sio`` from here, not ``skops.io``, for that to hold.
+
 This relies on skops internals (the member naming and the ``__id__`` / ``file`` keys of the
-schema) as of :data:`TESTED_SKOPS`; ``tests/unit/test_skops_compat.py`` fails loudly when an
-upgrade changes them.
+schema, and where the default list comes from) as of :data:`TESTED_SKOPS`;
+``tests/unit/test_skops_compat.py`` fails loudly when an upgrade changes them.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import sklearn.utils
 import skops
-import skops.io as sio
 
+
+def _import_skops_io() -> ModuleType:
+    if "skops.io" in sys.modules:  # imported before plumbline: its default list stays
+        return sys.modules["skops.io"]
+    discover = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = _no_estimators
+    try:
+        return importlib.import_module("skops.io")
+    finally:
+        sklearn.utils.all_estimators = discover
+
+
+def _no_estimators(*args: Any, **kwargs: Any) -> list[tuple[str, type]]:
+    return []
+
+
+sio = _import_skops_io()
 TESTED_SKOPS = "0.16.0"
 SCHEMA = "schema.json"
 # The earliest time a zip entry can hold; any fixed value would do.

@@ -43,3 +43,21 @@ def test_same_object_gives_the_same_bytes_in_separate_processes() -> None:
     assert all(m.date_time == skops_compat.FIXED_TIME for m in members)
     names = [m.filename for m in members[1:]]
     assert names == sorted(names)
+
+
+def test_plumbline_imports_skops_without_skops_default_estimator_list() -> None:
+    """In a fresh process the default list is empty and the explicit list loads a model."""
+    script = """
+import numpy as np, pandas as pd
+from sklearn.linear_model import LogisticRegression
+from plumbline import skops_compat
+from plumbline.model import TRUSTED_TYPES
+import skops.io._general as general
+assert general.SKLEARN_ESTIMATOR_TYPE_NAMES == [], len(general.SKLEARN_ESTIMATOR_TYPE_NAMES)
+x = np.arange(20.0).reshape(10, 2); y = np.array([0, 1] * 5)
+data = skops_compat.dumps(LogisticRegression().fit(x, y))
+skops_compat.sio.loads(data, trusted=TRUSTED_TYPES)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

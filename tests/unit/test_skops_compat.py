@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import skops
 import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -97,3 +98,66 @@ def test_an_unreferenced_member_is_refused() -> None:
         assert "stray.bin" in str(err)
     else:
         raise AssertionError("an archive member schema.json does not reference was accepted")
+
+
+def test_skops_takes_its_default_estimator_list_from_all_estimators() -> None:
+    """skops_compat empties skops' default trusted list by answering its one discovery call."""
+    import skops.io._general as general
+    import skops.io._trusted_types as trusted_types
+
+    assert trusted_types.all_estimators.__module__ == "sklearn.utils.discovery", (
+        "skops no longer builds SKLEARN_ESTIMATOR_TYPE_NAMES from sklearn.utils.all_estimators"
+    )
+    assert isinstance(general.SKLEARN_ESTIMATOR_TYPE_NAMES, list)
+    assert skops_compat.sio is sio
+
+
+def test_the_trusted_list_alone_loads_both_estimators_and_the_imputer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With skops' default estimator list empty (as when plumbline imports skops first), every
+    type our models hold must be in TRUSTED_TYPES; anything else is still refused."""
+    import skops.io._general as general
+
+    from plumbline.config import TrainConfig
+    from plumbline.model import ModelLoadError, assemble, build_estimator, load_model
+
+    monkeypatch.setattr(general, "SKLEARN_ESTIMATOR_TYPE_NAMES", [])
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=200),
+            "b": np.where(rng.random(200) < 0.1, np.nan, rng.normal(size=200)),
+            "c": rng.choice(["x", "y"], 200),
+        }
+    )
+    y = (frame["a"] + rng.normal(size=200) > 0).astype(int)
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    transformer = ColumnTransformer(
+        [
+            (
+                "num",
+                Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]),
+                ["a", "b"],
+            ),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["c"]),
+        ]
+    ).fit(frame)
+    for estimator in ("logistic_regression", "hist_gradient_boosting"):
+        config = TrainConfig(estimator=estimator)
+        model = assemble(transformer, build_estimator(config).fit(transformer.transform(frame), y))
+        path = tmp_path / f"{estimator}.skops"
+        skops_compat.dump(model, path)
+        assert sio.get_untrusted_types(file=path) != []  # the defaults really are empty here
+        loaded = load_model(path)
+        assert np.allclose(loaded.predict_proba(frame), model.predict_proba(frame))
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    other = assemble(transformer, RandomForestClassifier(n_estimators=2, random_state=0))
+    other.steps[-1][1].fit(transformer.transform(frame), y)
+    skops_compat.dump(other, tmp_path / "forest.skops")
+    with pytest.raises(ModelLoadError, match="RandomForestClassifier"):
+        load_model(tmp_path / "forest.skops")
