@@ -25,7 +25,6 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 from plumbline import skops_compat
 from plumbline.config import TrainConfig
 from plumbline.errors import PlumblineError
-from plumbline.skops_compat import sio
 
 # What build_estimator, assemble and features.build_transformer put in a model file.
 PIPELINE_TYPES: tuple[type, ...] = (
@@ -112,14 +111,14 @@ def save_model(model: Pipeline, path: Path) -> None:
 
 def load_model(path: Path) -> Pipeline:
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        untrusted = skops_compat.untrusted_types(path)
     except Exception as err:
         raise ModelLoadError(f"{path} is not a readable skops model: {err}") from None
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise ModelLoadError(f"{path} contains types that are not trusted: {refused}")
     try:
-        model = sio.load(path, trusted=TRUSTED_TYPES)
+        model = skops_compat.load(path, TRUSTED_TYPES)
     except Exception as err:
         raise ModelLoadError(f"{path} could not be loaded: {err}") from None
     if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):

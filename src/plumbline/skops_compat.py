@@ -12,10 +12,12 @@ permissions. ``skops.io.load`` reads the result like any skops file.
 
 Importing ``skops.io`` builds skops' default trusted list from
 ``sklearn.utils.all_estimators()``, which imports every scikit-learn module: a second of
-start-up in every stage and server process, for a list plumbline never relies on (every load
-passes the complete :data:`plumbline.model.TRUSTED_TYPES`). :data:`sio` is ``skops.io`` imported
-with that discovery answering "no estimators", so the default list is empty and only the
-explicit list is trusted. Import ``sio`` from here, not ``skops.io``, for that to hold.
+start-up in every stage and server process, for a list plumbline never relies on (its loads
+pass the complete :data:`plumbline.model.TRUSTED_TYPES`). :data:`sio` is ``skops.io`` imported
+with that list made lazy: empty within :func:`explicit_trust` (:func:`load`,
+:func:`untrusted_types`), and computed as skops computes it on first use anywhere else, so
+other code in the process (logging a model to MLflow, say) sees skops' usual defaults. Import
+``sio`` from here, not ``skops.io``, for the saving to hold.
 
 This relies on skops internals (the member naming and the ``__id__`` / ``file`` keys of the
 schema, and where the default list comes from) as of :data:`TESTED_SKOPS`;
@@ -24,11 +26,14 @@ schema, and where the default list comes from) as of :data:`TESTED_SKOPS`;
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import io
 import json
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,22 +42,70 @@ import sklearn.utils
 import skops
 
 
-def _import_skops_io() -> ModuleType:
-    if "skops.io" in sys.modules:  # imported before plumbline: its default list stays
-        return sys.modules["skops.io"]
-    discover = sklearn.utils.all_estimators
-    sklearn.utils.all_estimators = _no_estimators
+class _DefaultEstimatorNames(list[str]):
+    """skops' default trusted estimator names, made lazy: empty inside :func:`explicit_trust`
+    (plumbline's own loads, which pass the complete list), else computed as skops does, on
+    first use. skops reads it only as ``SKLEARN_ESTIMATOR_TYPE_NAMES + <internal types>``."""
+
+    def names(self) -> list[str]:
+        if _explicit.get():
+            return []
+        if not self:
+            from skops.io._utils import get_type_name
+
+            found = (get_type_name(cls) for _, cls in sklearn.utils.all_estimators())
+            self.extend(name for name in found if name.startswith("sklearn."))
+        return list(self)
+
+    def __add__(self, other: list[str]) -> list[str]:  # type: ignore[override]
+        return self.names() + list(other)
+
+
+_explicit: contextvars.ContextVar[bool] = contextvars.ContextVar("explicit_trust", default=False)
+
+
+@contextmanager
+def explicit_trust() -> Iterator[None]:
+    """Within this block skops trusts only the types a call names (no default estimators)."""
+    reset = _explicit.set(True)
     try:
-        return importlib.import_module("skops.io")
+        yield
     finally:
-        sklearn.utils.all_estimators = discover
+        _explicit.reset(reset)
 
 
-def _no_estimators(*args: Any, **kwargs: Any) -> list[tuple[str, type]]:
-    return []
+def _import_skops_io() -> ModuleType:
+    lazy = _DefaultEstimatorNames()
+    if "skops.io" not in sys.modules:
+        discover = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: []
+        try:
+            importlib.import_module("skops.io")
+        finally:
+            sklearn.utils.all_estimators = discover
+    general = importlib.import_module("skops.io._general")
+    trusted_types = importlib.import_module("skops.io._trusted_types")
+    if general.SKLEARN_ESTIMATOR_TYPE_NAMES:  # skops.io was imported before plumbline
+        lazy.extend(general.SKLEARN_ESTIMATOR_TYPE_NAMES)
+    general.SKLEARN_ESTIMATOR_TYPE_NAMES = lazy  # type: ignore[attr-defined]
+    trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES = lazy  # type: ignore[attr-defined]
+    return sys.modules["skops.io"]
 
 
 sio = _import_skops_io()
+
+
+def load(path: Path, trusted: list[str]) -> Any:
+    with explicit_trust():
+        return sio.load(path, trusted=trusted)
+
+
+def untrusted_types(path: Path) -> list[str]:
+    """Every type in the file beyond primitives, containers and numpy (no default estimators)."""
+    with explicit_trust():
+        return list(sio.get_untrusted_types(file=path))
+
+
 TESTED_SKOPS = "0.16.0"
 SCHEMA = "schema.json"
 # The earliest time a zip entry can hold; any fixed value would do.

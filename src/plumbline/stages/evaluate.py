@@ -23,6 +23,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from plumbline import skops_compat
 from plumbline.artifacts import write_json
 from plumbline.config import Params
 from plumbline.contract import Contract
@@ -201,14 +202,15 @@ def _log_training(
         # nullability, and serving validates requests against it, not MLflow.
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(example, positive_proba(model, example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        serialization_format="skops",
-        skops_trusted_types=TRUSTED_TYPES,
-        pip_requirements=pip_requirements(),
-        signature=signature,
-    )
+    with skops_compat.explicit_trust():  # MLflow checks the file against the list it is given
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=pip_requirements(),
+            signature=signature,
+        )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     record.mlflow_model_uri = info.model_uri
 

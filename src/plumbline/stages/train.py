@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
+from plumbline import skops_compat
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.features import numeric_profile
@@ -29,7 +30,6 @@ from plumbline.model import (
 )
 from plumbline.paths import Layout
 from plumbline.runrecord import RunRecord, now
-from plumbline.skops_compat import sio
 from plumbline.tracking import git_commit, md5_file
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def data_hashes(paths: Layout) -> dict[str, str]:
 
 def run(params: Params, contract: Contract, paths: Layout) -> tuple[ModelCard, RunRecord]:
     train = pd.read_parquet(paths.train_split)
-    transformer = sio.load(paths.transformer, trusted=TRUSTED_TYPES)
+    transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
     model = fit(train, transformer, contract, params)
     save_model(model, paths.model)
 
