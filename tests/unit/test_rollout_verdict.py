@@ -110,7 +110,7 @@ def _fill(store: MonitorStore, mode: str, y: np.ndarray, p0: np.ndarray, p1: np.
     """Logged rows of a rollout of version 2 against champion 1, all labelled."""
     now = time.time()
     predictions = []
-    for i, (outcome, a, b) in enumerate(zip(y, p0, p1, strict=True)):
+    for i, (a, b) in enumerate(zip(p0, p1, strict=True)):
         if mode == "shadow":
             arm, version, prob, shadow_v, shadow_p = "champion", "1", a, "2", b
         else:  # every other row answered by the challenger
