@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from support.monitoring import AMTOOL, PROMTOOL, RULE_TESTS, RULES, alert_rules
+from support.monitoring import AMTOOL, PROMTOOL, RULE_FILES, RULE_TEST_FILES, alert_rules
 from support.paths import MONITORING, REPO
 
 from plumbline.config import load_params
@@ -38,14 +38,14 @@ def test_promtool_check_config() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    done = run(str(PROMTOOL), "check", "rules", str(RULES))
+    done = run(str(PROMTOOL), "check", "rules", *map(str, RULE_FILES))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
 
 @needs_promtool
 def test_promtool_test_rules() -> None:
-    done = run(str(PROMTOOL), "test", "rules", str(RULE_TESTS))
+    done = run(str(PROMTOOL), "test", "rules", *map(str, RULE_TEST_FILES))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
 
