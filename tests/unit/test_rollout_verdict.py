@@ -5,6 +5,7 @@ accordingly, and ends a rollout whose challenger breaks the error or latency lim
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,32 @@ def test_the_report_is_exported_and_printed(tmp_path: Path, base_params: Params)
     assert 'plumbline_rollout_verdict{metric="roc_auc"} 1.0' in exported
     assert "plumbline_rollout_shadow_divergence " in exported
     assert 'plumbline_rollout_decisions_total{action="promote"} 1.0' in exported
+
+
+def test_the_monitor_service_exports_the_rollout_and_serves_its_verdict(
+    tmp_path: Path, base_params: Params
+) -> None:
+    from plumbline.monitoring.service import build, create_app
+
+    params = _params(base_params)
+    params = params.model_copy(
+        update={"monitor": params.monitor.model_copy(update={"state_dir": tmp_path / "state"})}
+    )
+    contract = load_contract(REPO / "contracts/bank_marketing.yaml")
+    monitor, retrainer = build(params, contract, REPO)
+    y, p0, p1 = _arms(2, 800, 1.8)
+    _fill(monitor.store, "shadow", y, p0, p1)
+    server, registry = FakeServer("shadow"), FakeRegistry(GOOD_TAGS)
+    decider = Decider(params, monitor.store, monitor.state_dir, server, registry)
+    app = create_app(monitor, retrainer, refresh_loop=False, decider=decider)
+    # The routes' own functions (no HTTP client in the unit tier's environment).
+    route = {getattr(r, "path", ""): getattr(r, "endpoint", None) for r in app.routes}
+    decider.step()
+    exported = route["/metrics"]().body.decode()
+    verdict = json.loads(json.dumps(route["/rollout"](), default=str))
+    assert 'plumbline_rollout_live_pr_auc{arm="champion",model_version="1"}' in exported
+    assert "plumbline_drift_window_rows" in exported  # the monitor's own series too
+    assert verdict["report"]["verdict"] == "better"
+    assert verdict["report"]["comparisons"]["log_loss"]["paired"] is True
+    assert verdict["decision"]["action"] == "promote" and verdict["decision"]["acted"]
+    assert registry.history[0][0] == "2" and server.switched == ["off"]

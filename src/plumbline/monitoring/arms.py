@@ -129,12 +129,12 @@ def rollout_rows(store: MonitorStore, rows: int, labelled: bool) -> pd.DataFrame
     if labelled:
         sql = (
             f"SELECT {_COLUMNS}, f.outcome AS outcome FROM predictions p JOIN feedback f "
-            "USING (request_id, row) WHERE p.rollout != 'off' "
+            "USING (request_id, row) WHERE p.rollout IN ('shadow', 'canary') "
             "ORDER BY p.received_at DESC, p.rowid DESC LIMIT ?"
         )
     else:
         sql = (
-            f"SELECT {_COLUMNS} FROM predictions p WHERE p.rollout != 'off' "
+            f"SELECT {_COLUMNS} FROM predictions p WHERE p.rollout IN ('shadow', 'canary') "
             "ORDER BY p.received_at DESC, p.rowid DESC LIMIT ?"
         )
     with store.connect() as conn:

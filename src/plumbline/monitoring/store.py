@@ -162,6 +162,11 @@ class MonitorStore:
             for name, (sql_type, _) in _ROLLOUT_SQL.items():
                 if name not in stored:
                     conn.execute(f"ALTER TABLE predictions ADD COLUMN {_q(name)} {sql_type}")
+            # The rollout verdict reads the newest rows logged under a rollout.
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS predictions_rollout "
+                "ON predictions (rollout, received_at)"
+            )
 
     # --- the prediction log -----------------------------------------------------------------
 
