@@ -280,7 +280,7 @@ class Rollout:
         challenger = self.challenger.active if self.challenger is not None else None
         if state.mode == "canary":
             return self._canary(requests, champion, challenger, state)
-        return self._shadow(requests, champion, challenger, state)
+        return self._shadow(requests, champion, challenger, state)  # "off": switched meanwhile
 
     def _score(
         self, model: ServedModel, requests: Sequence[Sequence[Any]]
@@ -333,7 +333,9 @@ class Rollout:
         self.scored(len(requests), probabilities, labels)
         self.metrics.scored("champion", probabilities, labels, seconds, received)
         shadow: np.ndarray | None = None
-        if challenger is None:
+        if state.mode != "shadow":  # the rollout was turned off after this batch started
+            pass
+        elif challenger is None:
             self.metrics.failed("challenger", "unavailable", len(requests))
         else:
             try:
