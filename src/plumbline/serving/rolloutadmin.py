@@ -101,6 +101,9 @@ class RolloutAdmin:
         except Exception:
             return {}
 
+    async def handle(self, request: Request) -> Response:
+        return await (self.post(request) if request.method == "POST" else self.get(request))
+
     async def get(self, request: Request) -> Response:
         refused = self._refused(request)
         if refused is not None:
@@ -153,6 +156,8 @@ def document(paths: dict[str, Any], described: Callable[..., dict[str, Any]]) ->
         "403": described("The admin endpoint is disabled (no token configured)"),
     }
     if "get" in route:
+        route["get"]["summary"] = "The rollout: mode, both models, per-arm counts (bearer token)"
+        route["get"]["operationId"] = "rollout_status"
         route["get"]["security"] = [{"adminToken": []}]
         route["get"]["responses"] = {
             "200": described(
@@ -161,6 +166,8 @@ def document(paths: dict[str, Any], described: Callable[..., dict[str, Any]]) ->
             **common,
         }
     if "post" in route:
+        route["post"]["summary"] = "Switch the rollout: off, shadow or canary (bearer token)"
+        route["post"]["operationId"] = "rollout_switch"
         route["post"]["security"] = [{"adminToken": []}]
         route["post"]["requestBody"] = {
             "required": True,

@@ -479,15 +479,8 @@ class PlumblineServer(ls.LitServer):
             summary="Load the alias's current version now (bearer token)",
         )
         rollout = RolloutAdmin(self.settings, lambda: self.shared, _check_bearer)
-        app.add_api_route(
-            "/admin/rollout", rollout.get, methods=["GET"], summary="The rollout (bearer token)"
-        )
-        app.add_api_route(
-            "/admin/rollout",
-            rollout.post,
-            methods=["POST"],
-            summary="Switch the rollout mode: off, shadow, canary (bearer token)",
-        )
+        # One route for both methods: a 405 then lists both in its Allow header.
+        app.add_api_route("/admin/rollout", rollout.handle, methods=["GET", "POST"])
 
     def _openapi(self) -> dict[str, Any]:
         app: FastAPI = self.app
