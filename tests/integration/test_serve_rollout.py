@@ -206,6 +206,7 @@ def test_canary_answers_name_the_version_that_answered(
     code, out, err = plumbline("--params", str(params), "rollout", "status", "--server", server.url)
     assert code == 0, out + err
     assert "server: mode canary, canary fraction 0.5" in out
+    assert "rollout: canary" in out  # the verdict part, from the server's log
     assert "challenger" in out and "requests" in out
 
 
@@ -254,3 +255,89 @@ def test_switching_modes_under_load_fails_no_request(
     assert len(outcomes) > 200
     assert {v for _, v in outcomes} == {store.versions["v1"], store.versions["v2"]}
     assert _metrics(server, "plumbline_rollout_requests_total", arm="challenger") > 0
+
+
+def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
+    server: Server, store: Store, tmp_path: Path
+) -> None:
+    """The monitor's decider against the real server and registry (last: moves champion).
+
+    The labelled rows are synthetic (the challenger clearly better); the gate's absolute
+    thresholds read the test metrics `plumbline promote` records on a version, set here."""
+    import numpy as np
+    from support.paths import REPO
+
+    from plumbline.config import load_params
+    from plumbline.contract import load_contract
+    from plumbline.monitoring.rolloutdecide import Decider, RegistryMover, ServerControl
+    from plumbline.monitoring.store import MonitorStore
+    from plumbline.registry import Registry
+
+    v1, v2 = store.versions["v1"], store.versions["v2"]
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    for key, value in (
+        ("metric.roc_auc", "0.78"),
+        ("metric.pr_auc", "0.46"),
+        ("metric.brier", "0.08"),
+    ):
+        client.set_model_version_tag(MODEL_NAME, v2, key, value)
+    rollout(server, "shadow")
+    base = load_params(server.params)
+    decide_cfg = base.serve.rollout.decide.model_copy(
+        update={"auto": True, "min_labelled_rows": 300, "bootstrap": 200}
+    )
+    params = base.model_copy(
+        update={
+            "mlflow": base.mlflow.model_copy(update={"tracking_uri": store.uri}),
+            "serve": base.serve.model_copy(
+                update={"rollout": base.serve.rollout.model_copy(update={"decide": decide_cfg})}
+            ),
+        }
+    )
+    contract = load_contract(REPO / "contracts/bank_marketing.yaml")
+    monitor = MonitorStore(tmp_path / "monitor.sqlite", contract, artifacts().features)
+    rng = np.random.default_rng(0)
+    y = (rng.random(800) < 0.3).astype(int)
+    champion = 1 / (1 + np.exp(-(y * 1.0 + rng.normal(size=800) - 0.5)))
+    challenger = 1 / (1 + np.exp(-(y * 2.0 + rng.normal(size=800) - 1.0)))
+    now = time.time()
+    with monitor.connect() as conn:
+        conn.executemany(
+            "INSERT INTO predictions (request_id, row, received_at, model_name, model_version, "
+            "probability, label, arm, rollout, shadow_version, shadow_probability) "
+            "VALUES (?, 0, ?, ?, ?, ?, ?, 'champion', 'shadow', ?, ?)",
+            [
+                (f"syn-{i}", now + i, MODEL_NAME, v1, float(p), int(p >= 0.5), v2, float(q))
+                for i, (p, q) in enumerate(zip(champion, challenger, strict=True))
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO feedback VALUES (?, 0, ?, ?)",
+            [(f"syn-{i}", int(o), now) for i, o in enumerate(y)],
+        )
+    decider = Decider(
+        params,
+        monitor,
+        tmp_path,
+        ServerControl(server.url, ADMIN_TOKEN),
+        RegistryMover(params, REPO),
+    )
+    decision = decider.step()
+    assert decision.action == "promote" and decision.acted, decision.reason
+    registry = Registry(MODEL_NAME, store.uri)
+    assert registry.alias_version("champion") == v2
+    event = registry.history()[-1]
+    assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
+    assert event.reason.startswith("rollout: challenger better: roc_auc")
+    assert "95 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
+    state = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
+    assert state["mode"] == "off"
+    deadline = time.monotonic() + 30  # the server hot-reloads the new champion
+    while server.post(artifacts_row()).json()["model_version"] != v2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def artifacts_row() -> dict[str, Any]:
+    bank = artifacts()
+    return records(bank.test_frame().head(1), bank.features)[0]

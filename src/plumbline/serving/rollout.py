@@ -242,6 +242,8 @@ class Rollout:
                 state.mode,
                 f" (fraction {state.canary_fraction:g})" if state.mode == "canary" else "",
             )
+        if state.mode != self.state.mode:
+            self.metrics.reset_totals()  # the counts of /admin/rollout are this mode's
         self.state = state  # one reference assignment: a batch reads it once
         self.metrics.mode_changed(state.mode, state.canary_fraction)
 

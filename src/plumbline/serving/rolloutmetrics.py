@@ -59,10 +59,8 @@ class ArmMetrics:
         self._pending_errors: dict[tuple[str, str], int] = {}
         # What the worker publishes (always kept, metrics on or off): per arm
         # requests, errors, scoring calls and their seconds.
-        self.totals: dict[str, dict[str, float]] = {
-            arm: {"requests": 0, "errors": 0, "scoring_calls": 0, "scoring_seconds": 0.0}
-            for arm in ARMS
-        }
+        self.totals: dict[str, dict[str, float]] = {}
+        self.reset_totals()
         self._challenger_labels: str | None = None
         if not self.enabled:
             return
@@ -128,6 +126,14 @@ class ArmMetrics:
             for kind in ERROR_KINDS:
                 self.errors.labels(arm, kind)
         self.challenger_ready.set(0)
+
+    def reset_totals(self) -> None:
+        """A new mode: the published counts (the decider's error and latency limits) start
+        again; the Prometheus counters go on (rules take rates)."""
+        self.totals = {
+            arm: {"requests": 0, "errors": 0, "scoring_calls": 0, "scoring_seconds": 0.0}
+            for arm in ARMS
+        }
 
     # --- the scoring path (cheap: appends only) ---------------------------------------------
 
