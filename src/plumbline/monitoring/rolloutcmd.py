@@ -90,11 +90,11 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
 def run(ctx: Any, args: argparse.Namespace) -> str:
     import requests
 
-    from plumbline.monitoring.rolloutdecide import ServerControl
+    from plumbline.monitoring.rolloutdecide import ServerControl, server_url
 
     params = ctx.params
     token = os.environ.get(params.serve.admin_token_env) or None
-    control = ServerControl(args.server or params.serve.rollout.server_url, token)
+    control = ServerControl(args.server or server_url(params), token)
     if args.action != "status":
         if args.fraction is not None and args.action != "canary":
             raise RolloutError("--fraction is for canary mode")

@@ -278,8 +278,17 @@ class Decider:
             out.write(json.dumps(decision.to_dict(), default=str) + "\n")
 
 
+SERVER_URL_ENV = "PLUMBLINE_SERVER_URL"
+
+
+def server_url(params: Params) -> str:
+    """``PLUMBLINE_SERVER_URL`` if set (the compose stack: http://api:8000), else
+    ``serve.rollout.server_url``."""
+    return os.environ.get(SERVER_URL_ENV) or params.serve.rollout.server_url
+
+
 def build(params: Params, store: MonitorStore, state_dir: Path, root: Path) -> Decider:
-    """The monitor's decider: the server at ``serve.rollout.server_url``, the registry."""
+    """The monitor's decider: the server at :func:`server_url`, the registry."""
     token = os.environ.get(params.serve.admin_token_env) or None
-    control = ServerControl(params.serve.rollout.server_url, token)
+    control = ServerControl(server_url(params), token)
     return Decider(params, store, state_dir, control, RegistryMover(params, root))
