@@ -314,3 +314,6 @@ def test_the_monitor_service_exports_the_rollout_and_serves_its_verdict(
     assert verdict["report"]["comparisons"]["log_loss"]["paired"] is True
     assert verdict["decision"]["action"] == "promote" and verdict["decision"]["acted"]
     assert registry.history[0][0] == "2" and server.switched == ["off"]
+    report = decider.report
+    decider.step()  # no new row or outcome: the bootstrap is not run again
+    assert decider.report is report

@@ -142,6 +142,20 @@ def rollout_rows(store: MonitorStore, rows: int, labelled: bool) -> pd.DataFrame
     return frame.iloc[::-1].reset_index(drop=True)
 
 
+def rollout_key(store: MonitorStore) -> tuple[Any, ...]:
+    """Changes whenever a rollout row or one of its outcomes arrives (cheap, indexed)."""
+    with store.connect() as conn:
+        logged = conn.execute(
+            "SELECT COUNT(*), MAX(received_at) FROM predictions "
+            "WHERE rollout IN ('shadow', 'canary')"
+        ).fetchone()
+        labelled = conn.execute(
+            "SELECT COUNT(*) FROM predictions p JOIN feedback f USING (request_id, row) "
+            "WHERE p.rollout IN ('shadow', 'canary')"
+        ).fetchone()
+    return (*logged, *labelled)
+
+
 def _live(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     both = 0 < y.sum() < len(y)
     return {

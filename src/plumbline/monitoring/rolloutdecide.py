@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plumbline.config import GateConfig, Params
-from plumbline.monitoring.arms import ArmsReport, evaluate
+from plumbline.monitoring.arms import ArmsReport, evaluate, rollout_key
 from plumbline.monitoring.store import MonitorStore
 from plumbline.stats import BETTER, WORSE
 
@@ -224,10 +224,14 @@ class Decider:
         self.report: ArmsReport | None = None
         self.last: Decision | None = None
         self.taken: Counter[str] = Counter()
+        self._key: tuple[Any, ...] | None = None
 
     def step(self) -> Decision:
         cfg = self.params.serve.rollout
-        self.report = evaluate(self.store, cfg.decide, self.params.serve.threshold)
+        key = rollout_key(self.store)
+        if key != self._key:  # the bootstrap only when rows or outcomes arrived
+            self.report = evaluate(self.store, cfg.decide, self.params.serve.threshold)
+            self._key = key
         try:
             status = self.control.status()
         except Exception as err:
