@@ -98,11 +98,8 @@ def cmd_train(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline.stages import train
 
     need(ctx.paths.train_split, ctx.paths.transformer, hint="run `plumbline featurize` first")
-    card, record = train.run(ctx.params, ctx.contract, ctx.paths, log_to_mlflow=not args.no_mlflow)
-    return (
-        f"trained {card.estimator} at commit {record.git_commit or '(not in git)'}; "
-        f"MLflow run {record.mlflow_run_id or '(not logged)'}"
-    )
+    card, record = train.run(ctx.params, ctx.contract, ctx.paths)
+    return f"trained {card.estimator} at commit {record.git_commit or '(not in git)'}"
 
 
 def cmd_evaluate(ctx: StageContext, args: argparse.Namespace) -> str:
@@ -245,8 +242,8 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "ingest": (cmd_ingest, "read the configured source into typed Parquet"),
     "validate": (cmd_validate, "run the contract's GX suite, quarantine failing rows"),
     "featurize": (cmd_featurize, "time-ordered split, fit the transformer, profile"),
-    "train": (cmd_train, "fit the model, save models/model.skops, log to MLflow"),
-    "evaluate": (cmd_evaluate, "metrics and plots on the test split"),
+    "train": (cmd_train, "fit the model, save models/model.skops and its lineage record"),
+    "evaluate": (cmd_evaluate, "metrics and plots on the test split; log the run to MLflow"),
     "check-config": (cmd_check_config, "validate params.yaml and the contract, then exit"),
     "gate": (cmd_gate, "check reports/metrics.json against params and the champion"),
     "promote": (cmd_promote, "register the candidate; move champion if the gate passed"),
@@ -274,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (handler, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        if name in ("train", "evaluate"):
+        if name == "evaluate":
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
         if name == "rollback":
             p.add_argument(

@@ -1,7 +1,9 @@
 """The model artifact: one skops file holding the fitted transformer and the estimator.
 
 skops refuses to load any type it is not told to trust, unlike pickle. The list below is the
-complete set of non-default types our pipelines contain; anything else in a file is refused.
+complete set of types our pipelines contain beyond primitives, containers and numpy arrays:
+skops' own default list of every scikit-learn estimator is not used (see
+:mod:`plumbline.skops_compat`), so anything else in a file is refused.
 """
 
 from __future__ import annotations
@@ -13,17 +15,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
 from plumbline import skops_compat
 from plumbline.config import TrainConfig
 from plumbline.errors import PlumblineError
 
+# What build_estimator, assemble and features.build_transformer put in a model file.
+PIPELINE_TYPES: tuple[type, ...] = (
+    Pipeline,
+    ColumnTransformer,
+    SimpleImputer,
+    OneHotEncoder,
+    StandardScaler,
+    LogisticRegression,
+    HistGradientBoostingClassifier,
+    LabelEncoder,  # inside a fitted HistGradientBoostingClassifier (its classes)
+)
 TRUSTED_TYPES: list[str] = [
+    *(f"{cls.__module__}.{cls.__qualname__}" for cls in PIPELINE_TYPES),
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
@@ -96,14 +111,14 @@ def save_model(model: Pipeline, path: Path) -> None:
 
 def load_model(path: Path) -> Pipeline:
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        untrusted = skops_compat.untrusted_types(path)
     except Exception as err:
         raise ModelLoadError(f"{path} is not a readable skops model: {err}") from None
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise ModelLoadError(f"{path} contains types that are not trusted: {refused}")
     try:
-        model = sio.load(path, trusted=TRUSTED_TYPES)
+        model = skops_compat.load(path, TRUSTED_TYPES)
     except Exception as err:
         raise ModelLoadError(f"{path} could not be loaded: {err}") from None
     if not isinstance(model, Pipeline) or not hasattr(model, "predict_proba"):

@@ -1,17 +1,18 @@
 """The untracked lineage record of a training run: ``models/lineage.json`` (gitignored).
 
 DVC outputs hold only what the commit, the data and the params determine. What one particular
-run adds (the MLflow run and logged model, the git commit it ran at, when) is written here by
-train, and as tags on the MLflow run. Consumers find the run of the model in the workspace by
-the model file's MD5: from this record when it describes that file, else by searching MLflow
-for a run tagged with it (e.g. after ``dvc pull`` brought a model trained elsewhere).
+run adds (the git commit it ran at, when, the MLflow run and logged model) is written here by
+train and completed by evaluate, which logs the run; the same facts are tags on the MLflow run.
+Consumers find the run of the model in the workspace by the model file's MD5: from this record
+when it describes that file, else by searching MLflow for a run tagged with it (e.g. after
+``dvc pull`` brought a model trained elsewhere).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class RunRecord:
     mlflow_model_uri: str | None = None
     tracking_uri: str | None = None
     trained_at: str = ""
+    # What evaluate logs to the MLflow run beside the test metrics (train itself starts no MLflow).
+    train_params: dict[str, Any] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

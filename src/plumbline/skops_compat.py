@@ -10,21 +10,101 @@ rewrites the archive canonically: ids renumbered in the order ``schema.json`` li
 member files renamed to match, members stored in a fixed order with a fixed timestamp and
 permissions. ``skops.io.load`` reads the result like any skops file.
 
+Importing ``skops.io`` builds skops' default trusted list from
+``sklearn.utils.all_estimators()``, which imports every scikit-learn module: a second of
+start-up in every stage and server process, for a list plumbline never relies on (its loads
+pass the complete :data:`plumbline.model.TRUSTED_TYPES`). :data:`sio` is ``skops.io`` imported
+with that list made lazy: empty within :func:`explicit_trust` (:func:`load`,
+:func:`untrusted_types`), and computed as skops computes it on first use anywhere else, so
+other code in the process (logging a model to MLflow, say) sees skops' usual defaults. Import
+``sio`` from here, not ``skops.io``, for the saving to hold.
+
 This relies on skops internals (the member naming and the ``__id__`` / ``file`` keys of the
-schema) as of :data:`TESTED_SKOPS`; ``tests/unit/test_skops_compat.py`` fails loudly when an
-upgrade changes them.
+schema, and where the default list comes from) as of :data:`TESTED_SKOPS`;
+``tests/unit/test_skops_compat.py`` fails loudly when an upgrade changes them.
 """
 
 from __future__ import annotations
 
+import contextvars
+import importlib
 import io
 import json
+import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import sklearn.utils
 import skops
-import skops.io as sio
+
+
+class _DefaultEstimatorNames(list[str]):
+    """skops' default trusted estimator names, made lazy: empty inside :func:`explicit_trust`
+    (plumbline's own loads, which pass the complete list), else computed as skops does, on
+    first use. skops reads it only as ``SKLEARN_ESTIMATOR_TYPE_NAMES + <internal types>``."""
+
+    def names(self) -> list[str]:
+        if _explicit.get():
+            return []
+        if not self:
+            from skops.io._utils import get_type_name
+
+            found = (get_type_name(cls) for _, cls in sklearn.utils.all_estimators())
+            self.extend(name for name in found if name.startswith("sklearn."))
+        return list(self)
+
+    def __add__(self, other: list[str]) -> list[str]:  # type: ignore[override]
+        return self.names() + list(other)
+
+
+_explicit: contextvars.ContextVar[bool] = contextvars.ContextVar("explicit_trust", default=False)
+
+
+@contextmanager
+def explicit_trust() -> Iterator[None]:
+    """Within this block skops trusts only the types a call names (no default estimators)."""
+    reset = _explicit.set(True)
+    try:
+        yield
+    finally:
+        _explicit.reset(reset)
+
+
+def _import_skops_io() -> ModuleType:
+    lazy = _DefaultEstimatorNames()
+    if "skops.io" not in sys.modules:
+        discover = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: []
+        try:
+            importlib.import_module("skops.io")
+        finally:
+            sklearn.utils.all_estimators = discover
+    general = importlib.import_module("skops.io._general")
+    trusted_types = importlib.import_module("skops.io._trusted_types")
+    if general.SKLEARN_ESTIMATOR_TYPE_NAMES:  # skops.io was imported before plumbline
+        lazy.extend(general.SKLEARN_ESTIMATOR_TYPE_NAMES)
+    general.SKLEARN_ESTIMATOR_TYPE_NAMES = lazy  # type: ignore[attr-defined]
+    trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES = lazy  # type: ignore[attr-defined]
+    return sys.modules["skops.io"]
+
+
+sio = _import_skops_io()
+
+
+def load(path: Path, trusted: list[str]) -> Any:
+    with explicit_trust():
+        return sio.load(path, trusted=trusted)
+
+
+def untrusted_types(path: Path) -> list[str]:
+    """Every type in the file beyond primitives, containers and numpy (no default estimators)."""
+    with explicit_trust():
+        return list(sio.get_untrusted_types(file=path))
+
 
 TESTED_SKOPS = "0.16.0"
 SCHEMA = "schema.json"

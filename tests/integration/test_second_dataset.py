@@ -69,7 +69,7 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
         ["ingest"],
         ["validate"],
         ["featurize"],
-        ["train", "--no-mlflow"],
+        ["train"],
         ["evaluate", "--no-mlflow"],
     ):
         proc = run_cli("--params", str(tmp_path / "params.yaml"), *stage, root=tmp_path)

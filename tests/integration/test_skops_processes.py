@@ -43,3 +43,23 @@ def test_same_object_gives_the_same_bytes_in_separate_processes() -> None:
     assert all(m.date_time == skops_compat.FIXED_TIME for m in members)
     names = [m.filename for m in members[1:]]
     assert names == sorted(names)
+
+
+def test_plumbline_loads_a_model_without_skops_estimator_discovery() -> None:
+    """In a fresh process, plumbline's load trusts its own list and never runs skops'
+    all-estimators discovery (which imports every scikit-learn module)."""
+    script = """
+import sys
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from plumbline import skops_compat
+from plumbline.model import TRUSTED_TYPES
+x = np.arange(20.0).reshape(10, 2); y = np.array([0, 1] * 5)
+data = skops_compat.dumps(LogisticRegression().fit(x, y))
+with skops_compat.explicit_trust():
+    skops_compat.sio.loads(data, trusted=TRUSTED_TYPES)
+assert "sklearn.gaussian_process" not in sys.modules, "all_estimators ran"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

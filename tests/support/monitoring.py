@@ -112,7 +112,7 @@ def base_project() -> Path:
     root = session_dir() / "monitoring-base"
     shutil.copytree(history_project(), root)
     with in_project(root):
-        ok("train", "--no-mlflow")
+        ok("train")
         ok("evaluate", "--no-mlflow")
     return root
 

@@ -13,6 +13,7 @@ PACKAGE = REPO / "src" / "plumbline"
 
 # Lower number = lower layer. A module may import modules of its own or a lower layer.
 LAYERS: dict[str, int] = {
+    "bearer": 0,
     "errors": 0,
     "paths": 0,
     "timing": 0,

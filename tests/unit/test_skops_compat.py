@@ -9,9 +9,11 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 import skops
 import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -97,3 +99,84 @@ def test_an_unreferenced_member_is_refused() -> None:
         assert "stray.bin" in str(err)
     else:
         raise AssertionError("an archive member schema.json does not reference was accepted")
+
+
+def test_skops_reads_its_default_estimator_list_where_skops_compat_replaces_it() -> None:
+    import inspect
+
+    import skops.io._general as general
+    import skops.io._trusted_types as trusted_types
+
+    assert trusted_types.all_estimators.__module__ == "sklearn.utils.discovery", (
+        "skops no longer builds SKLEARN_ESTIMATOR_TYPE_NAMES from sklearn.utils.all_estimators"
+    )
+    assert "SKLEARN_ESTIMATOR_TYPE_NAMES + " in inspect.getsource(general.ObjectNode.__init__), (
+        "skops' ObjectNode no longer reads the default list as `NAMES + internal types`"
+    )
+    assert general.SKLEARN_ESTIMATOR_TYPE_NAMES is trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES
+    assert type(general.SKLEARN_ESTIMATOR_TYPE_NAMES).__name__ == "_DefaultEstimatorNames"
+    assert skops_compat.sio is sio
+
+
+def _frame_and_transformer() -> tuple[pd.DataFrame, pd.Series, Any]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=200),
+            "b": np.where(rng.random(200) < 0.1, np.nan, rng.normal(size=200)),
+            "c": rng.choice(["x", "y"], 200),
+        }
+    )
+    y = (frame["a"] + rng.normal(size=200) > 0).astype(int)
+    numeric = Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())])
+    transformer = ColumnTransformer(
+        [("num", numeric, ["a", "b"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["c"])]
+    ).fit(frame)
+    return frame, y, transformer
+
+
+def test_the_trusted_list_alone_loads_both_estimators_and_the_imputer(tmp_path: Path) -> None:
+    """plumbline's loads trust TRUSTED_TYPES only (no default estimators), so it must name
+    every type our models hold; anything else is refused."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from plumbline.config import TrainConfig
+    from plumbline.model import ModelLoadError, assemble, build_estimator, load_model
+
+    frame, y, transformer = _frame_and_transformer()
+    x = transformer.transform(frame)
+    for estimator in ("logistic_regression", "hist_gradient_boosting"):
+        model = assemble(transformer, build_estimator(TrainConfig(estimator=estimator)).fit(x, y))
+        path = tmp_path / f"{estimator}.skops"
+        skops_compat.dump(model, path)
+        assert "sklearn.pipeline.Pipeline" in skops_compat.untrusted_types(path)
+        loaded = load_model(path)
+        assert np.allclose(loaded.predict_proba(frame), model.predict_proba(frame))
+
+    forest = assemble(transformer, RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y))
+    skops_compat.dump(forest, tmp_path / "forest.skops")
+    with pytest.raises(ModelLoadError, match="RandomForestClassifier"):
+        load_model(tmp_path / "forest.skops")
+
+
+def test_outside_plumbline_s_loads_skops_keeps_its_default_estimator_list(
+    tmp_path: Path,
+) -> None:
+    """Other code in the process (a user's own MLflow logging) sees skops' usual defaults."""
+    frame, y, transformer = _frame_and_transformer()
+    model = assemble_lr(transformer, frame, y)
+    path = tmp_path / "model.skops"
+    skops_compat.dump(model, path)
+    assert sio.get_untrusted_types(file=path) == ["numpy.dtype"]  # skops never trusts it
+    with skops_compat.explicit_trust():
+        assert "sklearn.pipeline.Pipeline" in sio.get_untrusted_types(file=path)
+    assert sio.get_untrusted_types(file=path) == ["numpy.dtype"]  # skops never trusts it
+
+
+def assemble_lr(transformer: Any, frame: pd.DataFrame, y: pd.Series) -> Pipeline:
+    from plumbline.model import assemble
+
+    return assemble(transformer, LogisticRegression().fit(transformer.transform(frame), y))

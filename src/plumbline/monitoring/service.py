@@ -20,7 +20,6 @@ A background thread refreshes drift and live metrics every ``monitor.interval_s`
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import threading
@@ -32,8 +31,10 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from plumbline.bearer import refusal
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.monitoring.monitor import Monitor, render
@@ -118,16 +119,29 @@ def create_app(
         description="Drift, live performance from delayed labels, retraining trigger.",
     )
 
-    def authorized(request: Request) -> None:
-        if not token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+    # HTTPBearer only documents the scheme (securitySchemes, per-route security) and reads the
+    # header; the check and the RFC 6750 answer are the server's own (plumbline.bearer).
+    bearer = HTTPBearer(
+        scheme_name="monitorToken",
+        description="the token in the variable monitor.token_env names",
+        auto_error=False,
+    )
 
-    guard = [Depends(authorized)]
+    def authorized(request: Request, _: object = Depends(bearer)) -> None:
+        assert token is not None
+        refused = refusal(request.headers.get("authorization", ""), token)
+        if refused is not None:
+            detail, challenge = refused
+            raise HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
+
+    guard: dict[str, Any] = (
+        {
+            "dependencies": [Depends(authorized)],
+            "responses": {401: {"description": "missing or wrong bearer token"}},
+        }
+        if token
+        else {}
+    )
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -157,12 +171,12 @@ def create_app(
 
     app.get("/status")(status)
 
-    @app.post("/refresh", dependencies=guard)
+    @app.post("/refresh", **guard)
     def refresh() -> dict[str, Any]:
         monitor.refresh()
         return status()
 
-    @app.post("/feedback", dependencies=guard)
+    @app.post("/feedback", **guard)
     async def feedback(request: Request) -> Response:
         try:
             body = await request.json()
@@ -210,7 +224,7 @@ def create_app(
         log.info("retrain request (%s): %s: %s", trigger, decision.outcome, decision.reason)
         return asdict(decision)
 
-    @app.post("/alerts", dependencies=guard)
+    @app.post("/alerts", **guard)
     def alerts(payload: AlertmanagerWebhook) -> dict[str, Any]:
         wanted = set(monitor.params.retrain.trigger_alerts)
         firing = sorted(
@@ -227,11 +241,11 @@ def create_app(
             }
         return {**start(f"alert {', '.join(triggers)}", force=False), "firing": firing}
 
-    @app.post("/retrain", dependencies=guard)
+    @app.post("/retrain", **guard)
     def retrain(force: bool = False) -> dict[str, Any]:
         return start("manual (POST /retrain)", force=force)
 
-    @app.post("/report", dependencies=guard)
+    @app.post("/report", **guard)
     def report() -> dict[str, Any]:
         from plumbline.monitoring import livereport
 

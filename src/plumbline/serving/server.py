@@ -31,7 +31,6 @@ import asyncio
 import copy
 import dataclasses
 import gc
-import hmac
 import itertools
 import logging
 import multiprocessing as mp
@@ -55,6 +54,7 @@ from pydantic import TypeAdapter
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from plumbline.bearer import refusal
 from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
@@ -832,16 +832,12 @@ def _predict_token(serve: Any) -> str | None:
 
 def _check_bearer(request: Request, token: str) -> Response | None:
     """None when the request carries ``Authorization: Bearer <token>``, else the 401."""
-    given = request.headers.get("authorization", "")
-    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    refused = refusal(request.headers.get("authorization", ""), token)
+    if refused is None:
         return None
-    challenge = 'Bearer realm="plumbline"'
-    if given:
-        challenge += ', error="invalid_token"'
+    detail, challenge = refused
     return JSONResponse(
-        {"detail": "missing or wrong bearer token" if given else "a bearer token is required"},
-        status_code=401,
-        headers={"WWW-Authenticate": challenge},
+        {"detail": detail}, status_code=401, headers={"WWW-Authenticate": challenge}
     )
 
 

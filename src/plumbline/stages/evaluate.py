@@ -1,12 +1,16 @@
 """Evaluate: score the model on the time-ordered test split.
 
 Writes ``reports/metrics.json`` (DVC metrics), the data behind the ROC, PR, confusion and
-calibration plots (DVC plots) and PNG renderings of them (viewable offline).
+calibration plots (DVC plots) and PNG renderings of them (viewable offline), and logs the
+model's MLflow run: train's params and metrics from the lineage record, the model, the test
+metrics and the figures.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +23,21 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from plumbline import skops_compat
 from plumbline.artifacts import write_json
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.metrics import classification_metrics
-from plumbline.model import load_model, positive_proba
+from plumbline.model import TRUSTED_TYPES, ModelCard, load_model, positive_proba
 from plumbline.paths import Layout
-from plumbline.runrecord import current_record, find_train_run
+from plumbline.runrecord import (
+    COMMIT_TAG,
+    MODEL_MD5_TAG,
+    MODEL_URI_TAG,
+    RunRecord,
+    current_record,
+    find_train_run,
+)
 from plumbline.timing import phase
 from plumbline.tracking import md5_file
 
@@ -127,25 +139,80 @@ def render_figures(
 
 
 def log_to_mlflow(
-    params: Params, paths: Layout, metrics: dict[str, float], figures: list[Path]
-) -> None:
-    """Attach test metrics to the run that trained models/model.skops, if this store has it."""
+    params: Params,
+    paths: Layout,
+    model: Any,
+    example: pd.DataFrame,
+    metrics: dict[str, float],
+    figures: list[Path],
+) -> str | None:
+    """The one MLflow run of the model in the workspace, and its ID.
+
+    A model train just fitted (its lineage record has no run yet) gets a new run with train's
+    params, metrics, tags and card, the model itself, then the test metrics and figures;
+    evaluating that model again (an evaluate param changed) adds to the same run. A model with
+    no lineage record here (``dvc pull`` brought it) is found by its MD5 tag, or not logged.
+    """
     from plumbline.tracking import configure
 
     record = current_record(paths)
     mlflow = configure(params.mlflow, paths.root)
-    client = mlflow.tracking.MlflowClient()
     run_id = record.mlflow_run_id if record else None
-    if run_id is None:
+    if record is None:
+        client = mlflow.tracking.MlflowClient()
         experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
         found = find_train_run(client, [experiment.experiment_id], md5_file(paths.model))
         if found is None:
-            return
+            return None
         run_id = found.info.run_id
-    with mlflow.start_run(run_id=run_id):
+    card = ModelCard.read(paths.model_card) if record and run_id is None else None
+    run_name = f"train-{card.estimator}" if card else None
+    with mlflow.start_run(run_id=run_id, run_name=run_name) as active:
+        if record is not None and card is not None:
+            _log_training(mlflow, record, card, model, example)
+            record.mlflow_run_id = active.info.run_id
+            record.tracking_uri = mlflow.get_tracking_uri()
+            record.write(paths.run_record)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         for fig in figures:
             mlflow.log_artifact(str(fig), artifact_path="figures")
+        return str(active.info.run_id)
+
+
+def _log_training(
+    mlflow: Any, record: RunRecord, card: ModelCard, model: Any, example: pd.DataFrame
+) -> None:
+    from mlflow.models import infer_signature
+
+    from plumbline.tracking import pip_requirements
+
+    mlflow.log_params({k: ("null" if v is None else v) for k, v in record.train_params.items()})
+    mlflow.log_metrics(record.train_metrics)
+    mlflow.set_tags(
+        {
+            "plumbline.contract": card.contract,
+            COMMIT_TAG: record.git_commit or "unknown",
+            MODEL_MD5_TAG: record.model_md5,
+            **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
+        }
+    )
+    mlflow.log_dict(asdict(card), "model_card.json")
+    with warnings.catch_warnings():
+        # MLflow warns that integer columns cannot hold missing values; the contract decides
+        # nullability, and serving validates requests against it, not MLflow.
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, positive_proba(model, example))
+    with skops_compat.explicit_trust():  # MLflow checks the file against the list it is given
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=pip_requirements(),
+            signature=signature,
+        )
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+    record.mlflow_model_uri = info.model_uri
 
 
 def run(
@@ -166,7 +233,7 @@ def run(
     if mlflow_logging:
         try:
             with phase("mlflow"):
-                log_to_mlflow(params, paths, metrics, figures)
+                log_to_mlflow(params, paths, model, test[features].head(5), metrics, figures)
         except Exception as err:  # the metrics files are the record; MLflow is a mirror
             log.warning("could not log evaluation to MLflow: %s", err)
     return metrics

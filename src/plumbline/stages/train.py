@@ -1,24 +1,22 @@
 """Train: fit the configured estimator on the transformed training split.
 
 Saves one artifact, ``models/model.skops`` (transformer + estimator), and a model card beside
-it (both DVC outputs, byte-reproducible); logs params, metrics, the git commit, the data hashes
-and the model to MLflow, and writes the run's lineage record (``models/lineage.json``,
-untracked) with the MLflow run, the logged model and the commit.
+it (both DVC outputs, byte-reproducible), and writes the run's lineage record
+(``models/lineage.json``, untracked): the commit, the params and the training metrics. Evaluate
+logs all of it, with the model, to one MLflow run, so a pipeline run starts MLflow once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.metrics import log_loss, roc_auc_score
 
+from plumbline import skops_compat
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.features import numeric_profile
@@ -31,9 +29,8 @@ from plumbline.model import (
     save_model,
 )
 from plumbline.paths import Layout
-from plumbline.runrecord import COMMIT_TAG, MODEL_MD5_TAG, MODEL_URI_TAG, RunRecord, now
-from plumbline.timing import phase
-from plumbline.tracking import configure, git_commit, md5_file, pip_requirements
+from plumbline.runrecord import RunRecord, now
+from plumbline.tracking import git_commit, md5_file
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +71,9 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
-def run(
-    params: Params, contract: Contract, paths: Layout, log_to_mlflow: bool = True
-) -> tuple[ModelCard, RunRecord]:
+def run(params: Params, contract: Contract, paths: Layout) -> tuple[ModelCard, RunRecord]:
     train = pd.read_parquet(paths.train_split)
-    transformer = sio.load(paths.transformer, trusted=TRUSTED_TYPES)
+    transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
     model = fit(train, transformer, contract, params)
     save_model(model, paths.model)
 
@@ -106,49 +101,17 @@ def run(
     )
     card.write(paths.model_card)
     record = RunRecord(
-        model_md5=md5_file(paths.model), git_commit=git_commit(paths.root), trained_at=now()
+        model_md5=md5_file(paths.model),
+        git_commit=git_commit(paths.root),
+        trained_at=now(),
+        train_params=flatten(
+            "",
+            {
+                "train": params.train.model_dump(mode="json"),
+                "featurize": params.featurize.model_dump(mode="json"),
+            },
+        ),
+        train_metrics=train_metrics,
     )
-    if log_to_mlflow:
-        with phase("mlflow"):
-            mlflow = configure(params.mlflow, paths.root)
-            from mlflow.models import infer_signature
-
-            example = train[features].head(5)
-            with warnings.catch_warnings():
-                # MLflow warns that integer columns cannot hold missing values; the contract
-                # decides nullability, and serving validates requests against it, not MLflow.
-                warnings.simplefilter("ignore", UserWarning)
-                signature = infer_signature(example, positive_proba(model, example))
-            with mlflow.start_run(run_name=f"train-{params.train.estimator}") as active:
-                logged = flatten(
-                    "",
-                    {
-                        "train": params.train.model_dump(mode="json"),
-                        "featurize": params.featurize.model_dump(mode="json"),
-                    },
-                )
-                mlflow.log_params({k: ("null" if v is None else v) for k, v in logged.items()})
-                mlflow.log_metrics(train_metrics)
-                mlflow.set_tags(
-                    {
-                        "plumbline.contract": contract.name,
-                        COMMIT_TAG: record.git_commit or "unknown",
-                        MODEL_MD5_TAG: record.model_md5,
-                        **{f"plumbline.data.{k}": v for k, v in card.data_hashes.items()},
-                    }
-                )
-                mlflow.log_dict(asdict(card), "model_card.json")
-                info = mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    serialization_format="skops",
-                    skops_trusted_types=TRUSTED_TYPES,
-                    pip_requirements=pip_requirements(),
-                    signature=signature,
-                )
-                mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-                record.mlflow_run_id = active.info.run_id
-                record.mlflow_model_uri = info.model_uri
-                record.tracking_uri = mlflow.get_tracking_uri()
     record.write(paths.run_record)
     return card, record
