@@ -22,9 +22,13 @@ Everything runs on loopback, in this order:
 3. Prometheus cost: the server with ``serve.metrics: true`` and ``false`` side by side,
    alternating concurrency-64 runs (throughput and the servers' CPU time per request);
 4. one 10,000-row request end to end (client sends, server validates, scores and answers,
-   client parses the JSON), median of several.
+   client parses the JSON), median of several;
+5. rollout modes: one server switched between rollout off, shadow and canary (0.1) through
+   ``POST /admin/rollout``, alternating concurrency-64 runs (``rollout_bench.py``;
+   ``--rollout-only`` runs just this part).
 
 Usage: python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--json out.json]
+       [--rollout-only]
 Targets (issue 4): >= 2,000 req/s at concurrency 64 with p99 <= 60 ms and no errors, >= 8x the
 naive app, p50 <= 8 ms at concurrency 1, 10k rows <= 250 ms, ready <= 5 s, metrics <= 5 %.
 Goals (issue 10), at concurrency 64: >= 8x plain LitServe, >= 40 % of the raw-ASGI floor.
@@ -199,7 +203,7 @@ def server_params(work: Path, name: str, **serve: Any) -> Path:
 
 
 def start_server(
-    work: Path, name: str, tracking_uri: str, **serve: Any
+    work: Path, name: str, tracking_uri: str, extra_env: dict[str, str] | None = None, **serve: Any
 ) -> tuple[Process, str, float]:
     port = free_port()
     params = server_params(work, name, **serve)
@@ -214,11 +218,33 @@ def start_server(
             "--port",
             str(port),
         ],
-        env(MLFLOW_TRACKING_URI=tracking_uri),
+        env(MLFLOW_TRACKING_URI=tracking_uri, **(extra_env or {})),
         work / f"{name}.log",
     )
     url = f"http://127.0.0.1:{port}"
     return proc, url, proc.wait_ready(url)
+
+
+def rollout_part(work: Path, uri: str, script: Path, seconds: int, rounds: int) -> dict[str, Any]:
+    """Part 5: rollout off vs shadow vs canary on one server (see rollout_bench.py)."""
+    import rollout_bench
+
+    rollout_bench.register_challenger(uri, MODEL, MODEL_NAME)
+    server, url, _ = start_server(
+        work, "rollout", uri, extra_env={"PLUMBLINE_ADMIN_TOKEN": rollout_bench.ADMIN_TOKEN}
+    )
+    try:
+        deadline = time.monotonic() + 120  # steady state: after the replacement preload
+        while "preloaded" not in server.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        wrk(url, 16, 2, script, "warm-up")
+        result = rollout_bench.compare(
+            url, lambda u, label: wrk(u, 64, max(5, seconds // 2), script, label, server), rounds
+        )
+    finally:
+        server.stop()
+    print("\n".join(rollout_bench.lines(result)), flush=True)
+    return result
 
 
 def register(work: Path) -> str:
@@ -410,6 +436,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--model", type=Path, default=None, help="the skops model to serve")
     parser.add_argument("--test-split", type=Path, default=None, help="records to send")
+    parser.add_argument(
+        "--rollout-only",
+        action="store_true",
+        help="only part 5: rollout off vs shadow vs canary at concurrency 64",
+    )
     args = parser.parse_args()
     global MODEL, TEST_SPLIT
     MODEL = (args.model or MODEL).resolve()
@@ -435,6 +466,13 @@ def main() -> None:
                 ", ".join(f"[[{json.dumps({'dataframe_records': [r]})}]]" for r in singles),
             )
         )
+        if args.rollout_only:
+            results["rollout"] = rollout_part(
+                work, register(work), script, args.duration, args.rounds
+            )
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+            return
         big = json.dumps(test_records(10_000)).encode()
         missing_store = f"sqlite:///{work / 'no-registry.db'}"
 
@@ -514,6 +552,8 @@ def main() -> None:
                 cpu[label].append(run.cpu_ms_per_request)
         on.stop()
         off.stop()
+        # 5. rollout off / shadow / canary on one server
+        results["rollout"] = rollout_part(work, uri, script, args.duration, args.rounds)
         # Paired, adjacent runs: the median of the per-round ratios resists the noise of a
         # shared machine better than the ratio of means.
         cost = 1 - statistics.median(a / b for a, b in zip(rps["on"], rps["off"], strict=True))

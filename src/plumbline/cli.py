@@ -232,6 +232,12 @@ def cmd_monitoring(ctx: StageContext, args: argparse.Namespace) -> str:
     return commands.run(ctx, args)
 
 
+def cmd_rollout(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.monitoring import rolloutcmd
+
+    return rolloutcmd.run(ctx, args)
+
+
 COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str]] = {
     "ingest": (cmd_ingest, "read the configured source into typed Parquet"),
     "validate": (cmd_validate, "run the contract's GX suite, quarantine failing rows"),
@@ -249,6 +255,7 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
     "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
     "replay": (cmd_monitoring, "send the later part of the data as traffic, then its labels"),
+    "rollout": (cmd_rollout, "challenger beside the champion: status | shadow | canary | off"),
 }
 
 
@@ -298,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
             from plumbline.monitoring.commands import add_arguments
 
             add_arguments(name, p)
+        if handler is cmd_rollout:
+            from plumbline.monitoring import rolloutcmd
+
+            rolloutcmd.add_arguments(p)
     return parser
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from plumbline.errors import PlumblineError
 from plumbline.paths import project_root
@@ -187,6 +194,79 @@ class PredictionLogConfig(StrictModel):
     )
 
 
+class RolloutDecideConfig(StrictModel):
+    """When the monitor calls a rollout (``plumbline rollout status`` prints the same verdict)."""
+
+    min_labelled_rows: int = Field(
+        default=500, ge=20, description="No verdict on fewer labelled rows per arm"
+    )
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
+        default="roc_auc", description="The metric whose verdict promotes or ends a rollout"
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The challenger must beat the champion by more than this (the whole 95 % "
+        "interval of the difference beyond it) to count as better",
+    )
+    auto: bool = Field(
+        default=False,
+        description="The monitor promotes a better challenger and ends the rollout of a worse "
+        "one (or one breaking the limits below) by itself",
+    )
+    window_rows: int = Field(
+        default=5000, ge=20, description="Newest labelled rows of the rollout the verdict uses"
+    )
+    bootstrap: int = Field(default=1000, ge=100, description="Bootstrap resamples")
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="A challenger failing (load or scoring) on more than this share of its "
+        "requests ends the rollout",
+    )
+    max_latency_ratio: float = Field(
+        default=1.5,
+        gt=1.0,
+        description="... or whose mean scoring time is more than this times the champion's",
+    )
+    min_requests: int = Field(
+        default=200, ge=1, description="Requests per arm before the error and latency limits apply"
+    )
+
+
+class RolloutConfig(StrictModel):
+    """A second model (``challenger_alias``) beside the champion: shadow or canary traffic."""
+
+    mode: Literal["off", "shadow", "canary"] = Field(
+        default="off",
+        description="off: champion only; shadow: both score every request, the champion "
+        "answers; canary: canary_fraction of requests answered by the challenger",
+    )
+    challenger_alias: str = Field(
+        default="challenger", description="Alias of the second model (models:/<name>@<alias>)"
+    )
+    canary_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Share of requests the challenger answers"
+    )
+    sticky_key: str | None = Field(
+        default=None,
+        description="A record field, X-Request-ID or another header name: the same key always "
+        "lands on the same arm; null = each request drawn at random",
+    )
+    server_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the monitor and `plumbline rollout` reach the server's /admin/rollout",
+    )
+    decide: RolloutDecideConfig = RolloutDecideConfig()
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false: that is what the user meant.
+        return "off" if value is False else value
+
+
 class ServeConfig(StrictModel):
     """The online prediction server (serve/): model source, API limits, batching, reload."""
 
@@ -253,6 +333,7 @@ class ServeConfig(StrictModel):
         description="A process that ran this long before dying is restarted at once",
     )
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> ServeConfig:

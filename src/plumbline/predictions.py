@@ -20,6 +20,10 @@ PREFIX = "predictions-"
 IN_PROGRESS = ".inprogress"
 META_COLUMNS = ("request_id", "row", "received_at", "model_name", "model_version")
 OUTPUT_COLUMNS = ("probability", "label")
+# Who answered (``champion`` / ``challenger``), under which rollout mode, and in shadow mode the
+# challenger's version and score of the same row (null otherwise). Files written before these
+# columns existed read as arm "champion", rollout "off".
+ROLLOUT_COLUMNS = ("arm", "rollout", "shadow_version", "shadow_probability")
 
 
 def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
@@ -36,6 +40,10 @@ def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
     fields += [
         pa.field("probability", pa.float64(), nullable=False),
         pa.field("label", pa.int8(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("rollout", pa.string(), nullable=False),
+        pa.field("shadow_version", pa.string(), nullable=True),
+        pa.field("shadow_probability", pa.float64(), nullable=True),
     ]
     return pa.schema(fields, metadata={"plumbline.contract": contract.name})
 

@@ -39,6 +39,9 @@ AMTOOL = shutil.which("amtool")
 
 RULES = MONITORING / "rules/plumbline.rules.yml"
 RULE_TESTS = MONITORING / "tests/rules_test.yml"
+# Every rule file Prometheus loads (rules/*.yml) and the promtool tests of each.
+RULE_FILES = (RULES, MONITORING / "rules/rollout.rules.yml")
+RULE_TEST_FILES = (RULE_TESTS, MONITORING / "tests/rollout_rules_test.yml")
 DASHBOARD = MONITORING / "grafana/dashboards/plumbline.json"
 
 HISTORY_STEP = 8  # every 8th row of the first 60 % of the file: 3,089 rows
@@ -397,7 +400,8 @@ def write_log(
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    """The alert rules of every file in RULE_FILES."""
+    groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 

@@ -161,7 +161,13 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
     for name in ("api", "bootstrap", "monitor"):
         assert environment(service(name))["MLFLOW_TRACKING_URI"] == registry, name
     assert set(environment(service("api"))) == {"MLFLOW_TRACKING_URI", params.serve.admin_token_env}
-    assert set(environment(service("monitor"))) == {"MLFLOW_TRACKING_URI", params.monitor.token_env}
+    assert set(environment(service("monitor"))) == {
+        "MLFLOW_TRACKING_URI",
+        params.monitor.token_env,
+        params.serve.admin_token_env,  # the rollout decider switches the API's mode
+        "PLUMBLINE_SERVER_URL",
+    }
+    assert environment(service("monitor"))["PLUMBLINE_SERVER_URL"] == "http://api:8000"
     # MLflow answers only the Host headers it is told: the name the others use must be one.
     argv = command(service("mlflow"))
     allowed = argv[argv.index("--allowed-hosts") + 1].split(",")

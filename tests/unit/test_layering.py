@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "report": 7,
     "lineage": 7,
     "serving": 7,
+    "stats": 2,
     "monitoring": 8,
     "bootstrap": 9,
     "cli": 10,

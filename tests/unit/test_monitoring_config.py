@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from support.monitoring import DASHBOARD, RULE_TESTS, RULES, alert_rules
+from support.monitoring import DASHBOARD, RULE_FILES, RULE_TEST_FILES, RULES, alert_rules
 from support.paths import MONITORING, REPO
 
 from plumbline.config import RetrainConfig, load_params
+from plumbline.monitoring.arms import ROLLOUT_METRICS
 from plumbline.monitoring.monitor import METRICS
 
 
@@ -46,7 +47,8 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
         assert rule["labels"]["severity"] in ("page", "warning")
     fired: set[str] = set()
     quiet: set[str] = set()
-    for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+    cases = [c for path in RULE_TEST_FILES for c in yaml.safe_load(path.read_text())["tests"]]
+    for case in cases:
         for check in case["alert_rule_test"]:
             (fired if check["exp_alerts"] else quiet).add(check["alertname"])
     assert set(names) <= fired, f"alerts without a firing unit test: {set(names) - fired}"
@@ -74,14 +76,17 @@ def test_prometheus_scrapes_the_api_and_the_monitor() -> None:
         "alertmanager:9093"
     ]
     assert (MONITORING / config["rule_files"][0]).parent == RULES.parent
+    assert set(RULES.parent.glob("*.yml")) == set(RULE_FILES)  # each one is tested
 
 
 def known_metrics() -> set[str]:
     """Series names the server and the monitor export (with the histogram/counter suffixes)."""
-    source = (REPO / "src/plumbline/serving/metrics.py").read_text()
-    server = set(re.findall(r'\(\s*"(plumbline_[a-z_]+)"', source))
+    server: set[str] = set()
+    for module in ("metrics.py", "rolloutmetrics.py"):
+        source = (REPO / "src/plumbline/serving" / module).read_text()
+        server |= set(re.findall(r'\(\s*"(plumbline_[a-z_]+)"', source))
     names = set()
-    for name in server | set(METRICS):
+    for name in server | set(METRICS) | set(ROLLOUT_METRICS):
         names |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return names
 
@@ -144,3 +149,31 @@ def test_grafana_provisioning_and_dashboard() -> None:
 def test_monitoring_files_are_valid_yaml() -> None:
     for path in Path(MONITORING).rglob("*.yml"):
         assert yaml.safe_load(path.read_text()) is not None, path
+
+
+def test_rollout_dashboard_shows_each_arm_and_uses_exported_series() -> None:
+    path = MONITORING / "grafana/dashboards/rollout.json"
+    board = json.loads(path.read_text())
+    assert path.read_text() == json.dumps(board, indent=2) + "\n", "keep the JSON readable"
+    assert board["uid"] != dashboard()["uid"]
+    known = known_metrics()
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    cells: set[tuple[int, int]] = set()
+    for panel in board["panels"]:
+        g = panel["gridPos"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not (mine & cells) and g["x"] + g["w"] <= 24, panel["title"]
+        cells |= mine
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "prometheus" and panel["description"]
+        for target in panel["targets"]:
+            for name in re.findall(r"\bplumbline_[a-z_]+", target["expr"]):
+                assert name in known, f"{name} ({panel['title']}) is not exported"
+    per_arm = [p["title"] for p in panels if all("arm" in t["legendFormat"] for t in p["targets"])]
+    for topic in ("requests", "errors", "latency", "positive rate", "roc auc", "log loss"):
+        assert any(topic in t.lower() for t in per_arm), f"no per-arm panel about {topic}"
+    titles = " | ".join(p["title"].lower() for p in panels)
+    assert "shadow divergence" in titles and "verdict" in titles

@@ -443,9 +443,12 @@ class MonitorCollector:
         yield from (runs, running, last_failed, last_end, last_duration, triggers)
 
 
-def render(monitor: Monitor) -> tuple[bytes, str]:
+def render(monitor: Monitor, *extra: Any) -> tuple[bytes, str]:
+    """``extra``: more collectors (objects with ``collect()``), e.g. the rollout's."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector(monitor))
+    for collector in extra:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST

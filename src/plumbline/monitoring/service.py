@@ -39,6 +39,7 @@ from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.monitoring.monitor import Monitor, render
 from plumbline.monitoring.retrain import Retrainer
+from plumbline.monitoring.rolloutdecide import Decider
 from plumbline.monitoring.store import Outcome
 
 log = logging.getLogger("plumbline.monitor")
@@ -82,13 +83,19 @@ def _problem(loc: list[Any], msg: str) -> dict[str, Any]:
 
 
 def create_app(
-    monitor: Monitor, retrainer: Retrainer, token: str | None = None, refresh_loop: bool = True
+    monitor: Monitor,
+    retrainer: Retrainer,
+    token: str | None = None,
+    refresh_loop: bool = True,
+    decider: Decider | None = None,
 ) -> FastAPI:
     stop = threading.Event()
 
     def loop() -> None:
         while True:
             monitor.refresh()
+            if decider is not None:
+                _decide(decider)
             if stop.wait(monitor.cfg.interval_s):
                 return
 
@@ -142,8 +149,18 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        payload, content_type = render(monitor)
+        payload, content_type = render(monitor, *([decider] if decider else []))
         return Response(payload, media_type=content_type)
+
+    @app.get("/rollout")
+    def rollout() -> dict[str, Any]:
+        """The rollout verdict (per-arm figures, intervals) and the last decision."""
+        report = decider.report if decider else None
+        last = decider.last if decider else None
+        return {
+            "report": report.to_dict() if report else None,
+            "decision": last.to_dict() if last else None,
+        }
 
     def status() -> dict[str, Any]:
         return {
@@ -238,6 +255,13 @@ def create_app(
     return app
 
 
+def _decide(decider: Decider) -> None:
+    try:
+        decider.step()
+    except Exception:
+        log.exception("rollout decision failed")
+
+
 def build(params: Params, contract: Contract, root: Path) -> tuple[Monitor, Retrainer]:
     monitor = Monitor(params, contract, root)
     retrainer = Retrainer(
@@ -254,6 +278,9 @@ def serve(params: Params, contract: Contract, root: Path, host: str, port: int) 
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     monitor, retrainer = build(params, contract, root)
     token = os.environ.get(params.monitor.token_env) or None
-    app = create_app(monitor, retrainer, token)
+    from plumbline.monitoring import rolloutdecide
+
+    decider = rolloutdecide.build(params, monitor.store, monitor.state_dir, root)
+    app = create_app(monitor, retrainer, token, decider=decider)
     log.info("monitor on %s:%d: log %s, state %s", host, port, monitor.log_dir, monitor.state_dir)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

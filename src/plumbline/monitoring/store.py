@@ -28,11 +28,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from plumbline.contract import Contract
-from plumbline.predictions import META_COLUMNS, OUTPUT_COLUMNS, finished_files
+from plumbline.predictions import META_COLUMNS, OUTPUT_COLUMNS, ROLLOUT_COLUMNS, finished_files
 
 log = logging.getLogger(__name__)
 
 _SQL_TYPES = {"integer": "INTEGER", "float": "REAL", "category": "TEXT", "string": "TEXT"}
+# The rollout columns (plumbline.predictions.ROLLOUT_COLUMNS), with the value of rows logged
+# before they existed.
+_ROLLOUT_SQL = {
+    "arm": ("TEXT NOT NULL DEFAULT 'champion'", "champion"),
+    "rollout": ("TEXT NOT NULL DEFAULT 'off'", "off"),
+    "shadow_version": ("TEXT", None),
+    "shadow_probability": ("REAL", None),
+}
 MAX_LISTED = 100  # ids listed in a feedback answer; the counts are always complete
 
 
@@ -151,6 +159,14 @@ class MonitorStore:
                 conn.execute(
                     f"ALTER TABLE predictions ADD COLUMN {_q(name)} {_SQL_TYPES[self.types[name]]}"
                 )
+            for name, (sql_type, _) in _ROLLOUT_SQL.items():
+                if name not in stored:
+                    conn.execute(f"ALTER TABLE predictions ADD COLUMN {_q(name)} {sql_type}")
+            # The rollout verdict reads the newest rows logged under a rollout.
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS predictions_rollout "
+                "ON predictions (rollout, received_at)"
+            )
 
     # --- the prediction log -----------------------------------------------------------------
 
@@ -180,7 +196,7 @@ class MonitorStore:
                         (path.name, message, time.time()),
                     )
                 continue
-            names = [*META_COLUMNS, *self.features, *OUTPUT_COLUMNS]
+            names = [*META_COLUMNS, *self.features, *OUTPUT_COLUMNS, *ROLLOUT_COLUMNS]
             sql = (
                 f"INSERT OR IGNORE INTO predictions ({', '.join(_q(n) for n in names)}) "
                 f"VALUES ({', '.join('?' for _ in names)})"
@@ -233,6 +249,8 @@ class MonitorStore:
             )
         columns.append(table["probability"].to_pylist())
         columns.append(table["label"].to_pylist())
+        for name, (_, default) in _ROLLOUT_SQL.items():
+            columns.append(table[name].to_pylist() if name in names else [default] * table.num_rows)
         return list(zip(*columns, strict=True))
 
     # --- feedback ---------------------------------------------------------------------------

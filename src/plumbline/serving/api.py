@@ -9,6 +9,7 @@ the scoring metrics and appends the batch to the prediction log (in the backgrou
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import litserve as ls
 import numpy as np
@@ -29,9 +30,14 @@ from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog import Batch, PredictionLog
 from plumbline.serving.source import ModelSource, SourceSettings
 
+if TYPE_CHECKING:
+    from plumbline.serving.rollout import Rollout
+
 log = logging.getLogger("plumbline.serving")
 
-Payload = tuple[str, float, list[tuple[Any, ...]], bool]
+# (request_id, received_at, rows, single[, sticky header value]): the fifth item only when
+# serve.rollout.sticky_key names a header (plumbline.serving.rollout).
+Payload = tuple[Any, ...]
 Output = tuple[int, bytes]
 
 NOT_READY = orjson.dumps({"detail": "no model is loaded yet; see GET /ready"})
@@ -115,10 +121,44 @@ class PredictAPI(ls.LitAPI):
             source, self.metrics, self.shared, self.worker_id, serve.poll_interval_s, prefetch
         )
         self.models.start()
+        self.rollout = self._rollout(source.settings)
+        self.rollout.start()
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         gc.collect()
         gc.freeze()  # long-lived start-up objects: out of the collector's full passes
+
+    def _rollout(self, champion: SourceSettings) -> Rollout:
+        """The challenger side (serve.rollout): idle until a rollout mode is set."""
+        from plumbline.serving.rollout import ChallengerManager, Rollout
+        from plumbline.serving.rolloutmetrics import ArmMetrics
+
+        serve = self.settings.serve
+        arm_metrics = ArmMetrics(serve.metrics)
+
+        def challenger() -> ChallengerManager:
+            settings = dataclasses.replace(
+                champion, alias=serve.rollout.challenger_alias, fallback=None
+            )
+            source = ModelSource(settings, self.settings.contract, self.settings.features)
+            # ArmMetrics stands in for ServeMetrics: the challenger's loads are counted on
+            # its own series, never on the champion's model_ready / reloads.
+            metrics: Any = arm_metrics
+            return ChallengerManager(
+                source, metrics, self.shared, self.worker_id, serve.poll_interval_s
+            )
+
+        return Rollout(
+            serve.rollout,
+            self.settings.features,
+            self.threshold,
+            arm_metrics,
+            self.predlog,
+            self.metrics.scored,
+            challenger,
+            self.shared,
+            self.worker_id,
+        )
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if not self.stopping:
@@ -129,6 +169,7 @@ class PredictAPI(ls.LitAPI):
     def shutdown(self) -> None:
         """Flush the prediction log and stop the watcher (called by the loop when idle)."""
         self.models.stop()
+        self.rollout.stop()
         self.metrics.flush()
         if self.predlog is not None:
             self.predlog.close()
@@ -143,18 +184,21 @@ class PredictAPI(ls.LitAPI):
         model = self.models.active  # read once: the whole batch is scored by one version
         if model is None:
             return [(503, NOT_READY)] * len(requests)
+        if self.rollout.active:
+            return self.rollout.predict(requests, model)
         rows: list[tuple[Any, ...]] = []
         counts: list[int] = []
-        for _, _, request_rows, _ in requests:
-            rows.extend(request_rows)
-            counts.append(len(request_rows))
+        for request in requests:
+            rows.extend(request[2])
+            counts.append(len(request[2]))
         probabilities = model.scorer.proba(rows)
         labels = (probabilities >= self.threshold).astype(np.int64)
         outputs: list[Output] = []
         start = 0
         p_list = probabilities.tolist()
         l_list = labels.tolist()
-        for (request_id, _, _, single), n in zip(requests, counts, strict=True):
+        for request, n in zip(requests, counts, strict=True):
+            request_id, single = request[0], request[3]
             if single:
                 body = orjson.dumps(
                     {

@@ -58,6 +58,10 @@ class Batch:
     rows: list[tuple[Any, ...]]
     probabilities: np.ndarray
     labels: np.ndarray
+    arm: str = "champion"  # who answered these rows (plumbline.serving.rollout)
+    rollout: str = "off"
+    shadow_version: str | None = None  # shadow mode: the challenger that also scored them
+    shadow_probabilities: np.ndarray | None = None
 
 
 class PredictionLog:
@@ -258,6 +262,7 @@ class PredictionLog:
         columns["label"] = pa.array(
             np.concatenate([b.labels for b in batches]).astype(np.int8), pa.int8()
         )
+        columns.update(_rollout_columns(batches))
         return pa.table(columns, schema=self.schema)
 
     def _open_file(self) -> None:
@@ -316,6 +321,29 @@ class PredictionLog:
         finished = finished_files(self.directory)
         for old in finished[: max(0, len(finished) - self.cfg.max_files)]:
             old.unlink(missing_ok=True)
+
+
+def _rollout_columns(batches: list[Batch]) -> dict[str, pa.Array]:
+    """The arm that answered each row, the mode, and the shadow challenger's score if any."""
+    arms: list[str] = []
+    modes: list[str] = []
+    versions: list[str | None] = []
+    shadow: list[np.ndarray] = []
+    for b in batches:
+        n = len(b.rows)
+        arms.extend([b.arm] * n)
+        modes.extend([b.rollout] * n)
+        versions.extend([b.shadow_version] * n)
+        shadow.append(
+            np.full(n, np.nan) if b.shadow_probabilities is None else b.shadow_probabilities
+        )
+    scores = np.concatenate(shadow) if shadow else np.empty(0)
+    return {
+        "arm": pa.array(arms, pa.string()),
+        "rollout": pa.array(modes, pa.string()),
+        "shadow_version": pa.array(versions, pa.string()),
+        "shadow_probability": pa.array(scores, pa.float64(), mask=np.isnan(scores)),
+    }
 
 
 def _open_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:

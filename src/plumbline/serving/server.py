@@ -59,6 +59,9 @@ from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
 from plumbline.serving.reload import RELOAD_REQUEST, worker_key
+from plumbline.serving.rollout import sticky_header
+from plumbline.serving.rolloutadmin import RolloutAdmin
+from plumbline.serving.rolloutadmin import document as document_rollout
 from plumbline.serving.schema import (
     ErrorBody,
     Prediction,
@@ -77,6 +80,7 @@ ROUTES = (
     "/health",
     "/metrics",
     "/admin/reload",
+    "/admin/rollout",
     "/docs",
     "/openapi.json",
     "/info",
@@ -189,6 +193,7 @@ class PlumblineServer(ls.LitServer):
         serve = settings.serve
         self.settings = settings
         self._predict_token = _predict_token(serve)
+        self._sticky_header = sticky_header(serve.rollout.sticky_key, settings.features)
         self._routing: _Routing | None = None
         self._supervisor_lock = threading.Lock()
         self._stopping = False
@@ -473,6 +478,9 @@ class PlumblineServer(ls.LitServer):
             methods=["POST"],
             summary="Load the alias's current version now (bearer token)",
         )
+        rollout = RolloutAdmin(self.settings, lambda: self.shared, _check_bearer)
+        # One route for both methods: a 405 then lists both in its Allow header.
+        app.add_api_route("/admin/rollout", rollout.handle, methods=["GET", "POST"])
 
     def _openapi(self) -> dict[str, Any]:
         app: FastAPI = self.app
@@ -598,6 +606,7 @@ class PlumblineServer(ls.LitServer):
             "409": described("The version was rejected; the old one keeps serving", {}),
             "504": described("The workers did not report back in time"),
         }
+        document_rollout(paths, described)
         schema["paths"] = {"/predict": {"post": predict}, **paths}
         app.openapi_schema = schema
         return schema
@@ -630,14 +639,12 @@ class PlumblineServer(ls.LitServer):
         future: asyncio.Future[None] = loop.create_future()
         self.response_buffer[uid] = compat.response_buffer_item(_Waiter(future))
         queue = self.litapi_request_queues["/predict"]
+        payload: tuple[Any, ...] = (request_id, time.time(), rows, single)
+        if self._sticky_header is not None:  # the rollout's sticky key is this header
+            payload += (request.headers.get(self._sticky_header),)
         try:
             queue.put(
-                (
-                    request.app.response_queue_id,
-                    uid,
-                    time.monotonic(),
-                    (request_id, time.time(), rows, single),
-                ),
+                (request.app.response_queue_id, uid, time.monotonic(), payload),
                 worker=worker,
             )
         except Overloaded:
