@@ -2,7 +2,8 @@
 
 The files in ``monitoring/`` name docker compose hosts (``api:8000``, ``monitor:8001``,
 ``alertmanager:9093``). These functions write copies for processes on other hosts and ports
-(the integration tests and ``benchmarks/replay_loop.py`` use loopback ports), optionally with
+(the integration tests and ``make demo`` (:mod:`plumbline.monitoring.demo`) use loopback
+ports), optionally with
 every rule's pending time (``for``) and Alertmanager's grouping waits shortened so that a
 demonstration does not take an hour. Everything else (jobs, expressions, routes, receivers)
 is the repository's.
@@ -15,12 +16,16 @@ from typing import Any
 
 import yaml
 
-from support.paths import MONITORING
+from plumbline.paths import project_root
 
 
-def rules(directory: Path, pending: str | None = None, source: Path = MONITORING) -> Path:
+def _source(source: Path | None) -> Path:
+    return source if source is not None else project_root() / "monitoring"
+
+
+def rules(directory: Path, pending: str | None = None, source: Path | None = None) -> Path:
     """A copy of rules/plumbline.rules.yml; every ``for`` set to ``pending`` if given."""
-    spec = yaml.safe_load((source / "rules/plumbline.rules.yml").read_text())
+    spec = yaml.safe_load((_source(source) / "rules/plumbline.rules.yml").read_text())
     if pending is not None:
         for group in spec["groups"]:
             for rule in group["rules"]:
@@ -38,10 +43,10 @@ def prometheus(
     alertmanager: str | None = None,
     interval: str | None = None,
     pending: str | None = None,
-    source: Path = MONITORING,
+    source: Path | None = None,
 ) -> Path:
     """prometheus.yml with each job's target replaced (``targets``: job name -> host:port)."""
-    config: dict[str, Any] = yaml.safe_load((source / "prometheus.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((_source(source) / "prometheus.yml").read_text())
     if interval is not None:
         config["global"].update(
             scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval
@@ -66,11 +71,11 @@ def alertmanager(
     directory: Path,
     monitor_url: str,
     timings: dict[str, str] | None = None,
-    source: Path = MONITORING,
+    source: Path | None = None,
 ) -> Path:
     """alertmanager.yml with the retrain webhook pointed at ``monitor_url``; ``timings``
     (group_wait, group_interval, repeat_interval) replace those of every route that sets them."""
-    config: dict[str, Any] = yaml.safe_load((source / "alertmanager.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((_source(source) / "alertmanager.yml").read_text())
     route = config["route"]
     for node in [route, *route.get("routes", [])]:
         for key, value in (timings or {}).items():
