@@ -78,6 +78,8 @@ TIMING_PARAMS = frozenset(
 STACK_SETTINGS = frozenset(
     {
         "replay.rate",
+        "replay.fast_rows",
+        "replay.slow_rate",
         "replay.label_delay_s",
         "prometheus.scrape_interval",
         "prometheus.rules.for",
@@ -114,7 +116,9 @@ DEFAULTS: dict[str, Any] = {
     # A rejected retrain (too little evidence on its window) may be retried with more labels
     # within the run; retrain.min_new_labels (a decision setting) still applies.
     "retrain.cooldown_s": 30.0,
-    "replay.rate": 20.0,
+    "replay.rate": 30.0,
+    "replay.fast_rows": 3000,
+    "replay.slow_rate": 18.0,
     "replay.label_delay_s": 5.0,
     "prometheus.scrape_interval": "5s",
     "prometheus.rules.for": "30s",
@@ -180,6 +184,8 @@ def shipped_values(root: Path) -> dict[str, Any]:
     out.update(
         {
             "replay.rate": None,
+            "replay.fast_rows": None,
+            "replay.slow_rate": None,
             "replay.label_delay_s": None,
             "prometheus.scrape_interval": prom["global"].get("scrape_interval"),
             "prometheus.rules.for": "per rule: " + ", ".join(pending),
@@ -401,10 +407,14 @@ def before_after(root: Path, swap_version: str, model_name: str) -> dict[str, An
 
     out: dict[str, Any] = {"served": {}, "same_rows_after_swap": {}}
     for version, part in frame.groupby("model_version", sort=False):
+        if part["outcome"].nunique() < 2:
+            continue
         out["served"][str(version)] = metrics(
             part["outcome"].to_numpy(), part["probability"].to_numpy()
         )
     after = frame[frame["model_version"] == swap_version]
+    if after["outcome"].nunique() < 2:  # the swap came too late for labelled traffic
+        return out
     registry = Registry(model_name, f"sqlite:///{root / 'mlflow.db'}")
     for version in sorted(out["served"]):
         model = registry.load(version)
@@ -528,10 +538,24 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
         )
         started = time.time()
         record["setup_s"] = round(started - began, 1)
-        rate, delay = settings["replay.rate"], settings["replay.label_delay_s"]
-        print(f"replaying the last 20 % at {rate:g} rows/s, outcomes after {delay:g}s", flush=True)
-        replay = subprocess.Popen(
-            [
+        delay = settings["replay.label_delay_s"]
+        fast_rows = int(settings["replay.fast_rows"])
+        source = Path(getattr(params.data.source, "path", "data/raw/bank-additional-full.csv"))
+        n_rows = sum(1 for _ in (root / source).open()) - 1  # minus the header
+        first = int(n_rows * params.featurize.train_fraction)
+        # Two parts: fast until the retrain can start (min_live_rows labels), then slower, so
+        # that a retrain finishing on two loaded cores still leaves post-swap traffic.
+        phases = [
+            (first, fast_rows, settings["replay.rate"]),
+            (first + fast_rows, None, settings["replay.slow_rate"]),
+        ]
+        summaries = []
+        for n, (start_row, rows, rate) in enumerate(phases):
+            print(
+                f"replaying from row {start_row} at {rate:g} rows/s, outcomes after {delay:g}s",
+                flush=True,
+            )
+            argv = [
                 sys.executable,
                 "-m",
                 "plumbline",
@@ -540,28 +564,43 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
                 f"http://127.0.0.1:{api}",
                 "--monitor",
                 f"http://127.0.0.1:{mon}",
+                # The row's own position: (row + 0.5) / rows survives float rounding.
+                "--start",
+                repr((start_row + 0.5) / n_rows),
                 "--rate",
                 str(rate),
                 "--label-delay",
                 str(delay),
                 "--concurrency",
                 "4",
+                "--id-prefix",
+                f"demo{n}",
                 "--summary",
-                str(root / "replay.json"),
-            ],
-            cwd=root,
-            env=stack.env,
-            stdout=(root / "replay.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        stack.procs.append(("replay", replay))
-        while replay.poll() is None:  # the monitor's view as it goes (estimate reasons)
-            with contextlib.suppress(requests.RequestException):
-                samples.append(requests.get(f"http://127.0.0.1:{mon}/status", timeout=30).json())
-            time.sleep(10)
-        print((root / "replay.log").read_text().strip().splitlines()[-1], flush=True)
-        record["replay"] = json.loads((root / "replay.json").read_text())
+                str(root / f"replay-{n}.json"),
+            ]
+            if rows is not None:
+                argv += ["--rows", str(rows)]
+            replay = subprocess.Popen(
+                argv,
+                cwd=root,
+                env=stack.env,
+                stdout=(root / f"replay-{n}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            stack.procs.append((f"replay-{n}", replay))
+            while replay.poll() is None:  # the monitor's view as it goes (estimate reasons)
+                with contextlib.suppress(requests.RequestException):
+                    samples.append(
+                        requests.get(f"http://127.0.0.1:{mon}/status", timeout=30).json()
+                    )
+                time.sleep(5)
+            print((root / f"replay-{n}.log").read_text().strip().splitlines()[-1], flush=True)
+            summaries.append(json.loads((root / f"replay-{n}.json").read_text()))
+        record["replay"] = {
+            k: sum(int(x.get(k, 0)) for x in summaries)
+            for k in ("rows", "ok_rows", "failed_requests", "feedback_posted", "feedback_failed")
+        } | {"parts": summaries}
         record["replay_s"] = round(time.time() - started, 1)
         # A retrain may still run; the whole demo stays within its budget.
         deadline = time.monotonic() + max(0.0, BUDGET_S - (time.time() - began))
@@ -570,9 +609,11 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
             if all(r["status"] != "running" for r in runs):
                 break
             time.sleep(5)
-        time.sleep(2 * params.monitor.interval_s + params.serve.prediction_log.rotate_s)
+        # The replay exits once every outcome is posted; the last log file finishes within
+        # rotate_s, and the refresh reads it.
+        time.sleep(params.serve.prediction_log.rotate_s + 1)
         status = requests.post(f"http://127.0.0.1:{mon}/refresh", timeout=120).json()
-        time.sleep(2 * float(str(settings["prometheus.scrape_interval"]).rstrip("s")))
+        time.sleep(float(str(settings["prometheus.scrape_interval"]).rstrip("s")) + 1)
         end = time.time()
         record["retrains"] = [
             {

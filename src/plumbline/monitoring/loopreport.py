@@ -51,9 +51,7 @@ def timeline(record: dict[str, Any]) -> list[tuple[float, str]]:
             )
         )
         if r["status"] == "running":
-            events.append(
-                (r["finished_s"], f"retrain {r['id']} still running when the demo ended")
-            )
+            events.append((r["finished_s"], f"retrain {r['id']} still running when the demo ended"))
         else:
             events.append((r["finished_s"], f"retrain {r['id']} ends: {r['status']}"))
         if r["status"] == "promoted":

@@ -537,6 +537,7 @@ class Retrainer:
             result.reason = (
                 f"gate failed, champion stays {result.champion_after or 'unset'}: "
                 + "; ".join(verdict.reasons)
+                + f" ({verdict.note})"
             )
 
     def _prune(self) -> None:
