@@ -118,7 +118,7 @@ DEFAULTS: dict[str, Any] = {
     "retrain.cooldown_s": 30.0,
     "replay.rate": 30.0,
     "replay.fast_rows": 3000,
-    "replay.slow_rate": 18.0,
+    "replay.slow_rate": 16.0,
     "replay.label_delay_s": 5.0,
     "prometheus.scrape_interval": "5s",
     "prometheus.rules.for": "30s",
@@ -609,11 +609,10 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
             if all(r["status"] != "running" for r in runs):
                 break
             time.sleep(5)
-        # The replay exits once every outcome is posted; the last log file finishes within
-        # rotate_s, and the refresh reads it.
-        time.sleep(params.serve.prediction_log.rotate_s + 1)
+        # The last log files and outcomes, then the scrapes that see them.
+        time.sleep(2 * params.monitor.interval_s + params.serve.prediction_log.rotate_s)
         status = requests.post(f"http://127.0.0.1:{mon}/refresh", timeout=120).json()
-        time.sleep(float(str(settings["prometheus.scrape_interval"]).rstrip("s")) + 1)
+        time.sleep(2 * float(str(settings["prometheus.scrape_interval"]).rstrip("s")))
         end = time.time()
         record["retrains"] = [
             {
