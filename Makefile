@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: all setup run test test-fast print-coverage-floor test-integration test-e2e lint serve monitor bench-pipeline \
-	bench-serve help
+	bench-serve demo help
 
 all: run ## set up (if needed) and run the pipeline end to end
 
@@ -60,6 +60,9 @@ serve: setup ## the prediction server on :8000 (models:/<name>@champion, else mo
 
 monitor: setup ## the monitor on :8001 (feedback, drift and live metrics, retrain trigger)
 	plumbline monitor --port 8001
+
+demo: setup ## the closed loop on the shipped defaults and data (drift, retrain, gate, promote, reload); writes reports/loop/
+	$(BIN)/python -m plumbline.monitoring.demo
 
 bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
 	$(BIN)/python benchmarks/pipeline_bench.py

@@ -122,7 +122,12 @@ def cmd_gate(ctx: StageContext, args: argparse.Namespace) -> str:
     from plumbline import gate
     from plumbline.verdict import GATE_FILE, GateFailed
 
-    result = gate.run(ctx.params, ctx.contract, ctx.paths)
+    if getattr(args, "retrain", False):
+        from plumbline import fairgate
+
+        result = fairgate.run(ctx.params, ctx.contract, ctx.paths)
+    else:
+        result = gate.run(ctx.params, ctx.contract, ctx.paths)
     if not result.passed:
         raise GateFailed(result.failure_message())
     return f"{result.summary()}; wrote {GATE_FILE}"
@@ -273,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         if name == "evaluate":
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+        if name == "gate":
+            p.add_argument(
+                "--retrain",
+                action="store_true",
+                help="the automatic retrain's gate: challenger vs re-scored champion on the "
+                "same newest rows, paired bootstrap (retrain.comparison)",
+            )
         if name == "rollback":
             p.add_argument(
                 "--reason", default="manual rollback", help="why (kept in the promotion history)"

@@ -138,6 +138,11 @@ class TrainConfig(StrictModel):
     seed: int = 42
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
     hist_gradient_boosting: HistGradientBoostingParams = HistGradientBoostingParams()
+    calibration: Literal["none", "sigmoid", "isotonic"] = Field(
+        default="none",
+        description="Wrap the estimator in scikit-learn's CalibratedClassifierCV (5-fold, "
+        "time order kept) so that its probabilities can estimate live performance (CBPE)",
+    )
 
 
 class EvaluateConfig(StrictModel):
@@ -355,6 +360,20 @@ class DriftConfig(StrictModel):
     min_rows: int = Field(default=200, ge=10, description="No verdict on fewer live rows")
 
 
+class EstimateConfig(StrictModel):
+    """Estimated live performance from the scores alone (CBPE), before outcomes arrive."""
+
+    enabled: bool = True
+    max_ece: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="No estimate for a version whose expected calibration error on its test "
+        "split is above this (CBPE needs calibrated probabilities)",
+    )
+    min_rows: int = Field(default=200, ge=10, description="Fewer logged rows: no estimate")
+
+
 class MonitorConfig(StrictModel):
     """``plumbline monitor``: drift and live performance from the prediction log + feedback."""
 
@@ -394,6 +413,7 @@ class MonitorConfig(StrictModel):
         description="If this variable is set, POST /alerts and /feedback need it as bearer token",
     )
     drift: DriftConfig = DriftConfig()
+    estimate: EstimateConfig = EstimateConfig()
 
 
 class RetrainWindowConfig(StrictModel):
@@ -423,6 +443,38 @@ class RetrainWindowConfig(StrictModel):
         return self
 
 
+class RetrainComparisonConfig(StrictModel):
+    """The fair gate of automatic retrains (``plumbline gate --retrain``): the challenger and
+    the re-scored champion on the same newest labelled rows (the window's test split, which
+    neither trained on), compared with a paired bootstrap so that a lucky window cannot
+    promote. Used instead of ``gate.max_regression``; the absolute floors still apply."""
+
+    enabled: bool = True
+    primary_metric: Literal["roc_auc", "pr_auc", "brier"] = "roc_auc"
+    min_improvement: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="The challenger must beat the champion on the primary metric by this much",
+    )
+    confidence: float = Field(
+        default=0.90,
+        gt=0.5,
+        lt=1.0,
+        description="... and the lower end of this paired-bootstrap interval of the difference "
+        "must be above 0",
+    )
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    tolerance: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much worse than the champion the challenger may be on the other "
+        "metrics (ROC AUC, PR AUC, Brier score)",
+    )
+    seed: int = 0
+
+
 class RetrainConfig(StrictModel):
     """What the monitor does when Alertmanager posts a firing alert to POST /alerts."""
 
@@ -432,6 +484,7 @@ class RetrainConfig(StrictModel):
             "PlumblineDataDrift",
             "PlumblinePredictionDrift",
             "PlumblineLivePerformanceDrop",
+            "PlumblineEstimatedPerformanceDrop",
         ],
         description="Firing alerts (by alertname) that start a retrain",
     )
@@ -450,6 +503,7 @@ class RetrainConfig(StrictModel):
     gate: GateConfig | None = Field(
         default=None, description="Gate thresholds for automatic retrains; null = the gate section"
     )
+    comparison: RetrainComparisonConfig = RetrainComparisonConfig()
 
 
 class Params(StrictModel):

@@ -29,3 +29,16 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
         "threshold": float(threshold),
         "rows": float(len(y)),
     }
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int) -> float:
+    """Mean gap between predicted probability and observed positive share over equal-width
+    probability bins, weighted by the rows in each (0 = calibrated)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in np.unique(which):
+        inside = which == b
+        gap += inside.sum() * abs(p[inside].mean() - y[inside].mean())
+    return float(gap / len(y)) if len(y) else float("nan")

@@ -42,6 +42,12 @@ TRUSTED_TYPES: list[str] = [
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    # train.calibration: CalibratedClassifierCV, its fitted folds and their calibrators (named,
+    # not imported: most processes never load a calibrated model).
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.isotonic.IsotonicRegression",
 ]
 
 
@@ -80,6 +86,16 @@ class ModelCard:
 
 
 def build_estimator(cfg: TrainConfig) -> Any:
+    base = _base_estimator(cfg)
+    if cfg.calibration == "none":
+        return base
+    from sklearn.calibration import CalibratedClassifierCV
+
+    # Unshuffled folds: the same data gives the same model.
+    return CalibratedClassifierCV(base, method=cfg.calibration, cv=5)
+
+
+def _base_estimator(cfg: TrainConfig) -> Any:
     if cfg.estimator == "logistic_regression":
         p = cfg.logistic_regression
         return LogisticRegression(

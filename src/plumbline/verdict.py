@@ -41,6 +41,8 @@ class GateResult:
     note: str
     checks: list[Check] = field(default_factory=list)
     created_at: str = ""
+    # The retrain gate's paired comparison (plumbline.fairgate); None for the offline gate.
+    comparison: dict[str, Any] | None = None
 
     @property
     def reasons(self) -> list[str]:

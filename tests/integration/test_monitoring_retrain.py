@@ -8,11 +8,13 @@ temporary SQLite MLflow store.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 from support.monitoring import MonitorProcess, labelled_project
 from support.serve import metric_value
@@ -157,6 +159,14 @@ def test_a_retrain_the_gate_rejects_leaves_the_champion(tmp_path: Path) -> None:
     # The window's params: the project's, with its own data source and the retrain gate.
     work = yaml.safe_load((Path(result.workdir) / "params.yaml").read_text())
     assert work["gate"]["min_roc_auc"] == 0.99
+    # The retrain gate compared both models on the window's test split; the verdict and the
+    # retrain record state both values, the difference and its interval.
+    verdict = json.loads((Path(result.workdir) / "reports/gate.json").read_text())
+    roc = verdict["comparison"]["metrics"]["roc_auc"]
+    assert roc["improvement"] == pytest.approx(roc["challenger"] - roc["champion"])
+    assert roc["interval"][0] <= roc["improvement"] <= roc["interval"][1]
+    figures = f"{roc['challenger']:.4f} vs champion version 1 {roc['champion']:.4f}"
+    assert figures in verdict["note"] and figures in result.reason
     assert work["data"]["source"]["path"].endswith("window.csv")
     assert yaml.safe_load(project.params.read_text())["gate"]["min_roc_auc"] == 0.0
     text = render(monitor)[0].decode()

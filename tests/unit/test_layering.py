@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "stages": 4,
     "registry": 5,
     "gate": 6,
+    "fairgate": 6,
     "report": 7,
     "lineage": 7,
     "serving": 7,

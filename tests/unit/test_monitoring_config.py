@@ -61,6 +61,7 @@ def test_retrain_alerts_are_the_ones_the_monitor_acts_on() -> None:
         "PlumblineDataDrift",
         "PlumblinePredictionDrift",
         "PlumblineLivePerformanceDrop",
+        "PlumblineEstimatedPerformanceDrop",
     }
     assert set(RetrainConfig().trigger_alerts) == retrain
     assert set(load_params(REPO / "params.yaml").retrain.trigger_alerts) == retrain

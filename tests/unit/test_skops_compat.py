@@ -148,9 +148,15 @@ def test_the_trusted_list_alone_loads_both_estimators_and_the_imputer(tmp_path: 
 
     frame, y, transformer = _frame_and_transformer()
     x = transformer.transform(frame)
-    for estimator in ("logistic_regression", "hist_gradient_boosting"):
-        model = assemble(transformer, build_estimator(TrainConfig(estimator=estimator)).fit(x, y))
-        path = tmp_path / f"{estimator}.skops"
+    for estimator, calibration in (
+        ("logistic_regression", "none"),
+        ("hist_gradient_boosting", "none"),
+        ("logistic_regression", "sigmoid"),
+        ("hist_gradient_boosting", "isotonic"),
+    ):
+        config = TrainConfig(estimator=estimator, calibration=calibration)
+        model = assemble(transformer, build_estimator(config).fit(x, y))
+        path = tmp_path / f"{estimator}-{calibration}.skops"
         skops_compat.dump(model, path)
         assert "sklearn.pipeline.Pipeline" in skops_compat.untrusted_types(path)
         loaded = load_model(path)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.monitoring import cbpe
 from plumbline.monitoring.drift import DriftReport, DriftThresholds, compare
 from plumbline.monitoring.references import ReferenceMissing, References
 from plumbline.monitoring.store import FeedbackResult, MonitorStore, Outcome
@@ -85,6 +86,7 @@ METRICS: dict[str, str] = {
     "plumbline_retrain_last_duration_seconds": "How long the last retrain took",
     "plumbline_retrain_triggers_total": "Retrain requests by outcome: started, busy, cooldown, "
     "not_enough_labels, disabled",
+    **cbpe.ESTIMATE_METRICS,
 }
 
 RETRAIN_RESULTS = ("promoted", "rejected", "failed")
@@ -145,6 +147,7 @@ class Snapshot:
     versions: list[dict[str, Any]] = field(default_factory=list)
     test_metrics: dict[str, float] | None = None
     feedback: dict[str, int] = field(default_factory=dict)
+    estimate: cbpe.Estimate | None = None  # CBPE of the serving version, or why there is none
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -278,6 +281,16 @@ class Monitor:
             else None
         )
         snap.score_rows = len(own)
+        est = self.params.monitor.estimate
+        if est.enabled:
+            snap.estimate = cbpe.estimate(
+                own["probability"].to_numpy(dtype=float),
+                version,
+                self.params.serve.threshold,
+                (reference.metrics or {}).get("ece"),
+                est.max_ece,
+                est.min_rows,
+            )
         snap.drift = compare(
             reference.profile,
             window[self.features],
@@ -382,6 +395,7 @@ class MonitorCollector:
             if snap.serving_version and _finite(value):
                 family.add_metric([snap.serving_version], float(value or 0.0))
             yield family
+        yield from cbpe.families(snap.estimate, gauge)
 
         # feedback
         outcomes = counter("plumbline_feedback_outcomes_total", ["result"])

@@ -506,7 +506,7 @@ class Retrainer:
         result.champion_before = registry.alias_version(CHAMPION)
         self._repro(workdir, env, deadline)
         plumbline = [sys.executable, "-m", "plumbline"]
-        code = self._step("gate", [*plumbline, "gate"], workdir, env, deadline)
+        code = self._step("gate", [*plumbline, "gate", "--retrain"], workdir, env, deadline)
         gate_file = workdir / GATE_FILE
         if not gate_file.is_file():
             raise RetrainError(f"gate failed without a verdict: {self._tail(workdir, 'gate')}")
@@ -537,6 +537,7 @@ class Retrainer:
             result.reason = (
                 f"gate failed, champion stays {result.champion_after or 'unset'}: "
                 + "; ".join(verdict.reasons)
+                + f" ({verdict.note})"
             )
 
     def _prune(self) -> None:

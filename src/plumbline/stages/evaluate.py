@@ -27,7 +27,7 @@ from plumbline import skops_compat
 from plumbline.artifacts import write_json
 from plumbline.config import Params
 from plumbline.contract import Contract
-from plumbline.metrics import classification_metrics
+from plumbline.metrics import classification_metrics, expected_calibration_error
 from plumbline.model import TRUSTED_TYPES, ModelCard, load_model, positive_proba
 from plumbline.paths import Layout
 from plumbline.runrecord import (
@@ -224,6 +224,8 @@ def run(
     y = contract.encode_target(test[contract.target.column])
     p = positive_proba(model, test[features])
     metrics = classification_metrics(y, p, params.evaluate.threshold)
+    # How far the probabilities are from calibrated: the monitor's CBPE estimate needs it.
+    metrics["ece"] = expected_calibration_error(y, p, params.evaluate.calibration_bins)
     write_json({k: round(v, 6) for k, v in metrics.items()}, paths.metrics)
     data = plot_data(y, p, params.evaluate.threshold, params.evaluate.calibration_bins)
     paths.plots.mkdir(parents=True, exist_ok=True)
