@@ -226,6 +226,12 @@ def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"the lineage of {what} is complete ({len(chain.links)} links)"
 
 
+def cmd_explain(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline import batchexplain
+
+    return batchexplain.run(ctx.params, ctx.contract, ctx.paths, args)
+
+
 # --- monitoring: the monitor service, drift report, retraining, replay ------------------------
 
 
@@ -248,6 +254,7 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
     "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
     "lineage": (cmd_lineage, "a version's or a prediction's chain: run, commit, params, data"),
+    "explain": (cmd_explain, "per-row contributions of a Parquet/CSV file of records"),
     "monitor": (cmd_monitoring, "run the monitor: feedback, drift/live metrics, retrain trigger"),
     "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
     "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
@@ -297,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "serve.prediction_log.dir)",
             )
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "explain":
+            from plumbline.batchexplain import add_arguments as explain_arguments
+
+            explain_arguments(p)
         if handler is cmd_monitoring:
             from plumbline.monitoring.commands import add_arguments
 
