@@ -1,7 +1,8 @@
 """Evaluate: score the model on the time-ordered test split.
 
 Writes ``reports/metrics.json`` (DVC metrics), the data behind the ROC, PR, confusion and
-calibration plots (DVC plots) and PNG renderings of them (viewable offline).
+calibration plots (DVC plots) and PNG renderings of them (viewable offline), and the audit
+reports of :mod:`plumbline.audit` (fairness per slice, global importance, the model card).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sklearn.metrics import (
 )
 
 from plumbline.artifacts import write_json
+from plumbline.audit import write_reports
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.metrics import classification_metrics
@@ -163,6 +165,8 @@ def run(
     for name, frame in data.items():
         frame.to_csv(paths.plots / f"{name}.csv", index=False, float_format="%.6f")
     figures = render_figures(data, metrics, paths.figures)
+    # fairness.json, importance, their figures and the model card
+    figures += write_reports(params, contract, paths, model, test, y, p, metrics)
     if mlflow_logging:
         try:
             with phase("mlflow"):
