@@ -36,6 +36,8 @@ def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
     fields += [
         pa.field("probability", pa.float64(), nullable=False),
         pa.field("label", pa.int8(), nullable=False),
+        # ?explain=K's explanation of the row as JSON; null when none was asked for
+        pa.field("explanation", pa.string(), nullable=True),
     ]
     return pa.schema(fields, metadata={"plumbline.contract": contract.name})
 

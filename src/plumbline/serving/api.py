@@ -1,7 +1,8 @@
 """The LitAPI: what each inference worker does with a batch of validated requests.
 
 Requests arrive already validated (the HTTP process checks them against the contract, see
-:mod:`plumbline.serving.schema`) as ``(request_id, received_at, rows, single)``. A batch of them
+:mod:`plumbline.serving.schema`) as ``(request_id, received_at, rows, single, explain)``
+(``explain``: the K of ``?explain=K``, 0 without it). A batch of them
 is scored with one vectorised call of the serving model's scorer, split back per request and
 encoded to the JSON bytes that the HTTP process returns unchanged. The worker also records
 the scoring metrics and appends the batch to the prediction log (in the background).
@@ -24,6 +25,7 @@ import orjson
 
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.serving.explaining import explained_output
 from plumbline.serving.loop import AdaptiveBatchLoop
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog import Batch, PredictionLog
@@ -31,7 +33,7 @@ from plumbline.serving.source import ModelSource, SourceSettings
 
 log = logging.getLogger("plumbline.serving")
 
-Payload = tuple[str, float, list[tuple[Any, ...]], bool]
+Payload = tuple[str, float, list[tuple[Any, ...]], bool, int]
 Output = tuple[int, bytes]
 
 NOT_READY = orjson.dumps({"detail": "no model is loaded yet; see GET /ready"})
@@ -145,7 +147,7 @@ class PredictAPI(ls.LitAPI):
             return [(503, NOT_READY)] * len(requests)
         rows: list[tuple[Any, ...]] = []
         counts: list[int] = []
-        for _, _, request_rows, _ in requests:
+        for _, _, request_rows, _, _ in requests:
             rows.extend(request_rows)
             counts.append(len(request_rows))
         probabilities = model.scorer.proba(rows)
@@ -154,7 +156,27 @@ class PredictAPI(ls.LitAPI):
         start = 0
         p_list = probabilities.tolist()
         l_list = labels.tolist()
-        for (request_id, _, _, single), n in zip(requests, counts, strict=True):
+        logged_explanations: list[str | None] | None = None
+        if any(r[4] for r in requests):
+            logged_explanations = [None] * len(rows)
+        for (request_id, _, request_rows, single, explain), n in zip(requests, counts, strict=True):
+            if explain:
+                assert logged_explanations is not None
+                outputs.append(
+                    explained_output(
+                        model,
+                        request_id,
+                        request_rows,
+                        single,
+                        explain,
+                        p_list[start : start + n],
+                        l_list[start : start + n],
+                        logged_explanations,
+                        start,
+                    )
+                )
+                start += n
+                continue
             if single:
                 body = orjson.dumps(
                     {
@@ -194,6 +216,7 @@ class PredictAPI(ls.LitAPI):
                     rows=rows,
                     probabilities=probabilities,
                     labels=labels,
+                    explanations=logged_explanations,
                 )
             )
         return outputs

@@ -17,7 +17,8 @@ failed write too (``..._write_failures_total``). Appending never waits for the d
 
 Columns: ``request_id``, ``row`` (position in the request), ``received_at`` (UTC),
 ``model_name``, ``model_version``, the feature columns as the contract types them,
-``probability`` and ``label``.
+``probability``, ``label`` and ``explanation`` (the JSON of ``?explain=K``'s answer for the
+row, null when it was not asked for).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Batch:
     rows: list[tuple[Any, ...]]
     probabilities: np.ndarray
     labels: np.ndarray
+    explanations: list[str | None] | None = None  # JSON per row, when ?explain was asked
 
 
 class PredictionLog:
@@ -258,6 +260,10 @@ class PredictionLog:
         columns["label"] = pa.array(
             np.concatenate([b.labels for b in batches]).astype(np.int8), pa.int8()
         )
+        explanations: list[str | None] = []
+        for b in batches:
+            explanations.extend(b.explanations or [None] * len(b.rows))
+        columns["explanation"] = pa.array(explanations, pa.string())
         return pa.table(columns, schema=self.schema)
 
     def _open_file(self) -> None:

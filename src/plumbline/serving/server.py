@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
+from plumbline.serving.explaining import parse_k
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
 from plumbline.serving.reload import RELOAD_REQUEST, worker_key
 from plumbline.serving.schema import (
@@ -545,6 +546,7 @@ class PlumblineServer(ls.LitServer):
                 f"Body larger than {self.settings.serve.max_body_bytes} bytes (refused before "
                 "parsing)"
             ),
+            "409": described("Explanations were asked for but the served model gives none"),
             "422": described("Invalid input: each problem with its field and reason"),
             "503": described(
                 "No scoring worker is ready, or the one holding the request died; retry",
@@ -557,6 +559,20 @@ class PlumblineServer(ls.LitServer):
             "description": "One record in, one prediction out; a list in, a list out (same "
             "order). Validated against the data contract.",
             "operationId": "predict",
+            "parameters": [
+                {
+                    "name": "explain",
+                    "in": "query",
+                    "required": False,
+                    "description": "Add each prediction's explanation: the K features of "
+                    "largest |contribution| to its log-odds (docs/explanations.md)",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": len(self.settings.features),
+                    },
+                }
+            ],
             "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
             "responses": predict_responses,
         }
@@ -615,6 +631,22 @@ class PlumblineServer(ls.LitServer):
         if body is None:
             return _too_large(serve.max_body_bytes)
         try:
+            explain = parse_k(request.query_params.get("explain"), len(self.settings.features))
+        except ValueError as why:
+            invalid = RequestInvalid(
+                [
+                    {
+                        "field": "explain",
+                        "loc": ["query", "explain"],
+                        "msg": str(why),
+                        "type": "value_error",
+                    }
+                ],
+                1,
+            )
+            process_metrics(serve.metrics).validation_failed(invalid.fields)
+            return Response(orjson.dumps(invalid.body()), status_code=422, media_type=_JSON)
+        try:
             rows, single = self.validator.parse(body)
         except RequestInvalid as err:
             process_metrics(serve.metrics).validation_failed(err.fields)
@@ -636,7 +668,7 @@ class PlumblineServer(ls.LitServer):
                     request.app.response_queue_id,
                     uid,
                     time.monotonic(),
-                    (request_id, time.time(), rows, single),
+                    (request_id, time.time(), rows, single, explain),
                 ),
                 worker=worker,
             )
