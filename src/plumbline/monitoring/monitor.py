@@ -29,6 +29,9 @@ from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.monitoring.drift import DriftReport, DriftThresholds, compare
 from plumbline.monitoring.references import ReferenceMissing, References
+from plumbline.monitoring.slices import METRICS as SLICE_METRICS
+from plumbline.monitoring.slices import families as slice_families
+from plumbline.monitoring.slices import live_slices
 from plumbline.monitoring.store import FeedbackResult, MonitorStore, Outcome
 from plumbline.paths import layout
 
@@ -85,6 +88,7 @@ METRICS: dict[str, str] = {
     "plumbline_retrain_last_duration_seconds": "How long the last retrain took",
     "plumbline_retrain_triggers_total": "Retrain requests by outcome: started, busy, cooldown, "
     "not_enough_labels, disabled",
+    **SLICE_METRICS,
 }
 
 RETRAIN_RESULTS = ("promoted", "rejected", "failed")
@@ -145,6 +149,7 @@ class Snapshot:
     versions: list[dict[str, Any]] = field(default_factory=list)
     test_metrics: dict[str, float] | None = None
     feedback: dict[str, int] = field(default_factory=dict)
+    slices: list[dict[str, Any]] = field(default_factory=list)  # live per-slice rates
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -264,6 +269,11 @@ class Monitor:
         labelled = self.store.labelled(self.cfg.label_window_rows, version)
         if len(labelled) >= self.cfg.min_labelled_rows:
             snap.live = live_performance(labelled, version)
+        snap.slices = live_slices(
+            window[window["model_version"] == version],
+            labelled if len(labelled) >= self.cfg.min_labelled_rows else None,
+            self.contract,
+        )
         try:
             reference = self.references.get(version)
         except ReferenceMissing as err:
@@ -382,6 +392,8 @@ class MonitorCollector:
             if snap.serving_version and _finite(value):
                 family.add_metric([snap.serving_version], float(value or 0.0))
             yield family
+
+        yield from slice_families(snap.slices, snap.serving_version)
 
         # feedback
         outcomes = counter("plumbline_feedback_outcomes_total", ["result"])
