@@ -132,15 +132,17 @@ def cmd_gate(ctx: StageContext, args: argparse.Namespace) -> str:
 
 
 def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.modelcard import MODEL_CARD_FILE, attach
     from plumbline.registry import CHALLENGER, CHAMPION, Registry
     from plumbline.verdict import GATE_FILE, GateResult
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
     done = registry.promote(ctx.params, ctx.paths, verdict)
+    card = attach(registry.client, registry.name, done.version, ctx.paths / MODEL_CARD_FILE)
     what = (
         f"{'found' if done.reused else 'registered'} {registry.name!r} version "
-        f"{done.version}; {CHALLENGER} -> {done.version}"
+        f"{done.version}; {CHALLENGER} -> {done.version}; model card: {card or 'none'}"
     )
     if done.champion_moved:
         return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
@@ -164,6 +166,7 @@ def cmd_rollback(ctx: StageContext, args: argparse.Namespace) -> str:
 
 
 def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.modelcard import CARD_TAG
     from plumbline.registry import CHAMPION, Registry, history_lines, versions_table
 
     registry = Registry.from_params(ctx.params, ctx.root)
@@ -176,6 +179,9 @@ def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
         print(f"\n{CHAMPION} history (latest last):")
         print("\n".join(history_lines(events)))
     champion = registry.alias_version(CHAMPION)
+    card = next((r.tags.get(CARD_TAG) for r in rows if r.version == champion), None)
+    if card:
+        print(f"\n{CHAMPION} model card: {card} (also the version's description)")
     return (
         f"{len(rows)} version{'s' if len(rows) != 1 else ''} of {registry.name!r}; "
         f"{CHAMPION}: "
