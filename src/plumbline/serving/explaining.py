@@ -48,6 +48,9 @@ def build(
         attribution = explainer.explain(transform(explainer, scorer, rows))
     except ExplainUnsupported as err:
         return ServedExplainer(None, str(err))
+    except Exception as err:  # explanations must never keep a good model from serving
+        log.exception("explanations disabled: building the explainer failed")
+        return ServedExplainer(None, f"building the explainer failed: {type(err).__name__}")
     p = np.clip(scorer.proba(rows), 1e-300, 1 - 1e-16)
     expected = np.log(p) - np.log1p(-p)
     total = attribution.base + attribution.contributions.sum(axis=1)

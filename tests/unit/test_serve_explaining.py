@@ -1,0 +1,91 @@
+"""The worker's side of ?explain=K: the K parser, the load-time smoke check of the explainer,
+and explained answers equal to the batch explainer's."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from support.serve import artifacts
+
+from plumbline.contract import Contract
+from plumbline.model import load_model
+from plumbline.serving.explaining import ServedExplainer, build, explained_output, parse_k
+from plumbline.serving.scorer import compile_scorer, smoke_rows
+from plumbline.serving.source import ServedModel
+
+
+def test_k_must_be_a_feature_count() -> None:
+    assert parse_k(None, 19) == 0
+    assert parse_k("1", 19) == 1 and parse_k("19", 19) == 19
+    for bad in ("0", "20", "-1", "abc", "", "2.0", " 3"):
+        with pytest.raises(ValueError, match="from 1 to 19"):
+            parse_k(bad, 19)
+
+
+def _boosted(contract: Contract):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from plumbline.config import FeaturizeConfig, TrainConfig
+    from plumbline.features import build_transformer
+    from plumbline.model import assemble, build_estimator
+
+    a = artifacts()
+    train = pd.read_parquet(a.root / "train.parquet")
+    transformer = build_transformer(contract, a.features, FeaturizeConfig())
+    x = transformer.fit_transform(train[a.features])
+    cfg = TrainConfig(estimator="hist_gradient_boosting")
+    estimator = build_estimator(cfg).fit(x, contract.encode_target(train["y"]))
+    return assemble(transformer, estimator)
+
+
+def _served(contract: Contract, estimator: str = "lr") -> tuple[ServedModel, list[tuple]]:
+    a = artifacts()
+    pipeline = load_model(a.model) if estimator == "lr" else _boosted(contract)
+    scorer = compile_scorer(pipeline, contract, a.features)
+    explanations = build(pipeline, a.features, scorer, smoke_rows(contract, a.features))
+    rows = list(a.test_frame()[a.features].astype(object).itertuples(index=False, name=None))
+    return ServedModel("m", "1", "local", scorer, 0.0, explanations), rows
+
+
+@pytest.mark.parametrize("estimator", ["lr", "hgb"])
+def test_explained_answers_add_up_and_are_logged(contract: Contract, estimator: str) -> None:
+    model, rows = _served(contract, estimator)
+    assert model.explanations is not None and model.explanations.explainer is not None
+    rows = rows[:50]
+    p = model.scorer.proba(rows)
+    logged: list[str | None] = [None] * (len(rows) + 5)
+    status, body = explained_output(
+        model, "r", rows, False, 2, p.tolist(), [int(x >= 0.5) for x in p], logged, 5
+    )
+    assert status == 200
+    answers = orjson.loads(body)
+    for answer, prob in zip(answers, p, strict=True):
+        e = answer["explanation"]
+        total = e["base"] + sum(c["contribution"] for c in e["contributions"]) + e["other"]
+        assert abs(total - np.log(prob / (1 - prob))) < 1e-6
+    assert logged[:5] == [None] * 5
+    assert [orjson.loads(t) for t in logged[5:]] == [a["explanation"] for a in answers]
+
+
+def test_a_model_without_explainer_answers_409_with_the_reason(contract: Contract) -> None:
+    model, rows = _served(contract)
+    none = ServedModel("m", "7", "local", model.scorer, 0.0, ServedExplainer(None, "no baseline"))
+    status, body = explained_output(none, "r", rows[:1], True, 1, [0.1], [0], [None], 0)
+    assert status == 409
+    assert "version 7" in orjson.loads(body)["detail"] and "no baseline" in body.decode()
+
+
+def test_an_explainer_that_disagrees_with_the_scorer_is_not_served(contract: Contract) -> None:
+    a = artifacts()
+    pipeline = load_model(a.model)
+    scorer = compile_scorer(pipeline, contract, a.features)
+
+    class Shifted:
+        kind = "shifted"
+
+        def proba(self, rows):  # type: ignore[no-untyped-def]
+            return np.clip(scorer.proba(rows) * 1.01, 0, 1)
+
+    served = build(pipeline, a.features, Shifted(), smoke_rows(contract, a.features))
+    assert served.explainer is None and "differ from the scores" in served.reason
