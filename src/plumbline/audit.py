@@ -74,10 +74,19 @@ def _row_range(values: pd.Series) -> str:
     return f"{int(values.min())}-{int(values.max())}" if len(values) else "-"
 
 
+def _record(path: Path) -> dict[str, Any]:
+    """A stage's JSON record; empty when that stage has not run here (the card says so)."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def split_facts(
     params: Params, contract: Contract, paths: Layout, test: pd.DataFrame
 ) -> dict[str, Any]:
-    train_rows = pq.read_table(paths.train_split, columns=[SOURCE_ROW]).column(0).to_pandas()
+    train_rows = (
+        pq.read_table(paths.train_split, columns=[SOURCE_ROW]).column(0).to_pandas()
+        if paths.train_split.is_file()
+        else pd.Series([], dtype="int64")
+    )
     cfg = params.featurize
     order = (
         f"Time-ordered by `{contract.time_column}`"
@@ -126,8 +135,8 @@ def write_reports(
         contract=contract,
         features=features,
         excluded=list(params.featurize.exclude_columns),
-        ingest=json.loads(paths.ingest_record.read_text()),
-        validation=json.loads(paths.validation_report.read_text()),
+        ingest=_record(paths.ingest_record),
+        validation=_record(paths.validation_report),
         split=split_facts(params, contract, paths, test),
         metrics={k: round(v, 6) for k, v in metrics.items()},
         intervals=bootstrap_intervals(y, p, threshold, SEED),

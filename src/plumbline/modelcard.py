@@ -93,6 +93,8 @@ def render(c: CardInputs) -> str:
     ]
     source = c.ingest.get("source", {})
     where = source.get("path") or source.get("url") or source.get("table") or "-"
+    if not c.validation:
+        lines.append("- _No validation record (reports/validation.json): run `dvc repro`._")
     lines += [
         f"- Source: {source.get('kind', '-')} `{where}`",
         f"- Content hash (sha256 of the typed rows): `{c.ingest.get('content_sha256', '-')}`",
