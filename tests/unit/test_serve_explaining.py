@@ -76,16 +76,24 @@ def test_a_model_without_explainer_answers_409_with_the_reason(contract: Contrac
     assert "version 7" in orjson.loads(body)["detail"] and "no baseline" in body.decode()
 
 
-def test_an_explainer_that_disagrees_with_the_scorer_is_not_served(contract: Contract) -> None:
+def test_an_explainer_that_disagrees_with_the_pipeline_is_not_served(contract: Contract) -> None:
     a = artifacts()
     pipeline = load_model(a.model)
     scorer = compile_scorer(pipeline, contract, a.features)
+    rows = smoke_rows(contract, a.features)
+    # the smoke rows' range ends saturate the probabilities; the check is in log-odds
+    assert build(pipeline, a.features, scorer, rows).explainer is not None
 
     class Shifted:
+        """A transform that drifted from the pipeline's."""
+
         kind = "shifted"
 
         def proba(self, rows):  # type: ignore[no-untyped-def]
-            return np.clip(scorer.proba(rows) * 1.01, 0, 1)
+            return scorer.proba(rows)
 
-    served = build(pipeline, a.features, Shifted(), smoke_rows(contract, a.features))
-    assert served.explainer is None and "differ from the scores" in served.reason
+        def transform(self, rows):  # type: ignore[no-untyped-def]
+            return scorer.transform(rows) * 1.01
+
+    served = build(pipeline, a.features, Shifted(), rows)
+    assert served.explainer is None and "differ from the log-odds" in served.reason

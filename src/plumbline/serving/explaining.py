@@ -1,7 +1,8 @@
 """``POST /predict?explain=K``: the worker's side of per-decision explanations.
 
 A served model gets an :class:`plumbline.explain.Explainer` when it is loaded, checked on the
-smoke rows like the scorer: its log-odds must equal the scorer's (within 1e-6), else the model
+smoke rows like the scorer: base plus contributions, computed on the scorer's transform, must
+equal the pipeline's own log-odds (``decision_function``, within 1e-6), else the model
 is served without explanations (a request asking for them gets 409 naming the reason). Only the
 requests of a batch that ask for an explanation pay for it; the others are answered as before.
 """
@@ -21,7 +22,7 @@ from plumbline.explain import Explainer, ExplainUnsupported, explanation_json
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
-AGREEMENT = 1e-6  # log-odds of explainer vs scorer on the smoke rows
+AGREEMENT = 1e-6  # log-odds of explainer vs pipeline on the smoke rows
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,15 @@ def build(
     except Exception as err:  # explanations must never keep a good model from serving
         log.exception("explanations disabled: building the explainer failed")
         return ServedExplainer(None, f"building the explainer failed: {type(err).__name__}")
-    p = np.clip(scorer.proba(rows), 1e-300, 1 - 1e-16)
-    expected = np.log(p) - np.log1p(-p)
+    # In log-odds, not via the probabilities: the smoke rows' range ends saturate them.
+    from plumbline.serving.scorer import rows_frame
+
+    expected = np.asarray(pipeline.decision_function(rows_frame(rows, features)), dtype=float)
     total = attribution.base + attribution.contributions.sum(axis=1)
     worst = float(np.max(np.abs(total - expected))) if len(rows) else 0.0
     if not math.isfinite(worst) or worst > AGREEMENT:
-        log.warning("explanations disabled: they differ from the scores by %.3g", worst)
-        return ServedExplainer(None, f"the explanations differ from the scores by {worst:.3g}")
+        log.warning("explanations disabled: they differ from the log-odds by %.3g", worst)
+        return ServedExplainer(None, f"the explanations differ from the log-odds by {worst:.3g}")
     return ServedExplainer(explainer, "")
 
 
