@@ -97,3 +97,35 @@ def test_an_explainer_that_disagrees_with_the_pipeline_is_not_served(contract: C
 
     served = build(pipeline, a.features, Shifted(), rows)
     assert served.explainer is None and "differ from the log-odds" in served.reason
+
+
+def test_a_batch_is_explained_in_one_call_like_request_by_request(contract: Contract) -> None:
+    from plumbline.serving.explaining import explain_batch, explain_rows
+
+    model, rows = _served(contract)
+    assert model.explanations is not None
+    requests = [
+        ("a", 0.0, rows[0:3], False, 2),
+        ("b", 0.0, rows[3:4], True, 0),  # did not ask
+        ("c", 0.0, rows[4:5], True, 5),
+    ]
+    batch = explain_batch(model, requests)
+    assert batch[1] is None
+    for got, (_, _, request_rows, _, k) in zip(batch, requests, strict=True):
+        if not k:
+            continue
+        want = explain_rows(model.explanations, model.scorer, request_rows, k)
+        assert got is not None and len(got) == len(want) == len(request_rows)
+        for g, w in zip(got, want, strict=True):  # equal up to the float rounding of batching
+            assert [c["feature"] for c in g["contributions"]] == [
+                c["feature"] for c in w["contributions"]
+            ]
+            assert [c["value"] for c in g["contributions"]] == [
+                c["value"] for c in w["contributions"]
+            ]
+            np.testing.assert_allclose(
+                [c["contribution"] for c in g["contributions"]] + [g["other"], g["base"]],
+                [c["contribution"] for c in w["contributions"]] + [w["other"], w["base"]],
+                rtol=0,
+                atol=1e-12,
+            )

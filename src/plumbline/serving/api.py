@@ -25,7 +25,7 @@ import orjson
 
 from plumbline.config import Params
 from plumbline.contract import Contract
-from plumbline.serving.explaining import explained_output
+from plumbline.serving.explaining import explain_batch, explained_output
 from plumbline.serving.loop import AdaptiveBatchLoop
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog import Batch, PredictionLog
@@ -157,9 +157,13 @@ class PredictAPI(ls.LitAPI):
         p_list = probabilities.tolist()
         l_list = labels.tolist()
         logged_explanations: list[str | None] | None = None
+        batch_explained: list[Any] = []
         if any(r[4] for r in requests):
             logged_explanations = [None] * len(rows)
-        for (request_id, _, request_rows, single, explain), n in zip(requests, counts, strict=True):
+            batch_explained = explain_batch(model, requests)  # one call for all of them
+        for index, ((request_id, _, request_rows, single, explain), n) in enumerate(
+            zip(requests, counts, strict=True)
+        ):
             if explain:
                 assert logged_explanations is not None
                 outputs.append(
@@ -173,6 +177,7 @@ class PredictAPI(ls.LitAPI):
                         l_list[start : start + n],
                         logged_explanations,
                         start,
+                        batch_explained[index],
                     )
                 )
                 start += n

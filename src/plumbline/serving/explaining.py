@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from plumbline.explain import Explainer, ExplainUnsupported, explanation_json
+from plumbline.explain import Attribution, Explainer, ExplainUnsupported, explanation_json
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,33 @@ def explain_rows(
     return explanation_json(attribution, rows, explainer.features, k)
 
 
+def explain_batch(model: Any, requests: Sequence[Any]) -> list[list[dict[str, Any]] | None]:
+    """Per request of a batch: its explanations if it asked (K > 0) and the model gives them,
+    else None. One transform and one explain call for all the asking requests' rows."""
+    out: list[list[dict[str, Any]] | None] = [None] * len(requests)
+    served: ServedExplainer | None = model.explanations
+    if served is None or served.explainer is None:
+        return out
+    explainer = served.explainer
+    rows: list[Row] = []
+    spans: list[tuple[int, int, int, int]] = []  # request, first row, rows, K
+    for i, (_, _, request_rows, _, k) in enumerate(requests):
+        if k:
+            spans.append((i, len(rows), len(request_rows), k))
+            rows.extend(request_rows)
+    if not rows:
+        return out
+    attribution = explainer.explain(transform(explainer, model.scorer, rows))
+    for i, first, n, k in spans:
+        part = Attribution(
+            attribution.base,
+            attribution.contributions[first : first + n],
+            attribution.log_odds[first : first + n],
+        )
+        out[i] = explanation_json(part, rows[first : first + n], explainer.features, k)
+    return out
+
+
 def explained_output(
     model: Any,
     request_id: str,
@@ -93,8 +120,10 @@ def explained_output(
     labels: list[int],
     logged: list[str | None],
     start: int,
+    explained: list[dict[str, Any]] | None = None,
 ) -> tuple[int, bytes]:
-    """The (status, body) of one request that asked for explanations.
+    """The (status, body) of one request that asked for explanations (``explained``: already
+    computed by :func:`explain_batch`, else computed here).
 
     The explanations also go into ``logged`` (one JSON text per row of the batch, at the
     request's rows) for the prediction log.
@@ -106,7 +135,8 @@ def explained_output(
         reason = served.reason if served is not None else "no explainer was built"
         detail = f"model version {model.version} gives no explanations: {reason}"
         return 409, orjson.dumps({"detail": detail})
-    explained = explain_rows(served, model.scorer, rows, k)
+    if explained is None:
+        explained = explain_rows(served, model.scorer, rows, k)
     answers = [
         {
             "probability": p,
