@@ -130,7 +130,6 @@ def write_reports(
     ]
     card = ModelCard.read(paths.model_card)
     inputs = CardInputs(
-        model_name=params.mlflow.model_name,
         estimator=card.estimator,
         contract=contract,
         features=features,

@@ -49,7 +49,6 @@ def bootstrap_intervals(
 
 @dataclass
 class CardInputs:
-    model_name: str
     estimator: str
     contract: Contract
     features: list[str]
@@ -74,7 +73,7 @@ def _fmt(x: Any) -> str:
 
 def render(c: CardInputs) -> str:
     use = c.contract.use
-    lines = [f"# Model card: {c.model_name}", ""]
+    lines = [f"# Model card: {c.contract.name} classifier", ""]
     lines += [
         f"Binary classifier ({c.estimator}) for `{c.contract.target.column}` = "
         f"`{c.contract.target.positive}` on data contract `{c.contract.name}`"
@@ -185,13 +184,16 @@ def slice_tables(fairness: dict[str, Any]) -> list[str]:
     return lines
 
 
-def registered_card(card: str, version: str, tags: dict[str, str], run_id: str | None) -> str:
+def registered_card(
+    card: str, name: str, version: str, tags: dict[str, str], run_id: str | None
+) -> str:
     """The card as the registry keeps it: the lineage that only registration knows, appended."""
     return card + "\n".join(
         [
             "",
             "## Registration",
             "",
+            f"- Registered model: {name}",
             f"- Registry version: {version}",
             f"- Commit: `{tags.get('plumbline.git_commit', 'unknown')}`",
             f"- MLflow run: `{run_id or 'none'}`",
@@ -211,7 +213,7 @@ def attach(client: Any, name: str, version: str, card_path: Path) -> str | None:
         return None
     mv = client.get_model_version(name, version)
     tags = dict(mv.tags)
-    text = registered_card(card_path.read_text(), version, tags, mv.run_id)
+    text = registered_card(card_path.read_text(), name, version, tags, mv.run_id)
     uri = f"registry version {version} description only"
     if mv.run_id:
         import tempfile

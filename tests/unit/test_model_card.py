@@ -43,7 +43,6 @@ def _inputs(contract: Contract, scored, metrics: dict[str, float]) -> CardInputs
     test, y, p = scored
     a = artifacts()
     return CardInputs(
-        model_name="plumbline-classifier",
         estimator="logistic_regression",
         contract=contract,
         features=a.features,
@@ -116,7 +115,12 @@ def test_bootstrap_intervals_are_reproducible_and_cover_the_estimate(scored) -> 
 
 def test_registered_card_adds_version_commit_and_run() -> None:
     card = registered_card(
-        "# Model card\n", "7", {"plumbline.git_commit": "abc123", "gate.verdict": "passed"}, "r1"
+        "# Model card\n",
+        "clf",
+        "7",
+        {"plumbline.git_commit": "abc123", "gate.verdict": "passed"},
+        "r1",
     )
-    assert "Registry version: 7" in card and "`abc123`" in card and "`r1`" in card
+    assert "Registered model: clf" in card and "Registry version: 7" in card
+    assert "`abc123`" in card and "`r1`" in card
     assert card.startswith("# Model card\n")
