@@ -241,3 +241,19 @@ def test_columns_are_grouped_by_raw_feature(contract: Contract, bank: Any) -> No
     for name, n in zip(features, counts, strict=True):
         spec = contract.columns[name]
         assert n == (len(spec.categories or []) if spec.type == "category" else 1)
+
+
+def test_global_importance_for_both_estimators(boosted: Pipeline, bank: Any) -> None:
+    from plumbline.importance import global_importance
+
+    _, test, features = bank
+    y = (test["y"] == "yes").to_numpy(dtype=np.int64)
+    for model in (load_model(artifacts().model), boosted):
+        table = global_importance(model, test, y, features, seed=0)
+        assert sorted(table["feature"]) == sorted(features)
+        assert table["permutation_importance"].is_monotonic_decreasing
+        assert table["mean_abs_contribution"].notna().all()
+        assert (table["mean_abs_contribution"] >= 0).all()
+        # the same seed, the same table
+        again = global_importance(model, test, y, features, seed=0)
+        pd.testing.assert_frame_equal(table, again)
