@@ -25,13 +25,18 @@ Everything runs on loopback, in this order:
    client parses the JSON), median of several;
 5. rollout modes: one server switched between rollout off, shadow and canary (0.1) through
    ``POST /admin/rollout``, alternating concurrency-64 runs (``rollout_bench.py``;
-   ``--rollout-only`` runs just this part).
+   ``--rollout-only`` runs just this part);
+6. explanations: ``POST /predict?explain=3`` beside the plain request on one server,
+   alternating concurrency-64 runs (throughput and the server's CPU time per request).
+   ``--only-explain`` runs this part alone.
 
 Usage: python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--json out.json]
-       [--rollout-only]
+       python benchmarks/serve_bench.py --rollout-only | --only-explain [--rounds 3]
 Targets (issue 4): >= 2,000 req/s at concurrency 64 with p99 <= 60 ms and no errors, >= 8x the
 naive app, p50 <= 8 ms at concurrency 1, 10k rows <= 250 ms, ready <= 5 s, metrics <= 5 %.
 Goals (issue 10), at concurrency 64: >= 8x plain LitServe, >= 40 % of the raw-ASGI floor.
+Target (issue 12): ``explain=3`` costs at most 2x the plain request's server CPU per request
+(logistic regression).
 """
 
 from __future__ import annotations
@@ -428,6 +433,71 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def explain_comparison(
+    work: Path, store: str, singles: list[dict[str, Any]], seconds: int, rounds: int
+) -> dict[str, Any]:
+    """Plain vs ?explain=3 on one server, alternating runs at concurrency 64."""
+    scripts = {}
+    bodies = ", ".join(f"[[{json.dumps(r)}]]" for r in singles)
+    for label, path in (("plain", "/predict"), ("explain=3", "/predict?explain=3")):
+        scripts[label] = work / f"explain-{label.replace('=', '')}.lua"
+        scripts[label].write_text(LUA % (path, bodies))
+    server, url, _ = start_server(work, "explain", store)
+    try:
+        probe = requests.post(url + "/predict?explain=3", json=singles[0], timeout=10)
+        probe.raise_for_status()
+        assert "explanation" in probe.json(), probe.text
+        for script in scripts.values():
+            wrk(url, 16, 2, script, "warm-up")
+        runs: dict[str, list[Run]] = {"plain": [], "explain=3": []}
+        for _ in range(rounds):
+            for label, script in scripts.items():
+                runs[label].append(wrk(url, 64, seconds, script, label, server))
+                print(runs[label][-1], flush=True)
+    finally:
+        server.stop()
+    cpu_ratio = statistics.median(
+        e.cpu_ms_per_request / p.cpu_ms_per_request
+        for p, e in zip(runs["plain"], runs["explain=3"], strict=True)
+    )
+    rps_ratio = statistics.median(
+        e.rps / p.rps for p, e in zip(runs["plain"], runs["explain=3"], strict=True)
+    )
+    summary = {
+        label: {
+            "rps": [r.rps for r in rs],
+            "p50_ms": [r.p50_ms for r in rs],
+            "p99_ms": [r.p99_ms for r in rs],
+            "cpu_ms_per_request": [r.cpu_ms_per_request for r in rs],
+            "errors": sum(r.errors for r in rs),
+        }
+        for label, rs in runs.items()
+    }
+    summary["cpu_ratio"] = cpu_ratio
+    summary["rps_ratio"] = rps_ratio
+    rows = [["request", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req"]]
+    for label, rs in runs.items():
+        rows.append(
+            [
+                label,
+                f"{statistics.mean(r.rps for r in rs):,.0f}",
+                f"{statistics.mean(r.p50_ms for r in rs):.2f}",
+                f"{statistics.mean(r.p99_ms for r in rs):.1f}",
+                str(sum(r.errors for r in rs)),
+                f"{statistics.mean(r.cpu_ms_per_request for r in rs):.3f}",
+            ]
+        )
+    print()
+    print(table(rows))
+    print(
+        f"explain=3 vs plain at concurrency 64 ({rounds} alternating pairs, median of paired "
+        f"ratios): server CPU per request {cpu_ratio:.2f}x (target <= 2x), throughput "
+        f"{rps_ratio:.0%} of plain",
+        flush=True,
+    )
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -440,6 +510,11 @@ def main() -> None:
         "--rollout-only",
         action="store_true",
         help="only part 5: rollout off vs shadow vs canary at concurrency 64",
+    )
+    parser.add_argument(
+        "--only-explain",
+        action="store_true",
+        help="only part 6: plain vs ?explain=3 at concurrency 64",
     )
     args = parser.parse_args()
     global MODEL, TEST_SPLIT
@@ -456,6 +531,14 @@ def main() -> None:
     results: dict[str, Any] = {"runs": []}
     try:
         singles = test_records(64)
+        if args.only_explain:
+            store = f"sqlite:///{work / 'no-registry.db'}"
+            results["explain"] = explain_comparison(
+                work, store, singles, args.duration, args.rounds
+            )
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+            return
         script = work / "post.lua"
         script.write_text(LUA % ("/predict", ", ".join(f"[[{json.dumps(r)}]]" for r in singles)))
         mlflow_script = work / "invocations.lua"
@@ -628,6 +711,10 @@ def main() -> None:
             f"{statistics.mean(rps['off']):,.0f} without -> throughput cost {cost:+.1%}; "
             f"server CPU per request {statistics.mean(cpu['on']):.3f} vs "
             f"{statistics.mean(cpu['off']):.3f} ms -> {cpu_cost:+.1%}"
+        )
+        # 6. explanations, beside the plain request
+        results["explain"] = explain_comparison(
+            work, missing_store, singles, args.duration, args.rounds
         )
         results["runs"] = [asdict(r) for r in runs]
         if args.json:

@@ -134,15 +134,17 @@ def cmd_gate(ctx: StageContext, args: argparse.Namespace) -> str:
 
 
 def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.modelcard import MODEL_CARD_FILE, attach
     from plumbline.registry import CHALLENGER, CHAMPION, Registry
     from plumbline.verdict import GATE_FILE, GateResult
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
     done = registry.promote(ctx.params, ctx.paths, verdict)
+    card = attach(registry.client, registry.name, done.version, ctx.paths / MODEL_CARD_FILE)
     what = (
         f"{'found' if done.reused else 'registered'} {registry.name!r} version "
-        f"{done.version}; {CHALLENGER} -> {done.version}"
+        f"{done.version}; {CHALLENGER} -> {done.version}; model card: {card or 'none'}"
     )
     if done.champion_moved:
         return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
@@ -166,6 +168,7 @@ def cmd_rollback(ctx: StageContext, args: argparse.Namespace) -> str:
 
 
 def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline.modelcard import CARD_TAG
     from plumbline.registry import CHAMPION, Registry, history_lines, versions_table
 
     registry = Registry.from_params(ctx.params, ctx.root)
@@ -178,6 +181,9 @@ def cmd_models(ctx: StageContext, args: argparse.Namespace) -> str:
         print(f"\n{CHAMPION} history (latest last):")
         print("\n".join(history_lines(events)))
     champion = registry.alias_version(CHAMPION)
+    card = next((r.tags.get(CARD_TAG) for r in rows if r.version == champion), None)
+    if card:
+        print(f"\n{CHAMPION} model card: {card} (also the version's description)")
     return (
         f"{len(rows)} version{'s' if len(rows) != 1 else ''} of {registry.name!r}; "
         f"{CHAMPION}: "
@@ -228,6 +234,12 @@ def cmd_lineage(ctx: StageContext, args: argparse.Namespace) -> str:
     return f"the lineage of {what} is complete ({len(chain.links)} links)"
 
 
+def cmd_explain(ctx: StageContext, args: argparse.Namespace) -> str:
+    from plumbline import batchexplain
+
+    return batchexplain.run(ctx.params, ctx.contract, ctx.paths, args)
+
+
 # --- monitoring: the monitor service, drift report, retraining, replay ------------------------
 
 
@@ -256,6 +268,7 @@ COMMANDS: dict[str, tuple[Callable[[StageContext, argparse.Namespace], str], str
     "models": (cmd_models, "list registered versions with aliases, metrics, verdicts"),
     "report": (cmd_report, "write report.md: gate, metrics/params diff, plots"),
     "lineage": (cmd_lineage, "a version's or a prediction's chain: run, commit, params, data"),
+    "explain": (cmd_explain, "per-row contributions of a Parquet/CSV file of records"),
     "monitor": (cmd_monitoring, "run the monitor: feedback, drift/live metrics, retrain trigger"),
     "drift-report": (cmd_monitoring, "write the drift + live-performance report (md, PNG)"),
     "retrain": (cmd_monitoring, "retrain on the newest labelled window, then gate and promote"),
@@ -313,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "serve.prediction_log.dir)",
             )
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "explain":
+            from plumbline.batchexplain import add_arguments as explain_arguments
+
+            explain_arguments(p)
         if handler is cmd_monitoring:
             from plumbline.monitoring.commands import add_arguments
 

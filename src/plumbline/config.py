@@ -159,6 +159,13 @@ class MlflowConfig(StrictModel):
     model_name: str = "plumbline-classifier"
 
 
+class FairnessLimits(StrictModel):
+    """Largest disparity allowed in any contract slice (reports/fairness.json); None = no limit."""
+
+    max_demographic_parity_difference: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_equalized_odds_difference: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
 class GateConfig(StrictModel):
     """What a candidate model must score on the test split to be promoted (``plumbline gate``)."""
 
@@ -171,6 +178,9 @@ class GateConfig(StrictModel):
         le=1.0,
         description="How much worse than the champion (re-scored on the same test split) the "
         "candidate may be on ROC AUC, PR AUC and Brier score, in absolute units",
+    )
+    fairness: FairnessLimits | None = Field(
+        default=None, description="Optional per-slice disparity limits; off by default"
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -91,6 +92,35 @@ class TargetSpec(BaseModel):
     positive: str | int | bool = Field(description="The label value of the positive class")
 
 
+class SliceSpec(BaseModel):
+    """A column to break metrics down by (fairness), numbers binned into ``[a, b)`` bands."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    bins: list[float] | None = Field(
+        default=None, description="Increasing edges; a value v is in band [e_i, e_i+1)"
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> SliceSpec:
+        if self.bins is not None and (
+            len(self.bins) < 2 or any(b <= a for a, b in pairwise(self.bins))
+        ):
+            raise ValueError("bins needs at least two strictly increasing edges")
+        return self
+
+
+class UseSpec(BaseModel):
+    """The human part of the model card: what the model is for, and what it is not for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intended: str
+    out_of_scope: str
+    limitations: list[str] = Field(default_factory=list)
+
+
 class Contract(BaseModel):
     """A tabular dataset with a binary target."""
 
@@ -107,6 +137,8 @@ class Contract(BaseModel):
     )
     null_tokens: list[str] = Field(default_factory=lambda: [""])
     columns: dict[str, ColumnSpec]
+    slices: dict[str, SliceSpec] = Field(default_factory=dict)
+    use: UseSpec | None = None
 
     @model_validator(mode="after")
     def _target_known(self) -> Contract:
@@ -122,6 +154,11 @@ class Contract(BaseModel):
             )
         if self.time_column is not None and self.time_column not in self.columns:
             raise ValueError(f"time_column {self.time_column!r} is not among the columns")
+        for name, sl in self.slices.items():
+            if sl.column not in self.columns:
+                raise ValueError(f"slices.{name}: column {sl.column!r} is not among the columns")
+            if sl.bins is not None and not self.columns[sl.column].is_numeric:
+                raise ValueError(f"slices.{name}: bins apply only to integer and float columns")
         return self
 
     # --- column roles ---------------------------------------------------------------------

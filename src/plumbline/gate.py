@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from plumbline.config import GateConfig, Params
 from plumbline.contract import SOURCE_ROW, Contract
 from plumbline.errors import MissingInput
+from plumbline.fairness import FAIRNESS_FILE, fairness_checks
 from plumbline.metrics import classification_metrics
 from plumbline.model import ModelCard, ModelLoadError, positive_proba
 from plumbline.paths import Layout
@@ -143,6 +144,7 @@ def decide(
     model_name: str,
     champion_error: tuple[str, str] | None = None,
     candidate: dict[str, Any] | None = None,
+    fairness: dict[str, Any] | None = None,
 ) -> GateResult:
     """The verdict on crafted or real metrics.
 
@@ -150,6 +152,7 @@ def decide(
     registry has a champion that could not be re-scored, which fails the gate.
     """
     checks = absolute_checks(metrics, cfg)
+    checks.extend(fairness_checks(fairness or {}, cfg.fairness))
     champion_info: dict[str, Any] | None = None
     if champion is not None:
         checks.extend(champion_checks(metrics, champion, cfg.max_regression))
@@ -252,8 +255,16 @@ def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
                 version,
                 f"champion version {version} could not be re-scored on the test split: {err}",
             )
+    fairness_file = paths / FAIRNESS_FILE
+    fairness = json.loads(fairness_file.read_text()) if fairness_file.is_file() else None
     result = decide(
-        metrics, params.gate, champion, registry.name, champion_error, candidate_identity(paths)
+        metrics,
+        params.gate,
+        champion,
+        registry.name,
+        champion_error,
+        candidate_identity(paths),
+        fairness,
     )
     result.write(paths / GATE_FILE)
     return result

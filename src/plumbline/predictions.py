@@ -44,6 +44,8 @@ def log_schema(contract: Contract, features: Sequence[str]) -> pa.Schema:
         pa.field("rollout", pa.string(), nullable=False),
         pa.field("shadow_version", pa.string(), nullable=True),
         pa.field("shadow_probability", pa.float64(), nullable=True),
+        # ?explain=K's explanation of the row as JSON; null when none was asked for
+        pa.field("explanation", pa.string(), nullable=True),
     ]
     return pa.schema(fields, metadata={"plumbline.contract": contract.name})
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plumbline.gate import markdown_table
+from plumbline.importance import IMPORTANCE_CSV, read_table
+from plumbline.importance import markdown_table as importance_table
+from plumbline.modelcard import MODEL_CARD_FILE
 from plumbline.paths import Layout
 from plumbline.verdict import GATE_FILE, GateResult
 
@@ -25,6 +28,8 @@ PLOTS = (
     ("pr", "Precision-recall curve"),
     ("calibration", "Calibration"),
     ("confusion", "Confusion matrix"),
+    ("importance", "Global feature importance"),
+    ("fairness", "Selection rate, TPR and FPR per slice"),
 )
 
 
@@ -150,6 +155,22 @@ def plots_section(paths: Layout, output_dir: Path) -> tuple[str, list[Path]]:
     return "\n".join(lines), images
 
 
+def explanations_section(paths: Layout, output_dir: Path) -> str:
+    """The top features of the global importance table and the link to the model card."""
+    lines = []
+    table = read_table(paths / IMPORTANCE_CSV)
+    lines.append(
+        importance_table(table)
+        if table is not None
+        else f"_No importance table (run `dvc repro`): `{IMPORTANCE_CSV}`._"
+    )
+    card = paths / MODEL_CARD_FILE
+    if card.is_file():
+        rel = Path(os.path.relpath(card, output_dir)).as_posix()
+        lines += ["", f"Model card: [{MODEL_CARD_FILE}]({rel})"]
+    return "\n".join(lines)
+
+
 def write(paths: Layout, base: str | None = None, output: Path | None = None) -> ReportResult:
     root = paths.root
     output = output or root / REPORT_FILE
@@ -182,6 +203,10 @@ def write(paths: Layout, base: str | None = None, output: Path | None = None) ->
         "## Params",
         "",
         params_section(root, resolved),
+        "",
+        "## Global explanations (test split)",
+        "",
+        explanations_section(paths, output.parent),
         "",
         "## Plots (test split)",
         "",

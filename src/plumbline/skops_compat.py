@@ -85,6 +85,8 @@ def _import_skops_io() -> ModuleType:
             sklearn.utils.all_estimators = discover
     general = importlib.import_module("skops.io._general")
     trusted_types = importlib.import_module("skops.io._trusted_types")
+    # _trusted_types bound the stand-in by name: give it the real discovery back.
+    trusted_types.all_estimators = sklearn.utils.all_estimators  # type: ignore[attr-defined]
     if general.SKLEARN_ESTIMATOR_TYPE_NAMES:  # skops.io was imported before plumbline
         lazy.extend(general.SKLEARN_ESTIMATOR_TYPE_NAMES)
     general.SKLEARN_ESTIMATOR_TYPE_NAMES = lazy  # type: ignore[attr-defined]

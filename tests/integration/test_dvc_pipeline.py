@@ -80,10 +80,12 @@ def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Pa
     validation = json.loads((project / "reports/validation.json").read_text())
     assert validation["rows_valid"] == 3003
 
-    # One that changes no output reruns validate alone: DVC sees identical valid rows.
+    # One that changes no row reruns validate, and evaluate for the model card (which reads
+    # reports/validation.json, where the threshold is recorded), but neither featurize nor
+    # train: DVC sees identical valid rows.
     set_params(project, **{"validate.max_bad_fraction": 0.02})
     fifth = sh(project, "dvc", "repro")
-    assert ran_stages(fifth) == ["validate"]
+    assert ran_stages(fifth) == ["validate", "evaluate"]
 
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "tuned params")

@@ -228,3 +228,38 @@ def test_drift_report_on_demand(stack: Stack) -> None:
         assert (out / image).stat().st_size > 5000
     data = json.loads((out / "live.json").read_text())
     assert data["snapshot"]["live"]["rows"] == ROWS
+
+
+def test_live_per_slice_rates_are_exported(stack: Stack) -> None:
+    """Positive rate per slice group over the logged rows, TPR/FPR over the labelled ones."""
+    labelled(stack)
+    status = wait_for(lambda: (s := stack.monitor.refresh())["live"] and s, 30, "live metrics")
+    records, _ = live_records(0, ROWS)
+    marital = np.array([r["marital"] for r in records])
+    age = np.array([r["age"] for r in records])
+    pred = np.array(stack.probabilities) >= 0.5
+    y = np.array(stack.outcomes)
+    metrics = stack.monitor.metrics()
+    checked = 0
+    for slice_name, groups in (
+        ("marital", {g: marital == g for g in set(marital)}),
+        ("age_band", {"[25, 40)": (age >= 25) & (age < 40), "[40, 60)": (age >= 40) & (age < 60)}),
+    ):
+        for group, mask in groups.items():
+            labels = {"slice": slice_name, "group": group, "model_version": stack.version}
+            got = metric_value(metrics, "plumbline_live_slice_positive_rate", **labels)
+            assert got == pytest.approx(pred[mask].mean(), abs=1e-12), labels
+            assert metric_value(metrics, "plumbline_live_slice_rows", **labels) == mask.sum()
+            if (mask & (y == 1)).any():
+                tpr = pred[mask & (y == 1)].mean()
+                assert metric_value(metrics, "plumbline_live_slice_tpr", **labels) == (
+                    pytest.approx(tpr, abs=1e-12)
+                )
+            if (mask & (y == 0)).any():
+                fpr = pred[mask & (y == 0)].mean()
+                assert metric_value(metrics, "plumbline_live_slice_fpr", **labels) == (
+                    pytest.approx(fpr, abs=1e-12)
+                )
+            checked += 1
+    assert checked >= 4
+    assert {s["slice"] for s in status["slices"]} == {"marital", "age_band"}

@@ -5,7 +5,9 @@ dvc.lock it wrote. Then:
 
 * a fresh ``git clone`` runs ``make`` (pipeline, ``dvc push``, gate, promote): every output
   hash in its dvc.lock equals the origin's (two full runs from one commit, in two places),
-  ``git status --porcelain`` is empty, and the champion's recorded commit is HEAD;
+  ``git status --porcelain`` is empty, and the champion's recorded commit is HEAD; the
+  champion carries the model card (artifact and description) whose numbers are the clone's
+  metrics.json and validation.json;
 * a second clone pointed at the first one's DVC remote runs ``dvc pull``: ``dvc status`` is
   clean and ``dvc repro`` runs nothing.
 
@@ -22,10 +24,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support.modelcard import card_mismatches
 from support.params import set_params
 from support.paths import REPO
 from support.project import commit_all, lock_outs, make_repo, ran_stages, sh
 
+from plumbline.modelcard import CARD_TAG, MODEL_CARD_FILE
 from plumbline.registry import CHAMPION, Registry
 
 pytestmark = pytest.mark.slow
@@ -89,6 +93,28 @@ def test_fresh_clone_and_make_leave_git_clean_and_record_the_true_commit(
     assert run.data.tags["plumbline.git_commit"] == head
     assert tags["dvc.models/model.skops"] == lock_outs(clone)["models/model.skops"]
     assert tags["plumbline.raw.content_sha256"]
+
+
+def test_make_attaches_the_model_card_to_the_champion(made: tuple[Path, str, float]) -> None:
+    import mlflow
+
+    clone, output, _ = made
+    uri = f"sqlite:///{clone / 'mlflow.db'}"
+    registry = Registry("plumbline-classifier", uri)
+    champion = registry.alias_version(CHAMPION)
+    assert champion is not None, output
+    version = registry.client.get_model_version(registry.name, champion)
+    card = Path(mlflow.artifacts.download_artifacts(version.tags[CARD_TAG], tracking_uri=uri))
+    text = card.read_text()
+    assert text.startswith((clone / MODEL_CARD_FILE).read_text())
+    assert version.description == text  # short enough to be the whole description
+    head = sh(clone, "git", "rev-parse", "HEAD").strip()
+    assert f"Registry version: {champion}" in text and f"Commit: `{head}`" in text
+    assert f"MLflow run: `{version.run_id}`" in text
+    metrics = json.loads((clone / "reports/metrics.json").read_text())
+    validation = json.loads((clone / "reports/validation.json").read_text())
+    assert card_mismatches(text, metrics, validation) == []
+    assert "model card: runs:/" in output  # promote said where it put it
 
 
 def test_dvc_pull_in_a_second_clone_is_clean_and_repro_runs_nothing(

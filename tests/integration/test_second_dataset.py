@@ -87,6 +87,13 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
     assert card["target"] == "churned"
     assert card["features"] == ["income", "tenure_months", "plan", "region"]
     assert (reports / "plots/roc.csv").is_file() and (reports / "figures/roc.png").is_file()
+    # No `slices:` in this contract: no slice table, and everything else still written.
+    assert json.loads((reports / "fairness.json").read_text()) == {"threshold": 0.5, "slices": {}}
+    assert (reports / "figures/fairness.png").is_file()
+    importance = pd.read_csv(reports / "plots/importance.csv")
+    assert sorted(importance["feature"]) == sorted(card["features"])
+    model_card = (reports / "model_card.md").read_text()
+    assert "No `slices:` in the contract" in model_card and "churn_demo" in model_card
 
     # The one artifact scores raw rows of the new schema, missing income included.
     model = load_model(tmp_path / "models/model.skops")
@@ -94,3 +101,24 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
     p = positive_proba(model, test[card["features"]])
     assert p.shape == (150,) and np.all((p > 0) & (p < 1))
     assert not (tmp_path / "mlflow.db").exists()  # --no-mlflow means no MLflow store
+
+    # Per-row explanations of the new schema's records, missing income included.
+    records = tmp_path / "records.csv"
+    customers(40, seed=1).to_csv(records, index=False)
+    out = tmp_path / "explained.parquet"
+    proc = run_cli(
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "explain",
+        str(records),
+        "--output",
+        str(out),
+        root=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    explained = pd.read_parquet(out)
+    contributions = explained[[f"contribution.{f}" for f in card["features"]]].sum(axis=1)
+    np.testing.assert_allclose(explained["base"] + contributions, explained["log_odds"], atol=1e-9)
+    raw = pd.read_csv(records)
+    expected = positive_proba(model, raw[card["features"]])
+    np.testing.assert_allclose(explained["probability"], expected, rtol=0, atol=1e-9)

@@ -276,3 +276,76 @@ def test_prediction_log_records_requests(server: Server, bank: Artifacts, good: 
     assert rows["probability"].between(0, 1).all() and rows["label"].isin([0, 1]).all()
     assert str(rows["received_at"].dt.tz) == "UTC"
     assert set(bank.features) <= set(table.columns)
+
+
+PLAIN_KEYS = {"probability", "label", "model_name", "model_version", "request_id"}
+
+
+def test_explain_adds_additive_explanations_and_without_it_nothing_changes(
+    server: Server, bank: Artifacts
+) -> None:
+    from plumbline.explain import Explainer
+
+    test = bank.test_frame().head(200)
+    rows = records(test, bank.features)
+    explained = server.session.post(
+        server.url + "/predict?explain=3", json=rows, timeout=30, headers={"X-Request-ID": "e3"}
+    )
+    assert explained.status_code == 200, explained.text
+    batch = explained.json()
+    reference = Explainer(load_model(bank.model), bank.features).explain_frame(test)
+    for i, answer in enumerate(batch):
+        e = answer["explanation"]
+        assert e["space"] == "log_odds" and len(e["contributions"]) == 3
+        total = e["base"] + sum(c["contribution"] for c in e["contributions"]) + e["other"]
+        p = answer["probability"]
+        assert abs(total - np.log(p / (1 - p))) < 1e-6
+        assert abs(total - reference.log_odds[i]) < 1e-6  # the batch explainer's numbers
+        top = np.argsort(-np.abs(reference.contributions[i]), kind="stable")[:3]
+        assert [c["feature"] for c in e["contributions"]] == [bank.features[j] for j in top]
+        assert all(c["value"] == rows[i][c["feature"]] for c in e["contributions"])
+    # Without ?explain the answer is what it always was: same keys, same bytes.
+    plain = server.post(rows, headers={"X-Request-ID": "e3"})
+    assert plain.status_code == 200
+    assert all(set(a) == PLAIN_KEYS for a in plain.json())
+    assert plain.content == server.post(rows, headers={"X-Request-ID": "e3"}).content
+    assert [a["probability"] for a in plain.json()] == [a["probability"] for a in batch]
+    one = server.session.post(server.url + "/predict?explain=1", json=rows[0], timeout=30)
+    assert one.status_code == 200 and len(one.json()["explanation"]["contributions"]) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "20", "1.5", ""])
+def test_a_bad_explain_value_is_422(server: Server, good: dict, value: str) -> None:
+    response = server.session.post(server.url + f"/predict?explain={value}", json=good, timeout=30)
+    detail = _detail(response)
+    assert [d["field"] for d in detail] == ["explain"]
+    assert "from 1 to 19" in detail[0]["msg"]
+
+
+def test_prediction_log_stores_explanations_when_asked(server: Server, good: dict) -> None:
+    asked = server.session.post(
+        server.url + "/predict?explain=2",
+        json=[good, good],
+        timeout=30,
+        headers={"X-Request-ID": "logged-explained"},
+    )
+    assert asked.status_code == 200
+    assert server.post(good, headers={"X-Request-ID": "logged-plain"}).status_code == 200
+    assert server.post([good] * 600).status_code == 200  # finish the log file
+    log_dir = server.directory / "predictions"
+    deadline = time.monotonic() + 20
+    table = None
+    while time.monotonic() < deadline:
+        files = sorted(log_dir.glob("predictions-*.parquet"))
+        if files:
+            table = pq.read_table(files).to_pandas()
+            ids = set(table["request_id"])
+            if {"logged-explained", "logged-plain"} <= ids:
+                break
+        time.sleep(0.1)
+    assert table is not None
+    explained = table[table["request_id"] == "logged-explained"]
+    assert len(explained) == 2
+    for text, answer in zip(explained["explanation"], asked.json(), strict=True):
+        assert json.loads(text) == answer["explanation"]
+    assert table[table["request_id"] == "logged-plain"]["explanation"].isna().all()

@@ -44,3 +44,30 @@ def test_plots_link_relative_to_the_report_and_name_what_is_missing(tmp_path: Pa
     assert f"![{title}](../reports/figures/{first}.png)" in text
     for name, _ in rest:
         assert f"`reports/figures/{name}.png`" in text
+
+
+def test_explanations_section_shows_the_top_features_and_links_the_card(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from plumbline.importance import IMPORTANCE_CSV
+    from plumbline.modelcard import MODEL_CARD_FILE
+    from plumbline.report import explanations_section
+
+    paths = Layout(tmp_path)
+    assert "No importance table" in explanations_section(paths, tmp_path)
+    table = pd.DataFrame(
+        {
+            "feature": [f"f{i}" for i in range(12)],
+            "permutation_importance": [0.1 - i * 0.01 for i in range(12)],
+            "permutation_std": [0.001] * 12,
+            "mean_abs_contribution": [0.5] * 11 + [float("nan")],
+        }
+    )
+    (tmp_path / "reports/plots").mkdir(parents=True)
+    table.to_csv(tmp_path / IMPORTANCE_CSV, index=False)
+    (tmp_path / MODEL_CARD_FILE).write_text("# card\n")
+    section = explanations_section(paths, tmp_path)
+    rows = [line for line in section.splitlines() if line.startswith("| f")]
+    assert [r.split(" | ")[0] for r in rows] == [f"| f{i}" for i in range(10)]  # top 10
+    assert "| f0 | 0.1000 ± 0.0010 | 0.5000 |" in section
+    assert "Model card: [reports/model_card.md](reports/model_card.md)" in section

@@ -115,10 +115,10 @@ def _requests(rows: list[tuple[Any, ...]], n: int, prefix: str = "r") -> list[tu
     for i in range(n):
         if i % 7 == 3:  # some multi-record requests too
             out.append(
-                (f"{prefix}{i}", 1.0, [rows[i % len(rows)], rows[(i + 1) % len(rows)]], False)
+                (f"{prefix}{i}", 1.0, [rows[i % len(rows)], rows[(i + 1) % len(rows)]], False, 0)
             )
         else:
-            out.append((f"{prefix}{i}", 1.0, [rows[i % len(rows)]], True))
+            out.append((f"{prefix}{i}", 1.0, [rows[i % len(rows)]], True, 0))
     return out
 
 
@@ -216,14 +216,14 @@ def test_a_sticky_key_always_lands_on_the_same_arm(
             key = f"user-{i % 40}"
             row = rows[i % len(rows)]
             rid = key if sticky == "X-Request-ID" else f"q{seed}-{i}"
-            requests.append((rid, 1.0, [row], True, key))
+            requests.append((rid, 1.0, [row], True, 0, key))
         for start in range(0, len(requests), 64):
             chunk = requests[start : start + 64]
             for request, (_, body) in zip(chunk, rollout.predict(chunk, champion), strict=True):
                 if sticky == "job":
                     key = str(request[2][0][bank.features.index("job")])
                 else:
-                    key = request[4]
+                    key = request[5]
                 seen.setdefault(key, set()).add(orjson.loads(body)["model_version"])
     assert all(len(arms) == 1 for arms in seen.values()), seen
     assert {v for arms in seen.values() for v in arms} == {"1", "2"}
@@ -234,7 +234,7 @@ def test_sticky_share_is_stable_and_uniform() -> None:
     shares = np.array([sticky_share(f"key-{i}") for i in range(20000)])
     assert abs(float(np.mean(shares < 0.2)) - 0.2) < 0.01
     chooser = ArmChooser(None, ["a"], random.Random(0))
-    assert chooser.key(("id", 1.0, [("x",)], True)) is None
+    assert chooser.key(("id", 1.0, [("x",)], True, 0)) is None
 
 
 def test_a_challenger_that_raises_never_changes_a_champion_answer(
@@ -267,3 +267,31 @@ def test_a_challenger_that_did_not_load_sends_its_share_to_the_champion(
         assert rollout.predict(requests, champion) == expected
         errors = metrics.totals["challenger"]["errors"]
         assert (errors == len(requests)) if mode == "shadow" else (50 < errors < 150)
+
+
+def test_explained_requests_are_answered_by_the_champion_during_a_rollout(
+    models: tuple[ServedModel, ServedModel], rows: list[tuple[Any, ...]]
+) -> None:
+    """An explanation is the champion's: explained requests skip the rollout (answered as with
+    it off), the others are the rollout's (here a canary answering all of them)."""
+    champion, challenger = models
+    requests = [(*r[:4], 2) if i % 5 == 0 else r for i, r in enumerate(_requests(rows, 40))]
+    expected = _off_answers(champion, requests)
+    rollout, log, _ = _rollout("canary", challenger, fraction=1.0)
+    api: Any = PredictAPI.__new__(PredictAPI)
+    api.models = _Manager(champion)
+    api.threshold = THRESHOLD
+    api.metrics = ServeMetrics(False, role="worker")
+    api.predlog = None
+    api.rollout = rollout
+    got = PredictAPI.predict(api, requests)
+    assert len(got) == len(requests)
+    for request, answer, off in zip(requests, got, expected, strict=True):
+        if request[4]:
+            assert answer == off
+        else:
+            body = orjson.loads(answer[1])
+            assert {
+                item["model_version"] for item in (body if isinstance(body, list) else [body])
+            } == {"2"}
+    assert sum(len(b.rows) for b in log.batches) == sum(len(r[2]) for r in requests if not r[4])

@@ -107,9 +107,14 @@ def test_skops_reads_its_default_estimator_list_where_skops_compat_replaces_it()
     import skops.io._general as general
     import skops.io._trusted_types as trusted_types
 
-    assert trusted_types.all_estimators.__module__ == "sklearn.utils.discovery", (
-        "skops no longer builds SKLEARN_ESTIMATOR_TYPE_NAMES from sklearn.utils.all_estimators"
+    source = inspect.getsource(trusted_types)
+    assert "from sklearn.utils import all_estimators" in source, (
+        "skops no longer takes all_estimators from sklearn.utils, where skops_compat answers it"
     )
+    assert "for _, estimator_class in all_estimators()" in source, (
+        "skops no longer builds SKLEARN_ESTIMATOR_TYPE_NAMES from all_estimators()"
+    )
+    assert trusted_types.all_estimators.__module__ == "sklearn.utils.discovery"  # restored
     assert "SKLEARN_ESTIMATOR_TYPE_NAMES + " in inspect.getsource(general.ObjectNode.__init__), (
         "skops' ObjectNode no longer reads the default list as `NAMES + internal types`"
     )

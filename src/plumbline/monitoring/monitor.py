@@ -30,6 +30,9 @@ from plumbline.contract import Contract
 from plumbline.monitoring import cbpe
 from plumbline.monitoring.drift import DriftReport, DriftThresholds, compare
 from plumbline.monitoring.references import ReferenceMissing, References
+from plumbline.monitoring.slices import METRICS as SLICE_METRICS
+from plumbline.monitoring.slices import families as slice_families
+from plumbline.monitoring.slices import live_slices
 from plumbline.monitoring.store import FeedbackResult, MonitorStore, Outcome
 from plumbline.paths import layout
 
@@ -87,6 +90,7 @@ METRICS: dict[str, str] = {
     "plumbline_retrain_triggers_total": "Retrain requests by outcome: started, busy, cooldown, "
     "not_enough_labels, disabled",
     **cbpe.ESTIMATE_METRICS,
+    **SLICE_METRICS,
 }
 
 RETRAIN_RESULTS = ("promoted", "rejected", "failed")
@@ -148,6 +152,7 @@ class Snapshot:
     test_metrics: dict[str, float] | None = None
     feedback: dict[str, int] = field(default_factory=dict)
     estimate: cbpe.Estimate | None = None  # CBPE of the serving version, or why there is none
+    slices: list[dict[str, Any]] = field(default_factory=list)  # live per-slice rates
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -267,6 +272,11 @@ class Monitor:
         labelled = self.store.labelled(self.cfg.label_window_rows, version)
         if len(labelled) >= self.cfg.min_labelled_rows:
             snap.live = live_performance(labelled, version)
+        snap.slices = live_slices(
+            window[window["model_version"] == version],
+            labelled if len(labelled) >= self.cfg.min_labelled_rows else None,
+            self.contract,
+        )
         try:
             reference = self.references.get(version)
         except ReferenceMissing as err:
@@ -396,6 +406,8 @@ class MonitorCollector:
                 family.add_metric([snap.serving_version], float(value or 0.0))
             yield family
         yield from cbpe.families(snap.estimate, gauge)
+
+        yield from slice_families(snap.slices, snap.serving_version)
 
         # feedback
         outcomes = counter("plumbline_feedback_outcomes_total", ["result"])

@@ -1,7 +1,8 @@
 """The LitAPI: what each inference worker does with a batch of validated requests.
 
 Requests arrive already validated (the HTTP process checks them against the contract, see
-:mod:`plumbline.serving.schema`) as ``(request_id, received_at, rows, single)``. A batch of them
+:mod:`plumbline.serving.schema`) as ``(request_id, received_at, rows, single, explain)``
+(``explain``: the K of ``?explain=K``, 0 without it). A batch of them
 is scored with one vectorised call of the serving model's scorer, split back per request and
 encoded to the JSON bytes that the HTTP process returns unchanged. The worker also records
 the scoring metrics and appends the batch to the prediction log (in the background).
@@ -25,6 +26,7 @@ import orjson
 
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.serving.explaining import explain_batch, explained_output
 from plumbline.serving.loop import AdaptiveBatchLoop
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog import Batch, PredictionLog
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plumbline.serving")
 
-# (request_id, received_at, rows, single[, sticky header value]): the fifth item only when
-# serve.rollout.sticky_key names a header (plumbline.serving.rollout).
+# (request_id, received_at, rows, single, explain K or 0[, sticky header value]): the sixth
+# item only when serve.rollout.sticky_key names a header (plumbline.serving.rollout).
 Payload = tuple[Any, ...]
 Output = tuple[int, bytes]
 
@@ -185,7 +187,27 @@ class PredictAPI(ls.LitAPI):
         if model is None:
             return [(503, NOT_READY)] * len(requests)
         if self.rollout.active:
-            return self.rollout.predict(requests, model)
+            explained = [i for i, r in enumerate(requests) if r[4]]
+            if not explained:
+                return self.rollout.predict(requests, model)
+            # An explanation is the champion's: explained requests are answered by it alone,
+            # and the rollout (shadow scores, canary share) sees the others.
+            others = [i for i, r in enumerate(requests) if not r[4]]
+            merged: list[Output | None] = [None] * len(requests)
+            for indices, answers in (
+                (explained, self._answer([requests[i] for i in explained], model)),
+                (
+                    others,
+                    self.rollout.predict([requests[i] for i in others], model) if others else [],
+                ),
+            ):
+                for i, answer in zip(indices, answers, strict=True):
+                    merged[i] = answer
+            return [answer for answer in merged if answer is not None]
+        return self._answer(requests, model)
+
+    def _answer(self, requests: list[Payload], model: Any) -> list[Output]:
+        """Every request scored by ``model`` (the champion), explained where asked."""
         rows: list[tuple[Any, ...]] = []
         counts: list[int] = []
         for request in requests:
@@ -197,8 +219,36 @@ class PredictAPI(ls.LitAPI):
         start = 0
         p_list = probabilities.tolist()
         l_list = labels.tolist()
-        for request, n in zip(requests, counts, strict=True):
-            request_id, single = request[0], request[3]
+        logged_explanations: list[str | None] | None = None
+        batch_explained: list[Any] = []
+        if any(r[4] for r in requests):
+            logged_explanations = [None] * len(rows)
+            batch_explained = explain_batch(model, requests)  # one call for all of them
+        for index, (request, n) in enumerate(zip(requests, counts, strict=True)):
+            request_id, request_rows, single, explain = (
+                request[0],
+                request[2],
+                request[3],
+                request[4],
+            )
+            if explain:
+                assert logged_explanations is not None
+                outputs.append(
+                    explained_output(
+                        model,
+                        request_id,
+                        request_rows,
+                        single,
+                        explain,
+                        p_list[start : start + n],
+                        l_list[start : start + n],
+                        logged_explanations,
+                        start,
+                        batch_explained[index],
+                    )
+                )
+                start += n
+                continue
             if single:
                 body = orjson.dumps(
                     {
@@ -238,6 +288,7 @@ class PredictAPI(ls.LitAPI):
                     rows=rows,
                     probabilities=probabilities,
                     labels=labels,
+                    explanations=logged_explanations,
                 )
             )
         return outputs

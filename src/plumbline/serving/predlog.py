@@ -17,7 +17,8 @@ failed write too (``..._write_failures_total``). Appending never waits for the d
 
 Columns: ``request_id``, ``row`` (position in the request), ``received_at`` (UTC),
 ``model_name``, ``model_version``, the feature columns as the contract types them,
-``probability`` and ``label``.
+``probability``, ``label`` and ``explanation`` (the JSON of ``?explain=K``'s answer for the
+row, null when it was not asked for).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Batch:
     rollout: str = "off"
     shadow_version: str | None = None  # shadow mode: the challenger that also scored them
     shadow_probabilities: np.ndarray | None = None
+    explanations: list[str | None] | None = None  # JSON per row, when ?explain was asked
 
 
 class PredictionLog:
@@ -263,6 +265,10 @@ class PredictionLog:
             np.concatenate([b.labels for b in batches]).astype(np.int8), pa.int8()
         )
         columns.update(_rollout_columns(batches))
+        explanations: list[str | None] = []
+        for b in batches:
+            explanations.extend(b.explanations or [None] * len(b.rows))
+        columns["explanation"] = pa.array(explanations, pa.string())
         return pa.table(columns, schema=self.schema)
 
     def _open_file(self) -> None:

@@ -112,7 +112,7 @@ class ArmChooser:
         if self.position is not None:
             rows = request[2]
             return None if not rows else str(rows[0][self.position])
-        return request[4] if len(request) > 4 and request[4] is not None else None
+        return request[5] if len(request) > 5 and request[5] is not None else None
 
     def challenger(self, request: Sequence[Any], fraction: float) -> bool:
         key = self.key(request)

@@ -24,6 +24,21 @@ from plumbline.contract import Contract
 MAX_REPORTED_ERRORS = 50
 
 
+class Contribution(BaseModel):
+    feature: str = Field(description="A raw contract feature")
+    value: Any = Field(description="The record's value of the feature")
+    contribution: float = Field(description="Its additive share of the log-odds")
+
+
+class Explanation(BaseModel):
+    """``base + sum(contributions) + other`` is the model's log-odds for the record."""
+
+    base: float = Field(description="Log-odds of the baseline (the training average)")
+    contributions: list[Contribution] = Field(description="Largest |contribution| first")
+    other: float = Field(description="The other features' contributions, summed")
+    space: Literal["log_odds"]
+
+
 class Prediction(BaseModel):
     """The answer for one record."""
 
@@ -36,6 +51,7 @@ class Prediction(BaseModel):
         description="The registry version (or local-<hash>) that produced this prediction"
     )
     request_id: str = Field(description="Also in the X-Request-ID response header")
+    explanation: Explanation | None = Field(default=None, description="With ?explain=K only")
 
 
 class ReadyBody(BaseModel):

@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from plumbline.bearer import refusal
 from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
+from plumbline.serving.explaining import parse_k
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
 from plumbline.serving.reload import RELOAD_REQUEST, worker_key
 from plumbline.serving.rollout import sticky_header
@@ -553,6 +554,7 @@ class PlumblineServer(ls.LitServer):
                 f"Body larger than {self.settings.serve.max_body_bytes} bytes (refused before "
                 "parsing)"
             ),
+            "409": described("Explanations were asked for but the served model gives none"),
             "422": described("Invalid input: each problem with its field and reason"),
             "503": described(
                 "No scoring worker is ready, or the one holding the request died; retry",
@@ -565,6 +567,20 @@ class PlumblineServer(ls.LitServer):
             "description": "One record in, one prediction out; a list in, a list out (same "
             "order). Validated against the data contract.",
             "operationId": "predict",
+            "parameters": [
+                {
+                    "name": "explain",
+                    "in": "query",
+                    "required": False,
+                    "description": "Add each prediction's explanation: the K features of "
+                    "largest |contribution| to its log-odds (docs/explanations.md)",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": len(self.settings.features),
+                    },
+                }
+            ],
             "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
             "responses": predict_responses,
         }
@@ -624,6 +640,22 @@ class PlumblineServer(ls.LitServer):
         if body is None:
             return _too_large(serve.max_body_bytes)
         try:
+            explain = parse_k(request.query_params.get("explain"), len(self.settings.features))
+        except ValueError as why:
+            invalid = RequestInvalid(
+                [
+                    {
+                        "field": "explain",
+                        "loc": ["query", "explain"],
+                        "msg": str(why),
+                        "type": "value_error",
+                    }
+                ],
+                1,
+            )
+            process_metrics(serve.metrics).validation_failed(invalid.fields)
+            return Response(orjson.dumps(invalid.body()), status_code=422, media_type=_JSON)
+        try:
             rows, single = self.validator.parse(body)
         except RequestInvalid as err:
             process_metrics(serve.metrics).validation_failed(err.fields)
@@ -639,7 +671,7 @@ class PlumblineServer(ls.LitServer):
         future: asyncio.Future[None] = loop.create_future()
         self.response_buffer[uid] = compat.response_buffer_item(_Waiter(future))
         queue = self.litapi_request_queues["/predict"]
-        payload: tuple[Any, ...] = (request_id, time.time(), rows, single)
+        payload: tuple[Any, ...] = (request_id, time.time(), rows, single, explain)
         if self._sticky_header is not None:  # the rollout's sticky key is this header
             payload += (request.headers.get(self._sticky_header),)
         try:

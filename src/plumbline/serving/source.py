@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from plumbline.contract import Contract
+from plumbline.serving.explaining import ServedExplainer
 from plumbline.serving.scorer import Scorer, compile_scorer
 
 
@@ -45,6 +46,7 @@ class ServedModel:
     source: Literal["registry", "local"]
     scorer: Scorer
     loaded_at: float
+    explanations: ServedExplainer | None = None  # for ?explain=K; None: not built
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -166,5 +168,13 @@ class ModelSource:
     def _prepare(
         self, pipeline: Any, version: str, source: Literal["registry", "local"]
     ) -> ServedModel:
+        from plumbline.serving import explaining
+        from plumbline.serving.scorer import smoke_rows
+
         scorer = compile_scorer(pipeline, self.contract, self.features)
-        return ServedModel(self.settings.model_name, version, source, scorer, time.time())
+        explanations = explaining.build(
+            pipeline, self.features, scorer, smoke_rows(self.contract, self.features)
+        )
+        return ServedModel(
+            self.settings.model_name, version, source, scorer, time.time(), explanations
+        )

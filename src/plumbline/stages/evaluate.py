@@ -1,8 +1,9 @@
 """Evaluate: score the model on the time-ordered test split.
 
 Writes ``reports/metrics.json`` (DVC metrics), the data behind the ROC, PR, confusion and
-calibration plots (DVC plots) and PNG renderings of them (viewable offline), and logs the
-model's MLflow run: train's params and metrics from the lineage record, the model, the test
+calibration plots (DVC plots) and PNG renderings of them (viewable offline), and the audit
+reports of :mod:`plumbline.audit` (fairness per slice, global importance, the model card); logs
+the model's MLflow run: train's params and metrics from the lineage record, the model, the test
 metrics and the figures.
 """
 
@@ -25,6 +26,7 @@ from sklearn.metrics import (
 
 from plumbline import skops_compat
 from plumbline.artifacts import write_json
+from plumbline.audit import write_reports
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.metrics import classification_metrics, expected_calibration_error
@@ -232,6 +234,8 @@ def run(
     for name, frame in data.items():
         frame.to_csv(paths.plots / f"{name}.csv", index=False, float_format="%.6f")
     figures = render_figures(data, metrics, paths.figures)
+    # fairness.json, importance, their figures and the model card
+    figures += write_reports(params, contract, paths, model, test, y, p, metrics)
     if mlflow_logging:
         try:
             with phase("mlflow"):

@@ -19,6 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from plumbline import skops_compat
 from plumbline.config import Params
 from plumbline.contract import Contract
+from plumbline.explain import attach_baseline
 from plumbline.features import numeric_profile
 from plumbline.model import (
     TRUSTED_TYPES,
@@ -50,7 +51,9 @@ def fit(train: pd.DataFrame, transformer: Any, contract: Contract, params: Param
     y = contract.encode_target(train[contract.target.column])
     estimator = build_estimator(params.train)
     estimator.fit(x, y)
-    return assemble(transformer, estimator)
+    model = assemble(transformer, estimator)
+    attach_baseline(model, x)  # the reference point of per-decision explanations
+    return model
 
 
 def data_hashes(paths: Layout) -> dict[str, str]:
