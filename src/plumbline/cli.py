@@ -134,11 +134,17 @@ def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
-    done = registry.promote(ctx.params, ctx.paths, verdict)
+    done = registry.promote(ctx.params, ctx.paths, verdict, args.challenger_only)
     what = (
         f"{'found' if done.reused else 'registered'} {registry.name!r} version "
         f"{done.version}; {CHALLENGER} -> {done.version}"
     )
+    if args.challenger_only:
+        return (
+            f"{what}; {CHAMPION} stays "
+            f"{'version ' + done.champion_before if done.champion_before else 'unset'} "
+            f"(challenger only; gate {'passed' if done.passed else 'failed'})"
+        )
     if done.champion_moved:
         return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
     if done.passed:
@@ -273,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         if name == "evaluate":
             p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+        if name == "promote":
+            p.add_argument(
+                "--challenger-only",
+                action="store_true",
+                help="point challenger at the candidate, leave champion alone (for a rollout)",
+            )
         if name == "rollback":
             p.add_argument(
                 "--reason", default="manual rollback", help="why (kept in the promotion history)"
