@@ -291,7 +291,7 @@ class RolloutConfig(StrictModel):
         description="Where the monitor and `plumbline rollout` reach the server's /admin/rollout",
     )
     shadow_budget_ms: float = Field(
-        default=50.0,
+        default=200.0,
         gt=0,
         description="Shadow mode: a challenger scoring call longer than this counts as over budget",
     )

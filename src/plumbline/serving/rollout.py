@@ -15,8 +15,10 @@ state, so a challenger that fails to load never touches the champion or ``/ready
   challenger that raises is counted; the answers are already the champion's.
 * **canary**: each request goes to the challenger when its share (a hash of the sticky key,
   else a random draw) is below ``canary_fraction``; the challenger's requests are scored
-  together, the others by the champion. A failing or missing challenger sends its requests
-  to the champion, counted as errors. ``model_version`` names who answered.
+  together, the others by the champion. A failing challenger, or one that failed to load,
+  sends its requests to the champion, counted as errors; while its first load is still
+  running they are counted as skipped (``loading``), not as errors. ``model_version`` names
+  who answered.
 
 The mode and fraction live in the server's shared state (``rollout``), written by
 ``POST /admin/rollout``; a watcher thread reads them every 50 ms, so a batch sees one mode.

@@ -9,8 +9,8 @@ series                                         meaning
 plumbline_rollout_requests_total               requests scored by each arm (in shadow mode
                                                the challenger scores every request too)
 plumbline_rollout_errors_total                 per arm and ``kind``: ``scoring`` (the model
-                                               raised) or ``unavailable`` (no challenger
-                                               loaded when one was due); each such request
+                                               raised) or ``unavailable`` (the
+                                               challenger's load failed); each such request
                                                was answered by the champion
 plumbline_rollout_challenger_skipped_total     requests the challenger was due to score but
                                                did not, by ``reason``: ``loading`` (its
