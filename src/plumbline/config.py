@@ -305,7 +305,7 @@ class RolloutConfig(StrictModel):
         default=30.0, gt=0, description="How long shadow scoring stays off after that"
     )
     shadow_queue_batches: int = Field(
-        default=4,
+        default=64,
         ge=1,
         description="Shadow batches waiting for the challenger; a batch beyond them is logged "
         "without its shadow score",

@@ -342,7 +342,7 @@ def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
     assert registry.alias_version("champion") == v2
     event = registry.history()[-1]
     assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
-    assert event.reason.startswith("rollout: challenger better: roc_auc")
+    assert event.reason.startswith("rollout: challenger better: look 2 of 4: roc_auc")
     assert "95 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
     state = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
     assert state["mode"] == "off"

@@ -90,11 +90,12 @@ def _rollout(
     fraction: float = 0.2,
     sticky: str | None = None,
     seed: int = 0,
+    **settings: Any,
 ) -> tuple[Rollout, _Log, ArmMetrics]:
     bank = artifacts()
     log = _Log()
     metrics = ArmMetrics(False)
-    cfg = RolloutConfig(mode=mode, canary_fraction=fraction, sticky_key=sticky)  # type: ignore[arg-type]
+    cfg = RolloutConfig(mode=mode, canary_fraction=fraction, sticky_key=sticky, **settings)  # type: ignore[arg-type]
     manager: Any = _Manager(challenger)
     rollout = Rollout(
         cfg,
@@ -297,7 +298,7 @@ def test_a_slow_challenger_never_delays_a_shadow_answer(
     hung = ServedModel("plumbline-classifier", "3", "registry", slow, time.time())
     requests = _requests(rows, 64)
     expected = _off_answers(champion, requests, 8)
-    rollout, log, metrics = _rollout("shadow", hung)
+    rollout, log, metrics = _rollout("shadow", hung, shadow_queue_batches=2)
     got: list[Any] = []
     started = time.perf_counter()
     for start in range(0, len(requests), 8):
