@@ -343,7 +343,7 @@ def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
     event = registry.history()[-1]
     assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
     assert event.reason.startswith("rollout: challenger better: look 2 of 4: roc_auc")
-    assert "95 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
+    assert "98.75 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
     state = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
     assert state["mode"] == "off"
     deadline = time.monotonic() + 30  # the server hot-reloads the new champion
