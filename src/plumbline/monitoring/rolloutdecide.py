@@ -216,10 +216,10 @@ def decide(
         return made("none", f"no difference yet: fewer than {report.look_rows[0]} labelled rows")
     if looked is not None and report.look <= looked:
         if looked + 1 >= looks:
-            return made("none", f"no difference after all {looks} planned looks")
+            return made("none", f"all {looks} planned looks judged; no more verdicts")
         return made(
             "none",
-            f"no difference at look {looked + 1} of {looks}; next look at "
+            f"look {looked + 1} of {looks} judged; next look at "
             f"{report.look_rows[looked + 1]} labelled rows per arm",
         )
     what = (
