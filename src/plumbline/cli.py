@@ -140,12 +140,18 @@ def cmd_promote(ctx: StageContext, args: argparse.Namespace) -> str:
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
     registry = Registry.from_params(ctx.params, ctx.root)
-    done = registry.promote(ctx.params, ctx.paths, verdict)
+    done = registry.promote(ctx.params, ctx.paths, verdict, args.challenger_only)
     card = attach(registry.client, registry.name, done.version, ctx.paths / MODEL_CARD_FILE)
     what = (
         f"{'found' if done.reused else 'registered'} {registry.name!r} version "
         f"{done.version}; {CHALLENGER} -> {done.version}; model card: {card or 'none'}"
     )
+    if args.challenger_only:
+        return (
+            f"{what}; {CHAMPION} stays "
+            f"{'version ' + done.champion_before if done.champion_before else 'unset'} "
+            f"(challenger only; gate {'passed' if done.passed else 'failed'})"
+        )
     if done.champion_moved:
         return f"{what}; {CHAMPION} -> {done.version} (was {done.champion_before or 'none'})"
     if done.passed:
@@ -297,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="the automatic retrain's gate: challenger vs re-scored champion on the "
                 "same newest rows, paired bootstrap (retrain.comparison)",
+            )
+        if name == "promote":
+            p.add_argument(
+                "--challenger-only",
+                action="store_true",
+                help="point challenger at the candidate, leave champion alone (for a rollout)",
             )
         if name == "rollback":
             p.add_argument(

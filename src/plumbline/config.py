@@ -219,10 +219,24 @@ class RolloutDecideConfig(StrictModel):
         default="roc_auc", description="The metric whose verdict promotes or ends a rollout"
     )
     margin: float = Field(
-        default=0.0,
+        default=0.01,
         ge=0.0,
-        description="The challenger must beat the champion by more than this (the whole 95 % "
-        "interval of the difference beyond it) to count as better",
+        description="The challenger must beat the champion on decide.metric by more than this "
+        "(the whole interval of the difference beyond it) to count as better; above 0 so that "
+        "an equal model is not promoted on noise",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Error rate of the whole rollout's verdicts, spent over max_looks looks "
+        "(Bonferroni: each look's interval has confidence 1 - alpha / max_looks)",
+    )
+    max_looks: int = Field(
+        default=4,
+        ge=1,
+        description="Planned looks: when the labelled rows per arm first reach "
+        "min_labelled_rows, then each doubling of it; no verdict in between or after",
     )
     auto: bool = Field(
         default=False,
@@ -249,6 +263,24 @@ class RolloutDecideConfig(StrictModel):
         default=200, ge=1, description="Requests per arm before the error and latency limits apply"
     )
 
+    @model_validator(mode="after")
+    def _window_holds_a_verdict(self) -> RolloutDecideConfig:
+        if self.window_rows < self.min_labelled_rows:
+            raise ValueError(
+                f"window_rows ({self.window_rows}) < min_labelled_rows "
+                f"({self.min_labelled_rows}): no verdict could ever be reached"
+            )
+        return self
+
+    @property
+    def confidence(self) -> float:
+        """Each look's two-sided interval confidence."""
+        return 1.0 - self.alpha / self.max_looks
+
+    def look_rows(self) -> list[int]:
+        """Labelled rows per arm at which the planned looks happen."""
+        return [self.min_labelled_rows * 2**k for k in range(self.max_looks)]
+
 
 class RolloutConfig(StrictModel):
     """A second model (``challenger_alias``) beside the champion: shadow or canary traffic."""
@@ -272,6 +304,26 @@ class RolloutConfig(StrictModel):
     server_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Where the monitor and `plumbline rollout` reach the server's /admin/rollout",
+    )
+    shadow_budget_ms: float = Field(
+        default=200.0,
+        gt=0,
+        description="Shadow mode: a challenger scoring call longer than this counts as over budget",
+    )
+    shadow_budget_calls: int = Field(
+        default=5,
+        ge=1,
+        description="... this many over-budget calls in a row stop shadow scoring for "
+        "shadow_cooloff_s",
+    )
+    shadow_cooloff_s: float = Field(
+        default=30.0, gt=0, description="How long shadow scoring stays off after that"
+    )
+    shadow_queue_batches: int = Field(
+        default=64,
+        ge=1,
+        description="Shadow batches waiting for the challenger; a batch beyond them is logged "
+        "without its shadow score",
     )
     decide: RolloutDecideConfig = RolloutDecideConfig()
 

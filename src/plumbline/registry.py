@@ -89,7 +89,7 @@ class Event:
     """One move of the ``champion`` alias."""
 
     seq: int
-    action: Literal["promote", "rollback"]
+    action: Literal["promote", "rollback", "challenger"]  # challenger: champion untouched
     from_version: str | None
     to_version: str
     by: str
@@ -108,7 +108,7 @@ def champion_lineage(events: list[Event]) -> list[str]:
         if event.action == "promote":
             if not stack or stack[-1] != event.to_version:
                 stack.append(event.to_version)
-        else:
+        elif event.action == "rollback":
             while stack and stack[-1] != event.to_version:
                 stack.pop()
             if not stack:
@@ -245,7 +245,7 @@ class Registry:
 
     def _record(
         self,
-        action: Literal["promote", "rollback"],
+        action: Literal["promote", "rollback", "challenger"],
         from_version: str | None,
         to_version: str,
         reason: str,
@@ -346,8 +346,12 @@ class Registry:
             )
         return info.model_uri, run.info.run_id, info.model_id
 
-    def promote(self, params: Params, paths: Layout, gate: GateResult) -> Promotion:
-        """Register the candidate (or find it already registered) and move the aliases."""
+    def promote(
+        self, params: Params, paths: Layout, gate: GateResult, challenger_only: bool = False
+    ) -> Promotion:
+        """Register the candidate (or find it already registered) and move the aliases;
+        ``challenger_only``: point ``challenger`` at it and leave ``champion`` where it is (to
+        roll it out beside the champion), recorded in the history."""
         if not paths.model.is_file():
             raise MissingInput(f"{paths.model} not found: run `dvc repro` first")
         model_md5 = md5_file(paths.model)
@@ -392,9 +396,18 @@ class Registry:
                     self.name, source=source, run_id=run_id or None, tags=tags, model_id=model_id
                 )
             version = str(created.version)
+        previous_challenger = self.alias_version(CHALLENGER)
         with _registry_errors(f"cannot set alias {CHALLENGER!r}"):
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
-        if gate.passed and before != version:
+        if challenger_only:
+            self._record(
+                "challenger",
+                previous_challenger,
+                version,
+                f"challenger only (champion stays {before or 'unset'}); gate "
+                f"{'passed' if gate.passed else 'failed'}: {gate.note}",
+            )
+        elif gate.passed and before != version:
             checks = len(gate.checks)
             why = f"gate passed {checks} of {checks} checks; {gate.note}"
             self.set_champion(version, "promote", why)

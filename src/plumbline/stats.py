@@ -166,8 +166,10 @@ def compare(
     margin: float = 0.0,
     resamples: int = 1000,
     seed: int | None = 0,
+    confidence: float = 0.95,
 ) -> Comparison:
-    """Compare on ``(outcomes, scores)`` per arm; ``paired``: the same rows in the same order."""
+    """Compare on ``(outcomes, scores)`` per arm; ``paired``: the same rows in the same order;
+    ``confidence``: of the two-sided percentile interval."""
     y0, p0 = (np.asarray(a, dtype=np.float64) for a in champion)
     y1, p1 = (np.asarray(a, dtype=np.float64) for a in challenger)
     if paired and (len(y0) != len(y1) or not np.array_equal(y0, y1)):
@@ -178,7 +180,8 @@ def compare(
     if len(diffs) < resamples // 2:  # a one-class sample: AUCs undefined
         low = high = float("nan")
     else:
-        low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+        tail = (1.0 - confidence) / 2 * 100
+        low, high = (float(v) for v in np.percentile(diffs, [tail, 100 - tail]))
     return Comparison(
         metric=name,
         champion=value0,

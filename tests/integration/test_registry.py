@@ -149,6 +149,24 @@ def test_failed_gate_registers_challenger_and_leaves_champion(project: Path, sto
     assert re.search(r"^1\s+champion\s.*\spassed\s", listing, re.MULTILINE)
 
 
+def test_challenger_only_leaves_the_champion_for_a_rollout(project: Path, store: Path) -> None:
+    train_candidate(project)
+    gate_and_promote(expect_pass=True)
+    train_candidate(project, **{"train.logistic_regression.C": 0.5})
+    code, _, err = plumbline("gate")
+    assert code == 0, err  # it would have become champion without the flag
+    out = ok("promote", "--challenger-only")
+    name = model_name(project)
+
+    assert "champion stays version 1 (challenger only; gate passed)" in out
+    assert aliases(store, name) == {"champion": "1", "challenger": "2"}
+    listing = ok("models")
+    assert "challenger  1 -> 2  by" in listing and "champion stays 1" in listing
+    # Not a move of champion: there is still no earlier champion to roll back to.
+    code, _, err = plumbline("rollback")
+    assert code == 1 and "no earlier champion" in err
+
+
 def test_rollback_goes_back_one_champion_per_call(project: Path, store: Path) -> None:
     for c in (1.0, 0.5, 2.0):
         train_candidate(project, **{"train.logistic_regression.C": c})

@@ -117,6 +117,18 @@ def _metrics(server: Server, name: str, **labels: str) -> float:
     return metric_value(server.get("/metrics").text, name, **labels)
 
 
+def test_admin_rollout_refuses_a_fraction_that_is_not_a_canary_share(server: Server) -> None:
+    for body in (
+        {"mode": "canary", "canary_fraction": True},  # not 1.0
+        {"mode": "shadow", "canary_fraction": 0.5},
+    ):
+        answer = requests.post(server.url + "/admin/rollout", json=body, headers=AUTH, timeout=30)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"] == ["canary_fraction"]
+    status = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
+    assert status["mode"] == "off" and not any(status["skipped"].values())
+
+
 def test_a_challenger_that_fails_to_load_changes_no_answer(
     server: Server, store: Store, rows: list[dict[str, Any]]
 ) -> None:
@@ -156,6 +168,8 @@ def test_shadow_answers_1000_requests_byte_identically_and_logs_both_scores(
     assert logged.num_rows == len(rows)
     assert set(logged["rollout"].to_pylist()) == {"shadow"}
     assert set(logged["arm"].to_pylist()) == {"champion"}
+    held = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
+    assert not any(held["skipped"].values()), held["skipped"]  # every row got its shadow score
     assert set(logged["shadow_version"].to_pylist()) == {store.versions["v2"]}
     assert logged["shadow_probability"].null_count == 0
     answered = {f"shadow-{i}": orjson.loads(body)["probability"] for i, body in enumerate(shadow)}
@@ -328,8 +342,8 @@ def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
     assert registry.alias_version("champion") == v2
     event = registry.history()[-1]
     assert (event.action, event.from_version, event.to_version) == ("promote", v1, v2)
-    assert event.reason.startswith("rollout: challenger better: roc_auc")
-    assert "95 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
+    assert event.reason.startswith("rollout: challenger better: look 2 of 4: roc_auc")
+    assert "98.75 % interval" in event.reason and "800 labelled rows, shadow" in event.reason
     state = requests.get(server.url + "/admin/rollout", headers=AUTH, timeout=10).json()
     assert state["mode"] == "off"
     deadline = time.monotonic() + 30  # the server hot-reloads the new champion

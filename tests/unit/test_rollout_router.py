@@ -90,11 +90,12 @@ def _rollout(
     fraction: float = 0.2,
     sticky: str | None = None,
     seed: int = 0,
+    **settings: Any,
 ) -> tuple[Rollout, _Log, ArmMetrics]:
     bank = artifacts()
     log = _Log()
     metrics = ArmMetrics(False)
-    cfg = RolloutConfig(mode=mode, canary_fraction=fraction, sticky_key=sticky)  # type: ignore[arg-type]
+    cfg = RolloutConfig(mode=mode, canary_fraction=fraction, sticky_key=sticky, **settings)  # type: ignore[arg-type]
     manager: Any = _Manager(challenger)
     rollout = Rollout(
         cfg,
@@ -150,6 +151,7 @@ def test_shadow_answers_are_the_rollout_off_answers_and_the_log_has_both_scores(
     got: list[Any] = []
     for start in range(0, len(requests), 64):  # batches as the loop forms them
         got += rollout.predict(requests[start : start + 64], champion)
+        rollout.drain()  # the shadow thread logs each batch once the challenger scored it
     assert got == _off_answers(champion, requests, 64)  # the same bytes
     logged = sum(len(b.rows) for b in log.batches)
     assert logged == sum(len(r[2]) for r in requests)
@@ -247,6 +249,7 @@ def test_a_challenger_that_raises_never_changes_a_champion_answer(
 
     shadow, log, metrics = _rollout("shadow", broken)
     assert shadow.predict(requests, champion) == expected
+    shadow.drain()
     assert metrics.totals["challenger"]["errors"] == len(requests)
     assert all(b.shadow_probabilities is None and b.shadow_version is None for b in log.batches)
 
@@ -264,6 +267,8 @@ def test_a_challenger_that_did_not_load_sends_its_share_to_the_champion(
     expected = _off_answers(champion, requests)
     for mode in ("shadow", "canary"):
         rollout, _, metrics = _rollout(mode, None, fraction=0.2)
+        assert rollout.challenger is not None
+        rollout.challenger.last_error = "version 2 rejected: smoke check failed"
         assert rollout.predict(requests, champion) == expected
         errors = metrics.totals["challenger"]["errors"]
         assert (errors == len(requests)) if mode == "shadow" else (50 < errors < 150)
@@ -295,3 +300,106 @@ def test_explained_requests_are_answered_by_the_champion_during_a_rollout(
                 item["model_version"] for item in (body if isinstance(body, list) else [body])
             } == {"2"}
     assert sum(len(b.rows) for b in log.batches) == sum(len(r[2]) for r in requests if not r[4])
+
+
+class _Slow:
+    """A challenger whose every call takes ``seconds`` (a hung one: a long sleep)."""
+
+    kind = "slow"
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self.calls = 0
+
+    def proba(self, rows: Any) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return np.asarray(self.inner.proba(rows))
+
+
+def test_a_slow_challenger_never_delays_a_shadow_answer(
+    models: tuple[ServedModel, ServedModel], rows: list[tuple[Any, ...]]
+) -> None:
+    champion, challenger = models
+    slow = _Slow(challenger.scorer, 0.3)
+    hung = ServedModel("plumbline-classifier", "3", "registry", slow, time.time())
+    requests = _requests(rows, 64)
+    expected = _off_answers(champion, requests, 8)
+    rollout, log, metrics = _rollout("shadow", hung, shadow_queue_batches=2)
+    got: list[Any] = []
+    started = time.perf_counter()
+    for start in range(0, len(requests), 8):
+        got += rollout.predict(requests[start : start + 8], champion)
+    took = time.perf_counter() - started
+    assert got == expected
+    # Eight batches against a challenger taking 0.3 s each: answered long before even one
+    # challenger call could finish in line.
+    assert took < 0.25
+    assert metrics.skipped["busy"] > 0  # beyond the queue: logged without the shadow score
+    rollout.drain()
+    assert sum(len(b.request_ids) for b in log.batches) == len(requests)
+    shadowed = [b for b in log.batches if b.shadow_probabilities is not None]
+    assert 0 < len(shadowed) < len(log.batches)
+
+
+def test_the_breaker_pauses_shadow_scoring_after_calls_over_budget(
+    models: tuple[ServedModel, ServedModel], rows: list[tuple[Any, ...]]
+) -> None:
+    champion, challenger = models
+    slow = _Slow(challenger.scorer, 0.03)
+    served = ServedModel("plumbline-classifier", "3", "registry", slow, time.time())
+    bank = artifacts()
+    log = _Log()
+    metrics = ArmMetrics(False)
+    cfg = RolloutConfig(
+        mode="shadow", shadow_budget_ms=10, shadow_budget_calls=3, shadow_cooloff_s=60
+    )
+    manager: Any = _Manager(served)
+    rollout = Rollout(
+        cfg,
+        bank.features,
+        THRESHOLD,
+        metrics,
+        log,
+        lambda *a: None,
+        lambda: manager,  # type: ignore[arg-type]
+    )
+    rollout._apply(RolloutState.from_config(cfg))
+    requests = _requests(rows, 10)
+    for i in range(10):
+        rollout.predict(requests[i : i + 1], champion)
+        rollout.drain()  # one at a time: the queue never fills, only the budget counts
+    assert slow.calls == 3  # the third over-budget call opened the breaker
+    assert rollout.breaker.paused()
+    assert metrics.skipped["over_budget"] == 7
+    assert metrics.totals["challenger"]["errors"] == 0
+    assert len(log.batches) == 10
+
+
+def test_the_breaker_closes_after_the_cooloff_and_a_fast_call_resets_the_count() -> None:
+    from plumbline.serving.rollout import Breaker
+
+    now = [0.0]
+    breaker = Breaker(0.01, 2, 5.0, clock=lambda: now[0])
+    assert not breaker.record(0.02)
+    assert not breaker.record(0.001)  # a call within budget: the run starts again
+    assert not breaker.record(0.02)
+    assert breaker.record(0.02)
+    assert breaker.paused()
+    now[0] = 5.1
+    assert not breaker.paused()
+
+
+def test_requests_while_the_challenger_loads_are_not_errors(
+    models: tuple[ServedModel, ServedModel], rows: list[tuple[Any, ...]]
+) -> None:
+    champion, _ = models
+    requests = _requests(rows, 300)
+    expected = _off_answers(champion, requests)
+    for mode in ("shadow", "canary"):
+        rollout, _, metrics = _rollout(mode, None, fraction=0.5)  # loading: no error yet
+        assert rollout.predict(requests, champion) == expected
+        assert metrics.totals["challenger"]["errors"] == 0
+        loading = metrics.skipped["loading"]
+        assert (loading == len(requests)) if mode == "shadow" else (0 < loading < len(requests))

@@ -12,7 +12,11 @@ the newest row logged under shadow or canary.
 
 Verdicts need ``serve.rollout.decide.min_labelled_rows`` labelled rows per arm; below that the
 figures are shown and the verdict is ``no difference yet``. The margin applies to the
-deciding metric (``decide.metric``); the others are judged with a margin of 0.
+deciding metric (``decide.metric``); the others are judged with a margin of 0. Intervals have
+the confidence ``1 - decide.alpha / decide.max_looks`` (Bonferroni over the planned looks);
+``look`` is the planned look the labelled rows have reached (0 at ``min_labelled_rows``, then
+one per doubling); the monitor acts on a verdict only at the first refresh of each look
+(:mod:`plumbline.monitoring.rolloutdecide`).
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ ROLLOUT_METRICS: dict[str, str] = {
     "serve.threshold differs between the models",
     "plumbline_rollout_shadow_rows": "Shadow rows the divergence is measured on",
     "plumbline_rollout_difference": "Challenger minus champion per metric (point estimate)",
-    "plumbline_rollout_difference_low": "Lower end of the difference's 95 % interval",
-    "plumbline_rollout_difference_high": "Upper end of the difference's 95 % interval",
+    "plumbline_rollout_difference_low": "Lower end of the difference's interval "
+    "(confidence 1 - decide.alpha / decide.max_looks)",
+    "plumbline_rollout_difference_high": "Upper end of the difference's interval",
     "plumbline_rollout_verdict": "Per metric: 1 challenger better, -1 worse, 0 no difference yet",
     "plumbline_rollout_decisions_total": "Rollout decisions taken by the monitor, by action "
     "(promote, end)",
@@ -65,6 +70,9 @@ class ArmsReport:
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     metric: str = "roc_auc"
     min_labelled_rows: int = 0
+    look: int | None = None  # the planned look reached (index into look_rows), None: none yet
+    look_rows: list[int] = field(default_factory=list)
+    confidence: float = 0.95
 
     @property
     def verdict(self) -> str:
@@ -82,6 +90,9 @@ class ArmsReport:
             "comparisons": {k: v.to_dict() for k, v in self.comparisons.items()},
             "metric": self.metric,
             "min_labelled_rows": self.min_labelled_rows,
+            "look": self.look,
+            "look_rows": self.look_rows,
+            "confidence": self.confidence,
             "verdict": self.verdict,
         }
 
@@ -102,9 +113,10 @@ class ArmsReport:
             out.append("no verdict yet: too few labelled rows with both outcomes")
             return out
         kind = "paired bootstrap" if self.mode == "shadow" else "unpaired bootstrap"
+        level = f"{self.confidence * 100:.4g} %"
         out.append(
             f"{'metric':<9} {'champion':>9} {'challenger':>10} {'difference':>11} "
-            f"{'95 % interval (' + kind + ')':>38} {'rows':>11}  verdict"
+            f"{level + ' interval (' + kind + ')':>40} {'rows':>11}  verdict"
         )
         for name in METRICS:
             c = self.comparisons.get(name)
@@ -115,12 +127,19 @@ class ArmsReport:
             marker = " *" if name == self.metric else ""
             out.append(
                 f"{name:<9} {c.champion:>9.4f} {c.challenger:>10.4f} {c.difference:>+11.4f} "
-                f"{interval:>38} {rows:>11}  {c.verdict}{marker}"
+                f"{interval:>40} {rows:>11}  {c.verdict}{marker}"
             )
         out.append(
             f"* decides (serve.rollout.decide.metric); verdicts need {self.min_labelled_rows} "
             "labelled rows per arm"
         )
+        if self.look_rows:
+            reached = "none yet" if self.look is None else f"{self.look + 1}"
+            out.append(
+                f"planned looks at {', '.join(map(str, self.look_rows))} labelled rows per arm "
+                f"(reached: {reached} of {len(self.look_rows)}); the monitor acts only at a "
+                "look's first refresh"
+            )
         return out
 
 
@@ -234,12 +253,16 @@ def judge(
         divergence=divergence,
         metric=cfg.metric,
         min_labelled_rows=cfg.min_labelled_rows,
+        look_rows=cfg.look_rows(),
+        confidence=cfg.confidence,
     )
     for arm, (y, p) in arms.items():
         if len(y):
             report.live[arm] = _live(y, p)
     (y0, p0), (y1, p1) = arms["champion"], arms["challenger"]
     comparable = all(len(y) >= 20 and 0 < y.sum() < len(y) for y in (y0, y1))
+    reached = [k for k, n in enumerate(report.look_rows) if min(len(y0), len(y1)) >= n]
+    report.look = reached[-1] if reached else None
     if comparable:
         enough = min(len(y0), len(y1)) >= cfg.min_labelled_rows
         for name in METRICS:
@@ -251,6 +274,7 @@ def judge(
                 margin=cfg.margin if name == cfg.metric else 0.0,
                 resamples=cfg.bootstrap,
                 seed=seed,
+                confidence=cfg.confidence,
             )
             if not enough:
                 c = Comparison(**{**c.to_dict(), "verdict": UNDECIDED})

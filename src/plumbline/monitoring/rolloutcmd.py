@@ -50,12 +50,49 @@ def _arm_lines(status: dict[str, Any]) -> list[str]:
         out.append(f"challenger error: {status['challenger_error']}")
     for arm, values in (status.get("arms") or {}).items():
         calls = values.get("scoring_calls") or 0
+        rows = values.get("scoring_rows") or 0
         per_call = values.get("scoring_seconds", 0.0) / calls * 1e3 if calls else 0.0
+        per_row = values.get("scoring_seconds", 0.0) / rows * 1e6 if rows else 0.0
         out.append(
             f"  {arm:<10} {int(values.get('requests', 0)):>8} requests, "
-            f"{int(values.get('errors', 0))} errors, {per_call:.2f} ms per scoring call"
+            f"{int(values.get('errors', 0))} errors, {per_call:.2f} ms per scoring call, "
+            f"{per_row:.1f} µs per row"
+        )
+    skipped = {k: int(v) for k, v in (status.get("skipped") or {}).items() if v}
+    if skipped:
+        out.append(
+            "  challenger skipped (not errors): "
+            + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()))
+        )
+    if status.get("shadow_paused"):
+        out.append(
+            "  shadow scoring paused: the challenger went over serve.rollout.shadow_budget_ms "
+            "too often (the circuit breaker); it resumes after shadow_cooloff_s"
         )
     return out
+
+
+def unreachable(decide: Any, mode: str, fraction: float) -> str | None:
+    """Why the verdict's window can never hold min_labelled_rows of each arm, or None.
+
+    The window is the newest ``window_rows`` labelled rows of both arms together: in canary
+    mode the challenger's expected share of it is ``window_rows * canary_fraction``."""
+    if mode != "canary":
+        return None
+    expected = {
+        "challenger": decide.window_rows * fraction,
+        "champion": decide.window_rows * (1.0 - fraction),
+    }
+    short = {arm: n for arm, n in expected.items() if n < decide.min_labelled_rows}
+    if not short:
+        return None
+    arm, n = min(short.items(), key=lambda item: item[1])
+    return (
+        f"no verdict can ever be reached: the {arm} is expected to hold {n:.0f} of the "
+        f"{decide.window_rows} labelled rows in the window (canary fraction {fraction:g}), "
+        f"fewer than min_labelled_rows {decide.min_labelled_rows}; raise "
+        "serve.rollout.decide.window_rows or the canary fraction"
+    )
 
 
 def _local_report(ctx: Any) -> dict[str, Any] | None:
@@ -123,6 +160,14 @@ def run(ctx: Any, args: argparse.Namespace) -> str:
         print(json.dumps({"server": server, "report": report}, indent=2, default=str))
     else:
         print("\n".join(_arm_lines(server)) if server else problem)
+        if server:
+            never = unreachable(
+                params.serve.rollout.decide,
+                str(server.get("mode")),
+                float(server.get("canary_fraction") or 0.0),
+            )
+            if never:
+                print(never)
         print("\n".join(_report_lines(report)) if report else "no rollout rows logged yet")
     verdict = report["verdict"] if report else "no rollout yet"
     return f"mode {server['mode'] if server else 'unknown'}; verdict: {verdict}"

@@ -5,15 +5,23 @@ After each refresh the monitor (:class:`Decider`) reads the server's rollout
 verdict on the labelled rows (:func:`plumbline.monitoring.arms.evaluate`), and decides:
 
 * **end** the rollout (mode back to ``off``) when the challenger fails more than
-  ``decide.max_error_rate`` of its requests, or its mean scoring call takes more than
-  ``decide.max_latency_ratio`` times the champion's (both once each arm has
-  ``decide.min_requests``), or the verdict on ``decide.metric`` is ``worse``;
+  ``decide.max_error_rate`` of its requests (requests met while it was still loading are
+  not failures), or its scoring time per row is more than ``decide.max_latency_ratio``
+  times the champion's (both once each arm has ``decide.min_requests``), or the verdict on
+  ``decide.metric`` is ``worse``;
 * **promote** when the verdict is ``better``: the challenger version must pass the gate's
   absolute thresholds (``gate.min_roc_auc``, ``min_pr_auc``, ``max_brier``) on the test
   metrics ``plumbline promote`` recorded on it (the live verdict takes the place of the
   gate's comparison with the champion), then ``champion`` moves to it with the verdict as the
   reason in the champion history, and the rollout ends (the server reloads the new champion);
 * nothing otherwise: ``no difference yet`` never promotes.
+
+The verdict is acted on only at planned looks: the first refresh at which the labelled rows
+per arm reach ``min_labelled_rows``, then twice that, four times, ... (``max_looks`` looks in
+all); each look's interval has confidence ``1 - alpha / max_looks`` (Bonferroni), so over
+the whole rollout an equal challenger is called better or worse with probability at most
+``alpha``, however often the monitor refreshes. The looks taken are kept per rollout
+(``<state_dir>/rollout-looks.json``) across monitor restarts.
 
 Only with ``decide.auto: true`` does it act; either way the decision is kept
 (``<state_dir>/rollout-decisions.jsonl``) and shown by ``plumbline rollout status``.
@@ -38,6 +46,7 @@ from plumbline.stats import BETTER, WORSE
 log = logging.getLogger("plumbline.monitor")
 
 DECISIONS_FILE = "rollout-decisions.jsonl"
+LOOKS_FILE = "rollout-looks.json"
 
 
 class Control(Protocol):
@@ -132,15 +141,17 @@ def limits_broken(status: dict[str, Any], params: Params) -> str | None:
                 f"challenger failed {rate:.1%} of {int(tried)} requests "
                 f"(limit {cfg.max_error_rate:.1%})"
             )
-    calls = [float(a.get("scoring_calls", 0)) for a in (champion, challenger)]
+    # Per row, not per call: in canary mode the challenger's calls hold only its share of a
+    # batch's rows, so its calls are shorter even when each row costs more.
+    rows = [float(a.get("scoring_rows", 0)) for a in (champion, challenger)]
     if min(float(champion.get("requests", 0)), float(challenger.get("requests", 0))) >= (
         cfg.min_requests
-    ) and min(calls):
-        mine = float(challenger["scoring_seconds"]) / calls[1]
-        theirs = float(champion["scoring_seconds"]) / calls[0]
+    ) and min(rows):
+        mine = float(challenger["scoring_seconds"]) / rows[1]
+        theirs = float(champion["scoring_seconds"]) / rows[0]
         if theirs > 0 and mine / theirs > cfg.max_latency_ratio:
             return (
-                f"challenger scoring takes {mine * 1e3:.2f} ms per call, "
+                f"challenger scoring takes {mine * 1e6:.1f} µs per row, "
                 f"{mine / theirs:.1f}x the champion's (limit {cfg.max_latency_ratio:g}x)"
             )
     return None
@@ -167,7 +178,14 @@ def gate_refusal(tags: dict[str, str], gate: GateConfig) -> str | None:
     return "; ".join(problems) or None
 
 
-def decide(report: ArmsReport | None, status: dict[str, Any], params: Params) -> Decision:
+def decide(
+    report: ArmsReport | None,
+    status: dict[str, Any],
+    params: Params,
+    looked: int | None = None,
+) -> Decision:
+    """``looked``: the last planned look already judged in this rollout (None: none); a verdict
+    counts only at a look beyond it."""
     mode = str(status.get("mode", "off"))
     champion = (status.get("champion") or {}).get("model_version")
     challenger = (status.get("challenger") or {}).get("model_version")
@@ -193,9 +211,21 @@ def decide(report: ArmsReport | None, status: dict[str, Any], params: Params) ->
     chosen = report.comparisons.get(report.metric)
     if chosen is None:
         return made("none", "too few labelled rows with both outcomes")
+    looks = len(report.look_rows)
+    if report.look is None:
+        return made("none", f"no difference yet: fewer than {report.look_rows[0]} labelled rows")
+    if looked is not None and report.look <= looked:
+        if looked + 1 >= looks:
+            return made("none", f"all {looks} planned looks judged; no more verdicts")
+        return made(
+            "none",
+            f"look {looked + 1} of {looks} judged; next look at "
+            f"{report.look_rows[looked + 1]} labelled rows per arm",
+        )
     what = (
-        f"{report.metric} {chosen.challenger:.4f} vs {chosen.champion:.4f}, difference "
-        f"{chosen.difference:+.4f} (95 % interval [{chosen.low:+.4f}, {chosen.high:+.4f}], "
+        f"look {report.look + 1} of {looks}: {report.metric} {chosen.challenger:.4f} vs "
+        f"{chosen.champion:.4f}, difference {chosen.difference:+.4f} "
+        f"({report.confidence * 100:.4g} % interval [{chosen.low:+.4f}, {chosen.high:+.4f}], "
         f"{'paired' if chosen.paired else 'unpaired'} bootstrap, "
         f"{chosen.champion_rows}{'' if chosen.paired else '+' + str(chosen.challenger_rows)} "
         f"labelled rows, {mode})"
@@ -225,6 +255,25 @@ class Decider:
         self.last: Decision | None = None
         self.taken: Counter[str] = Counter()
         self._key: tuple[Any, ...] | None = None
+        self.looks_path = state_dir / LOOKS_FILE
+        self.looked: dict[str, int] = self._load_looks()
+
+    def _load_looks(self) -> dict[str, int]:
+        try:
+            raw = json.loads(self.looks_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def _save_looks(self) -> None:
+        self.looks_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.looks_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.looked))
+        os.replace(tmp, self.looks_path)
+
+    @staticmethod
+    def _rollout_id(report: ArmsReport) -> str:
+        return f"{report.mode}:{report.champion_version}:{report.challenger_version}"
 
     def step(self) -> Decision:
         cfg = self.params.serve.rollout
@@ -237,7 +286,14 @@ class Decider:
         except Exception as err:
             decision = Decision("none", f"server unreachable: {err}")
         else:
-            decision = decide(self.report, status, self.params)
+            report = self.report
+            rid = self._rollout_id(report) if report is not None else None
+            looked = self.looked.get(rid) if rid is not None else None
+            decision = decide(report, status, self.params, looked)
+            judged = "comparisons" in (decision.evidence or {})  # a verdict read at a look
+            if judged and report is not None and rid is not None and report.look is not None:
+                self.looked[rid] = report.look  # this look is spent, whatever its verdict
+                self._save_looks()
         decision.at = time.time()
         if decision.action != "none" and cfg.decide.auto:
             self._act(decision)

@@ -5,14 +5,20 @@ rollout is on, a second manager for ``serve.rollout.challenger_alias``: loaded, 
 and hot-reloaded the same way, but with no local fallback and with its own series and shared
 state, so a challenger that fails to load never touches the champion or ``/ready``.
 
-* **shadow**: the whole batch is scored by the champion, encoded exactly as with the rollout
-  off, then scored by the challenger in one more vectorised call; the log row carries both
-  scores under the one request id. A challenger that raises is counted; the answers are
-  already the champion's.
+* **shadow**: the whole batch is scored by the champion and answered exactly as with the
+  rollout off; the batch is then handed to the worker's shadow thread, which scores it with
+  the challenger in one vectorised call and logs the row with both scores under the one
+  request id. The answers never wait for the challenger: a batch that finds
+  ``shadow_queue_batches`` waiting is logged without its shadow score (``busy``), and a
+  circuit breaker pauses shadow scoring for ``shadow_cooloff_s`` after
+  ``shadow_budget_calls`` calls in a row over ``shadow_budget_ms`` (``over_budget``). A
+  challenger that raises is counted; the answers are already the champion's.
 * **canary**: each request goes to the challenger when its share (a hash of the sticky key,
   else a random draw) is below ``canary_fraction``; the challenger's requests are scored
-  together, the others by the champion. A failing or missing challenger sends its requests
-  to the champion, counted as errors. ``model_version`` names who answered.
+  together, the others by the champion. A failing challenger, or one that failed to load,
+  sends its requests to the champion, counted as errors; while its first load is still
+  running they are counted as skipped (``loading``), not as errors. ``model_version`` names
+  who answered.
 
 The mode and fraction live in the server's shared state (``rollout``), written by
 ``POST /admin/rollout``; a watcher thread reads them every 50 ms, so a batch sees one mode.
@@ -20,14 +26,16 @@ The mode and fraction live in the server's shared state (``rollout``), written b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -152,6 +160,42 @@ def encode(
     )
 
 
+class Breaker:
+    """Pauses shadow scoring after ``calls`` challenger calls in a row over ``budget_s``."""
+
+    def __init__(
+        self,
+        budget_s: float,
+        calls: int,
+        cooloff_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget_s = budget_s
+        self.calls = calls
+        self.cooloff_s = cooloff_s
+        self.clock = clock
+        self.over = 0
+        self.until = 0.0
+
+    def paused(self) -> bool:
+        return self.clock() < self.until
+
+    def record(self, seconds: float) -> bool:
+        """One call's time; True when it opens the breaker."""
+        self.over = self.over + 1 if seconds > self.budget_s else 0
+        if self.over >= self.calls:
+            self.over = 0
+            self.until = self.clock() + self.cooloff_s
+            return True
+        return False
+
+
+@dataclass
+class _ShadowJob:
+    batch: Batch
+    challenger: ServedModel
+
+
 class ChallengerManager(ModelManager):
     """The challenger's loader: publishes under its own key, never to ``/ready``'s."""
 
@@ -202,6 +246,11 @@ class Rollout:
         self.worker_id = worker_id
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.breaker = Breaker(
+            cfg.shadow_budget_ms / 1e3, cfg.shadow_budget_calls, cfg.shadow_cooloff_s
+        )
+        self._shadow_queue: queue.Queue[_ShadowJob | None] = queue.Queue(cfg.shadow_queue_batches)
+        self._shadow_thread: threading.Thread | None = None
         self.metrics.mode_changed(self.state.mode, self.state.canary_fraction)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -215,7 +264,16 @@ class Rollout:
         self._stop.set()
         if self.challenger is not None:
             self.challenger.stop()
+        if self._shadow_thread is not None:
+            # A hung challenger must not hold up the shutdown: the thread is a daemon.
+            with contextlib.suppress(queue.Full):
+                self._shadow_queue.put(None, timeout=1.0)
+            self._shadow_thread.join(timeout=5.0)
         self.metrics.flush()
+
+    def drain(self) -> None:
+        """Wait until the shadow thread scored every batch handed to it."""
+        self._shadow_queue.join()
 
     def _run(self) -> None:
         published = 0.0
@@ -267,6 +325,8 @@ class Rollout:
                 "challenger": model.describe() if model else None,
                 "challenger_error": self.challenger.last_error if self.challenger else None,
                 "arms": self.metrics.snapshot(),
+                "skipped": self.metrics.skipped_snapshot(),
+                "shadow_paused": self.breaker.paused(),
             }
         except Exception:
             log.debug("could not publish the rollout state", exc_info=True)
@@ -321,6 +381,14 @@ class Rollout:
             start += n
         return out
 
+    def _pending(self, requests: int) -> None:
+        """The challenger is due but not loaded: still loading is no error, a failed load is."""
+        manager = self.challenger
+        if manager is not None and manager.last_error is None:
+            self.metrics.skip("loading", requests)
+        else:
+            self.metrics.failed("challenger", "unavailable", requests)
+
     def _shadow(
         self,
         requests: Sequence[Sequence[Any]],
@@ -334,49 +402,91 @@ class Rollout:
         received = [float(r[1]) for r in requests]
         self.scored(len(requests), probabilities, labels)
         self.metrics.scored("champion", probabilities, labels, seconds, received)
-        shadow: np.ndarray | None = None
+        batch = Batch(
+            request_ids=[r[0] for r in requests],
+            row_counts=counts,
+            received_at=received,
+            model_name=champion.name,
+            model_version=champion.version,
+            rows=rows,
+            probabilities=probabilities,
+            labels=labels,
+            arm="champion",
+            rollout=state.mode,
+        )
         if state.mode != "shadow":  # the rollout was turned off after this batch started
-            pass
+            self._log(batch)
         elif challenger is None:
-            self.metrics.failed("challenger", "unavailable", len(requests))
+            self._pending(len(requests))
+            self._log(batch)
+        elif self.breaker.paused():
+            self.metrics.skip("over_budget", len(requests))
+            self._log(batch)
         else:
+            self._start_shadow_thread()
             try:
-                started = time.perf_counter()
-                shadow = np.asarray(challenger.scorer.proba(rows), dtype=np.float64)
-                took = time.perf_counter() - started
-                if shadow.shape != probabilities.shape:
-                    raise ValueError(f"{len(shadow)} scores for {len(rows)} rows")
-                self.metrics.scored(
-                    "challenger",
-                    shadow,
-                    (shadow >= self.threshold).astype(np.int64),
-                    took,
-                    received,
-                )
-            except Exception:
-                log.exception("challenger %s failed in shadow mode", challenger.version)
-                self.metrics.failed("challenger", "scoring", len(requests))
-                shadow = None
-        if self.predlog is not None:
-            self.predlog.append(
-                Batch(
-                    request_ids=[r[0] for r in requests],
-                    row_counts=counts,
-                    received_at=received,
-                    model_name=champion.name,
-                    model_version=champion.version,
-                    rows=rows,
-                    probabilities=probabilities,
-                    labels=labels,
-                    arm="champion",
-                    rollout=state.mode,
-                    shadow_version=challenger.version
-                    if shadow is not None and challenger
-                    else None,
-                    shadow_probabilities=shadow,
-                )
-            )
+                self._shadow_queue.put_nowait(_ShadowJob(batch, challenger))
+            except queue.Full:
+                self.metrics.skip("busy", len(requests))
+                self._log(batch)
         return [(200, body) for body in bodies]
+
+    def _log(self, batch: Batch) -> None:
+        if self.predlog is not None:
+            self.predlog.append(batch)
+
+    def _start_shadow_thread(self) -> None:
+        if self._shadow_thread is None:
+            self._shadow_thread = threading.Thread(
+                target=self._shadow_run, name="rollout-shadow", daemon=True
+            )
+            self._shadow_thread.start()
+
+    def _shadow_run(self) -> None:
+        while True:
+            job = self._shadow_queue.get()
+            try:
+                if job is None:
+                    return
+                self._shadow_score(job)
+            except Exception:
+                log.exception("shadow scoring failed")
+            finally:
+                self._shadow_queue.task_done()
+
+    def _shadow_score(self, job: _ShadowJob) -> None:
+        """The shadow thread: the challenger's scores of a batch already answered, then its log
+        row with both scores."""
+        batch, challenger = job.batch, job.challenger
+        shadow: np.ndarray | None = None
+        started = time.perf_counter()
+        try:
+            shadow = np.asarray(challenger.scorer.proba(batch.rows), dtype=np.float64)
+            took = time.perf_counter() - started
+            if shadow.shape != batch.probabilities.shape:
+                raise ValueError(f"{len(shadow)} scores for {len(batch.rows)} rows")
+            self.metrics.scored(
+                "challenger",
+                shadow,
+                (shadow >= self.threshold).astype(np.int64),
+                took,
+                batch.received_at,
+            )
+        except Exception:
+            log.exception("challenger %s failed in shadow mode", challenger.version)
+            self.metrics.failed("challenger", "scoring", len(batch.request_ids))
+            shadow = None
+        if self.breaker.record(time.perf_counter() - started):
+            log.warning(
+                "worker %s: challenger over its shadow budget %d times in a row; shadow "
+                "scoring paused for %gs",
+                self.worker_id,
+                self.breaker.calls,
+                self.breaker.cooloff_s,
+            )
+        if shadow is not None:
+            batch = replace(batch, shadow_version=challenger.version, shadow_probabilities=shadow)
+        self._log(batch)
 
     def _canary(
         self,
@@ -391,7 +501,7 @@ class Rollout:
         outputs: list[Output | None] = [None] * len(requests)
         to_champion = set(range(len(requests)))
         if picked and challenger is None:
-            self.metrics.failed("challenger", "unavailable", len(picked))
+            self._pending(len(picked))
         elif picked and challenger is not None:
             group = [requests[i] for i in picked]
             try:

@@ -17,7 +17,15 @@ from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from plumbline.serving.reload import worker_key
 from plumbline.serving.rollout import (
@@ -35,9 +43,33 @@ class RolloutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["off", "shadow", "canary"]
-    canary_fraction: float | None = Field(
+    # Strict: JSON true is not 1.0, nor "0.5" a number (an integer 0 or 1 still is).
+    canary_fraction: StrictFloat | None = Field(
         default=None, ge=0.0, le=1.0, description="canary mode: the challenger's share"
     )
+
+    @model_validator(mode="after")
+    def _fraction_is_for_canary(self) -> RolloutRequest:
+        if self.canary_fraction is not None and self.mode != "canary":
+            raise PydanticCustomError(
+                "canary_only",
+                "canary_fraction is for mode canary, not {mode}",
+                {"mode": self.mode},
+            )
+        return self
+
+
+def parse(raw: bytes) -> RolloutRequest | Response:
+    """The POST body, or the 422 naming the field at fault."""
+    try:
+        return RolloutRequest.model_validate_json(raw)
+    except ValidationError as err:
+        problems = [
+            # The only model-level check is about canary_fraction: name it.
+            {"loc": list(e["loc"] or ("canary_fraction",)), "msg": e["msg"]}
+            for e in err.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
 
 
 class RolloutAdmin:
@@ -79,6 +111,10 @@ class RolloutAdmin:
                 total = arms.setdefault(arm, {})
                 for key, value in values.items():
                     total[key] = total.get(key, 0) + value
+        skipped: dict[str, int] = {}
+        for worker in workers:
+            for reason, count in ((worker or {}).get("skipped") or {}).items():
+                skipped[reason] = skipped.get(reason, 0) + int(count)
         models = [(state.get(worker_key(i)) or {}).get("model") for i in range(len(workers))]
         champion = next((m for m in models if m), None)
         held = [c.get("model") for c in challengers if c and c.get("model")]
@@ -92,6 +128,8 @@ class RolloutAdmin:
             "challenger_ready": bool(workers) and len(held) == len(workers),
             "challenger_error": errors[0] if errors else None,
             "arms": arms,
+            "skipped": skipped,
+            "shadow_paused": any((w or {}).get("shadow_paused") for w in workers),
             "workers": workers,
         }
 
@@ -114,11 +152,9 @@ class RolloutAdmin:
         refused = self._refused(request)
         if refused is not None:
             return refused
-        try:
-            body = RolloutRequest.model_validate_json(await request.body())
-        except ValidationError as err:
-            problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
-            return JSONResponse({"detail": problems}, status_code=422)
+        body = parse(await request.body())
+        if isinstance(body, Response):
+            return body
         state = await asyncio.to_thread(self._state)
         current = self._current(state)
         fraction = (

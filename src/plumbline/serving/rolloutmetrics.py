@@ -9,9 +9,15 @@ series                                         meaning
 plumbline_rollout_requests_total               requests scored by each arm (in shadow mode
                                                the challenger scores every request too)
 plumbline_rollout_errors_total                 per arm and ``kind``: ``scoring`` (the model
-                                               raised) or ``unavailable`` (no challenger
-                                               loaded when one was due); each such request
+                                               raised) or ``unavailable`` (the
+                                               challenger's load failed); each such request
                                                was answered by the champion
+plumbline_rollout_challenger_skipped_total     requests the challenger was due to score but
+                                               did not, by ``reason``: ``loading`` (its
+                                               first load not finished), ``over_budget``
+                                               (shadow scoring paused by the circuit
+                                               breaker), ``busy`` (the shadow queue full);
+                                               not errors
 plumbline_rollout_request_duration_seconds     received by the server until scored, per arm
 plumbline_rollout_scoring_seconds              one vectorised scoring call, per arm
 plumbline_rollout_score                        histogram of positive-class probabilities
@@ -47,6 +53,7 @@ from plumbline.serving.metrics import (
 ARMS = ("champion", "challenger")
 MODES = ("off", "shadow", "canary")
 ERROR_KINDS = ("scoring", "unavailable")
+SKIP_REASONS = ("loading", "over_budget", "busy")
 
 
 class ArmMetrics:
@@ -57,6 +64,9 @@ class ArmMetrics:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, np.ndarray, np.ndarray, float, list[float]]] = []
         self._pending_errors: dict[tuple[str, str], int] = {}
+        self._pending_skips: dict[str, int] = {}
+        # Since the worker started (not reset with the mode): what `rollout status` shows.
+        self.skipped: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
         # What the worker publishes (always kept, metrics on or off): per arm
         # requests, errors, scoring calls and their seconds.
         self.totals: dict[str, dict[str, float]] = {}
@@ -74,6 +84,12 @@ class ArmMetrics:
             "Requests an arm failed (scoring raised, or no challenger loaded); the champion "
             "answered them",
             ["arm", "kind"],
+        )
+        self.skips = Counter(
+            "plumbline_rollout_challenger_skipped",
+            "Requests the challenger was due to score but did not (still loading, shadow "
+            "paused over budget, shadow queue full); the champion answered them",
+            ["reason"],
         )
         self.latency = Histogram(
             "plumbline_rollout_request_duration_seconds",
@@ -125,13 +141,21 @@ class ArmMetrics:
             self.requests.labels(arm)
             for kind in ERROR_KINDS:
                 self.errors.labels(arm, kind)
+        for reason in SKIP_REASONS:
+            self.skips.labels(reason)
         self.challenger_ready.set(0)
 
     def reset_totals(self) -> None:
         """A new mode: the published counts (the decider's error and latency limits) start
         again; the Prometheus counters go on (rules take rates)."""
         self.totals = {
-            arm: {"requests": 0, "errors": 0, "scoring_calls": 0, "scoring_seconds": 0.0}
+            arm: {
+                "requests": 0,
+                "errors": 0,
+                "scoring_calls": 0,
+                "scoring_rows": 0,
+                "scoring_seconds": 0.0,
+            }
             for arm in ARMS
         }
 
@@ -148,6 +172,7 @@ class ArmMetrics:
         t = self.totals[arm]
         t["requests"] += len(received_at)
         t["scoring_calls"] += 1
+        t["scoring_rows"] += len(probabilities)
         t["scoring_seconds"] += seconds
         if self.enabled:
             with self._lock:
@@ -160,6 +185,12 @@ class ArmMetrics:
                 key = (arm, kind)
                 self._pending_errors[key] = self._pending_errors.get(key, 0) + requests
 
+    def skip(self, reason: str, requests: int) -> None:
+        self.skipped[reason] += requests
+        if self.enabled and requests:
+            with self._lock:
+                self._pending_skips[reason] = self._pending_skips.get(reason, 0) + requests
+
     # --- the watcher thread -----------------------------------------------------------------
 
     def flush(self) -> None:
@@ -168,6 +199,7 @@ class ArmMetrics:
         with self._lock:
             pending, self._pending = self._pending, []
             errors, self._pending_errors = self._pending_errors, {}
+            skips, self._pending_skips = self._pending_skips, {}
         now = time.time()
         for arm, probabilities, labels, seconds, received in pending:
             self.requests.labels(arm).inc(len(received))
@@ -181,6 +213,8 @@ class ArmMetrics:
                 self.predictions.labels(arm, "0").inc(len(labels) - positive)
         for (arm, kind), count in errors.items():
             self.errors.labels(arm, kind).inc(count)
+        for reason, count in skips.items():
+            self.skips.labels(reason).inc(count)
 
     def mode_changed(self, mode: str, fraction: float) -> None:
         if self.enabled:
@@ -208,3 +242,6 @@ class ArmMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         return {arm: dict(values) for arm, values in self.totals.items()}
+
+    def skipped_snapshot(self) -> dict[str, int]:
+        return dict(self.skipped)
