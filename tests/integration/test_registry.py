@@ -234,6 +234,7 @@ def test_loader_refuses_types_outside_the_project_allow_list(project: Path, stor
         ]
     ).fit(x, y)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
+    mlflow.set_registry_uri(f"sqlite:///{store}")  # an earlier load may have pointed it elsewhere
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             crafted,
