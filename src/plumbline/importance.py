@@ -48,12 +48,13 @@ def global_importance(
     reference = roc_auc(y, _scores(estimator, x))
     rng = np.random.default_rng(seed)
     drops = np.zeros((len(features), PERMUTATION_REPEATS))
+    shuffled = x.copy()  # one working copy: only the feature's own block moves, then returns
     for j in range(len(features)):
         block = np.flatnonzero(owner == j)
         for r in range(PERMUTATION_REPEATS):
-            shuffled = x.copy()
-            shuffled[:, block] = x[rng.permutation(len(x))][:, block]
+            shuffled[:, block] = x[rng.permutation(len(x))[:, None], block]
             drops[j, r] = reference - roc_auc(y, _scores(estimator, shuffled))
+        shuffled[:, block] = x[:, block]
     contribution = np.full(len(features), np.nan)
     if explainer is not None:
         rows = np.sort(rng.choice(len(x), size=min(CONTRIBUTION_ROWS, len(x)), replace=False))

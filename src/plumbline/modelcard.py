@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from plumbline.contract import Contract
-from plumbline.fastmetrics import score_metrics
+from plumbline.fastmetrics import ResampleScorer
 
 MODEL_CARD_FILE = "reports/model_card.md"
 CARD_TAG = "plumbline.model_card"  # the registry version's tag: the card's artifact URI
@@ -33,11 +33,11 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {m: [] for m in CARD_METRICS}
     n = len(y)
+    scorer = ResampleScorer(y, p, threshold)
     for _ in range(samples):
-        idx = rng.integers(0, n, size=n)
-        if len(np.unique(y[idx])) < 2:
+        scored = scorer.score(scorer.counts(rng.integers(0, n, size=n)))
+        if scored is None:
             continue  # ROC AUC is undefined on a one-class resample
-        scored = score_metrics(y[idx], p[idx], threshold)
         for m in CARD_METRICS:
             draws[m].append(scored[m])
     return {

@@ -12,7 +12,7 @@ from support.serve import artifacts
 
 from plumbline.contract import Contract
 from plumbline.fairness import fairness_report
-from plumbline.fastmetrics import score_metrics
+from plumbline.fastmetrics import ResampleScorer, score_metrics
 from plumbline.importance import global_importance
 from plumbline.metrics import classification_metrics
 from plumbline.model import load_model, positive_proba
@@ -37,6 +37,25 @@ def test_numpy_metrics_equal_the_evaluate_metrics(scored) -> None:
             slow = classification_metrics(y[idx], scores, 0.5)
             for name, value in fast.items():
                 assert value == pytest.approx(slow[name], abs=1e-9), name
+
+
+def test_count_weighted_resamples_score_like_the_resampled_rows(scored) -> None:
+    """The bootstrap scores a resample as row counts over the once-sorted scores: the same
+    metrics as resampling the rows (ties and rows drawn zero times included)."""
+    _, y, p = scored
+    rng = np.random.default_rng(11)
+    for scores in (p, np.round(p, 2)):
+        scorer = ResampleScorer(y, scores, 0.5)
+        for _ in range(5):
+            idx = rng.integers(0, len(y), len(y))
+            weighted = scorer.score(scorer.counts(idx))
+            assert weighted is not None
+            expected = score_metrics(y[idx], scores[idx], 0.5)
+            assert weighted.keys() == expected.keys()
+            for name, value in expected.items():
+                assert weighted[name] == pytest.approx(value, abs=1e-12), name
+    one_class = np.flatnonzero(y == 0)[:50]
+    assert ResampleScorer(y, p, 0.5).score(ResampleScorer(y, p, 0.5).counts(one_class)) is None
 
 
 def _inputs(contract: Contract, scored, metrics: dict[str, float]) -> CardInputs:
