@@ -73,6 +73,9 @@ def test_two_full_runs_from_one_commit_give_identical_output_hashes(
     assert not differ and set(first) == set(second), (
         f"compared {len(first)} outputs ({', '.join(first)}); these differ:\n" + "\n".join(differ)
     )
+    metrics = (clone / "reports/metrics.json").read_text()
+    assert metrics == (origin / "reports/metrics.json").read_text()
+    assert json.loads(metrics)["roc_auc"] > 0.6
     print(f"make in a fresh clone: {seconds:.1f}s; {len(first)} outputs identical")
 
 
