@@ -31,13 +31,19 @@ run: setup ## dvc repro, push to the DVC remote, gate, and promote a passing mod
 	plumbline models
 
 PYTEST := $(BIN)/python -m pytest
-# Branch coverage of src/plumbline over the whole suite was 79.0 % (265 tests) and 78.1 % (305);
-# the closed-loop demo module since added runs only under `make demo`, which lowers the whole by
-# an estimated one to two points, so `make test` fails below this floor until it is re-measured.
-COVERAGE_FLOOR ?= 74
+# Branch coverage of src/plumbline over the whole suite: 79.3 % (399 tests, serial and with two
+# workers alike); `make test` fails two points below it.
+COVERAGE_FLOOR ?= 77
+# Most slow tests wait on one single-threaded process at a time (a DVC stage, a retrain, the
+# fuzzer), so two workers keep both cores busy. Whole modules go to one worker (loadfile), so a
+# module's servers and pipeline runs still start once, in collection order (slow modules first,
+# see tests/conftest.py) rather than xdist's default of the modules with most tests first.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup ## every tier (unit, integration, e2e) with branch coverage, failing below the floor
-	$(PYTEST) --cov --cov-report=term-missing:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) tests
+	$(PYTEST) $(XDIST) --cov --cov-report=term-missing:skip-covered \
+		--cov-fail-under=$(COVERAGE_FLOOR) tests
 
 print-coverage-floor:
 	@echo $(COVERAGE_FLOOR)
@@ -46,10 +52,10 @@ test-fast: setup ## the unit tier: pure logic, no subprocess, server or DVC run
 	$(PYTEST) tests/unit
 
 test-integration: setup ## real DVC runs, MLflow stores and servers
-	$(PYTEST) tests/integration
+	$(PYTEST) $(XDIST) tests/integration
 
 test-e2e: setup ## the stack as processes around a real Prometheus, and the closed loop
-	$(PYTEST) tests/e2e
+	$(PYTEST) $(XDIST) tests/e2e
 
 lint: setup ## ruff (lint and format) and mypy
 	$(BIN)/ruff check src tests serve benchmarks

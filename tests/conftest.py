@@ -25,6 +25,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
+    # Modules with slow tests first, in their order: `make test` hands whole modules to two
+    # xdist workers in this order, and starting the long ones first keeps one worker from
+    # finishing a long module alone at the end. A module's tests keep their own order.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

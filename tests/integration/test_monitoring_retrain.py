@@ -25,6 +25,8 @@ from plumbline.monitoring.retrain import (
     RetrainLock,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def test_one_retrain_at_a_time_across_processes(tmp_path: Path) -> None:
     project, monitor, _ = labelled_project(tmp_path / "p", 200, 200)

@@ -16,6 +16,8 @@ import pytest
 import requests
 from support.serve import Artifacts, Server, artifacts, records, session_dir
 
+pytestmark = pytest.mark.slow
+
 PREDICT_TOKEN = "test-predict-token"
 # The server under test takes at most this many records per request (and its schema says so,
 # so the fuzzer also sends longer lists to be refused). Generating a case costs about linearly
