@@ -108,6 +108,24 @@ def process_metrics(enabled: bool) -> ServeMetrics:
 _UNTYPED_ROUTES = ("/", "/health")  # LitServe answers them without a Content-Type
 
 
+async def _counted(app: ASGIApp, scope: Scope, receive: Receive, send: Send, route: str) -> None:
+    """Run ``app`` on the request; count it by route, method and status and observe its
+    latency (a request that ends without an answer counts as a 500)."""
+    started = time.perf_counter()
+    status = 500
+
+    async def send_status(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_status)
+    finally:
+        process_metrics(True).http(route, scope["method"], status, time.perf_counter() - started)
+
+
 class MetricsMiddleware:
     """Counts every HTTP request by route and status and observes its latency; gives the
     plain-text answers of LitServe's own routes the media type the OpenAPI document names."""
@@ -122,25 +140,8 @@ class MetricsMiddleware:
         if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = scope["path"]
-            process_metrics(True).http(
-                path if path in ROUTES else "other",
-                scope["method"],
-                status,
-                time.perf_counter() - started,
-            )
+        path = scope["path"]
+        await _counted(self.app, scope, receive, send, path if path in ROUTES else "other")
 
 
 class PredictFastPath:
@@ -163,29 +164,18 @@ class PredictFastPath:
             await self.app(scope, receive, send)
             return
         scope["app"] = self.app  # what Request.app reads (the response queue id)
-        started = time.perf_counter()
-        status = 0
+        if self.metrics:
+            await _counted(self._answer, scope, receive, send, "/predict")
+        else:
+            await self._answer(scope, receive, send)
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await self.handler(Request(scope, receive))
-            await response(scope, receive, send_status)
         except Exception:
             log.exception("POST /predict failed")
-            if status == 0:  # nothing sent yet: the client gets a 500, not a dropped connection
-                await JSONResponse({"detail": "internal server error"}, status_code=500)(
-                    scope, receive, send_status
-                )
-        finally:
-            if self.metrics:
-                process_metrics(True).http(
-                    "/predict", "POST", status or 500, time.perf_counter() - started
-                )
+            response = JSONResponse({"detail": "internal server error"}, status_code=500)
+        await response(scope, receive, send)
 
 
 def _with_text_type(send: Send) -> Send:
