@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ from plumbline.metrics import classification_metrics
 from plumbline.model import ModelLoadError, load_model, positive_proba
 from plumbline.paths import Layout
 from plumbline.registry import CHAMPION, Registry
-from plumbline.verdict import GATE_FILE, Check, GateResult
+from plumbline.verdict import GATE_FILE, Check, GateResult, gate_result, unscored_champion
 
 METRICS = ("roc_auc", "pr_auc", "brier")
 LOWER_IS_BETTER = frozenset({"brier"})
@@ -260,22 +259,13 @@ def decide(
             f"{primary['interval'][0]:+.4f} to {primary['interval'][1]:+.4f})"
         )
     elif champion_error is not None:
-        version, reason = champion_error
-        checks.append(Check("champion_rescored", "", None, 0.0, "==", False, reason))
-        champion_info = {"version": version, "metrics": None, "error": reason}
+        check, champion_info = unscored_champion(champion_error)
+        checks.append(check)
         note = "retrain gate: the champion could not be re-scored"
     else:
         note = f"retrain gate: no champion in registered model {model_name!r} yet: floors only"
-    return GateResult(
-        passed=all(c.passed for c in checks),
-        model_name=model_name,
-        candidate={**(candidate or {}), "metrics": metrics},
-        champion=champion_info,
-        max_regression=cfg.tolerance,
-        note=note,
-        checks=checks,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        comparison=comparison,
+    return gate_result(
+        model_name, candidate, metrics, checks, champion_info, cfg.tolerance, note, comparison
     )
 
 

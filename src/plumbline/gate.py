@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +30,7 @@ from plumbline.paths import Layout
 from plumbline.registry import CHAMPION, Registry
 from plumbline.runrecord import current_record
 from plumbline.tracking import md5_file
-from plumbline.verdict import GATE_FILE, Check, GateResult
+from plumbline.verdict import GATE_FILE, Check, GateResult, gate_result, unscored_champion
 
 log = logging.getLogger(__name__)
 
@@ -166,21 +165,13 @@ def decide(
             f"{champion.rows} test rows"
         )
     elif champion_error is not None:
-        version, reason = champion_error
-        checks.append(Check("champion_rescored", "", None, 0.0, "==", False, reason))
-        champion_info = {"version": version, "metrics": None, "error": reason}
+        check, champion_info = unscored_champion(champion_error)
+        checks.append(check)
         note = "the champion could not be re-scored"
     else:
         note = f"no champion in registered model {model_name!r} yet: absolute thresholds only"
-    return GateResult(
-        passed=all(c.passed for c in checks),
-        model_name=model_name,
-        candidate={**(candidate or {}), "metrics": metrics},
-        champion=champion_info,
-        max_regression=cfg.max_regression,
-        note=note,
-        checks=checks,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    return gate_result(
+        model_name, candidate, metrics, checks, champion_info, cfg.max_regression, note
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,3 +91,35 @@ class GateResult:
             raise GateFailed(
                 f"{path} is not a gate verdict ({err}): run `plumbline gate` again"
             ) from None
+
+
+def unscored_champion(error: tuple[str, str]) -> tuple[Check, dict[str, Any]]:
+    """The failing check and the champion entry of a gate whose champion (version, reason)
+    could not be re-scored."""
+    version, reason = error
+    check = Check("champion_rescored", "", None, 0.0, "==", False, reason)
+    return check, {"version": version, "metrics": None, "error": reason}
+
+
+def gate_result(
+    model_name: str,
+    candidate: dict[str, Any] | None,
+    metrics: dict[str, float],
+    checks: list[Check],
+    champion: dict[str, Any] | None,
+    max_regression: float,
+    note: str,
+    comparison: dict[str, Any] | None = None,
+) -> GateResult:
+    """A gate's verdict, stamped now: passed when every check passed."""
+    return GateResult(
+        passed=all(c.passed for c in checks),
+        model_name=model_name,
+        candidate={**(candidate or {}), "metrics": metrics},
+        champion=champion,
+        max_regression=max_regression,
+        note=note,
+        checks=checks,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        comparison=comparison,
+    )
