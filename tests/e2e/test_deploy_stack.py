@@ -386,6 +386,9 @@ def test_mlflow_answers_the_host_names_of_the_compose_network_and_refuses_others
     assert (
         requests.get(url, headers={"Host": f"evil.example:{port}"}, timeout=10).status_code == 403
     )
+    # Its job runner is off (MLFLOW_SERVER_ENABLE_JOB_EXECUTION): no huey consumers.
+    family = psutil.Process(running.procs["mlflow"].pid).children(recursive=True)
+    assert family and not [p for p in family if "huey" in " ".join(p.cmdline())], family
 
 
 def _query(stack: Stack, promql: str) -> list[dict[str, Any]]:

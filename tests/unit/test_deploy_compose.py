@@ -174,6 +174,15 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
     assert urlparse(registry).netloc in allowed
 
 
+def test_mlflow_s_job_runner_is_off_in_compose_and_kubernetes() -> None:
+    """The stack runs no MLflow jobs; the runner would add several MLflow processes (that
+    MLflow honours the variable, test_deploy_stack.py checks on the running server)."""
+    variable = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+    assert environment(service("mlflow"))[variable] == "false"
+    config = yaml.safe_load((REPO / "k8s/base/mlflow-configmap.yaml").read_text())
+    assert config["data"][variable] == "false"
+
+
 def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
     services = compose()["services"]
     expected = {
