@@ -8,6 +8,7 @@ from any directory. Helpers are in ``tests/support``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ from plumbline.contract import Contract, load_contract
 
 TIERS = ("unit", "integration", "e2e")
 HERE = Path(__file__).parent
+
+# Every process the tests start finds tests/support/coverage_scope/sitecustomize.py, which
+# turns coverage off in programs that run no plumbline code (DVC, the fuzzer, MLflow's server).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE / "support/coverage_scope"), os.environ.get("PYTHONPATH")) if p
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
