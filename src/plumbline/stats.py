@@ -21,7 +21,7 @@ yet``. Identical scores give an interval of exactly [0, 0]: never better.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,20 +54,47 @@ class Comparison:
 # --- weighted metrics, many weight vectors at once ------------------------------------------
 
 
-def _groups(p: np.ndarray, descending: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Sort order of ``p`` and the start of each run of equal scores in that order."""
-    order = np.argsort(-p if descending else p, kind="mergesort")
-    s = p[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return order, starts
+class _Arm:
+    """One arm's outcomes and scores with what every resample shares: the sort order of the
+    scores, the runs of equal scores in it and the per-row losses, computed once."""
+
+    def __init__(self, y: np.ndarray, p: np.ndarray) -> None:
+        self.y, self.p = y, p
+        self.order = np.argsort(p, kind="mergesort")
+        s = p[self.order]
+        self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        self.y_sorted = y[self.order]
+        self._losses: dict[str, np.ndarray] = {}
+        self._sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def group_sums(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights of the positive and of the negative rows per run of equal scores, lowest
+        score first (for the last ``w`` asked: ROC AUC and PR AUC share them)."""
+        if self._sums is None or self._sums[0] is not w:
+            ws = w[:, self.order]
+            wy = ws * self.y_sorted
+            pos = np.add.reduceat(wy, self.starts, axis=1)
+            neg = np.add.reduceat(ws - wy, self.starts, axis=1)
+            self._sums = w, pos, neg
+        return self._sums[1], self._sums[2]
+
+    def losses(self, name: str) -> np.ndarray:
+        if name not in self._losses:
+            y, p = self.y, self.p
+            if name == "log_loss":
+                q = np.clip(p, _EPS, 1 - _EPS)
+                self._losses[name] = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+            else:
+                self._losses[name] = (p - y) ** 2
+        return self._losses[name]
 
 
-def _roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    order, starts = _groups(p, descending=False)
-    wy = w[:, order] * y[order]
-    wn = w[:, order] - wy
-    pos = np.add.reduceat(wy, starts, axis=1)
-    neg = np.add.reduceat(wn, starts, axis=1)
+# Resample weights are draw counts, so the per-run sums and their running totals are exact
+# integers: the same whatever order the rows are added in.
+
+
+def _roc_auc(arm: _Arm, w: np.ndarray) -> np.ndarray:
+    pos, neg = arm.group_sums(w)
     below = np.cumsum(neg, axis=1) - neg
     total = pos.sum(axis=1) * neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -75,12 +102,8 @@ def _roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     return result
 
 
-def _pr_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    order, starts = _groups(p, descending=True)
-    wy = w[:, order] * y[order]
-    wn = w[:, order] - wy
-    pos = np.add.reduceat(wy, starts, axis=1)
-    neg = np.add.reduceat(wn, starts, axis=1)
+def _pr_auc(arm: _Arm, w: np.ndarray) -> np.ndarray:
+    pos, neg = (np.ascontiguousarray(a[:, ::-1]) for a in arm.group_sums(w))  # highest first
     tp = np.cumsum(pos, axis=1)
     fp = np.cumsum(neg, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -89,21 +112,17 @@ def _pr_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     return result
 
 
-def _mean_loss(losses: np.ndarray, w: np.ndarray) -> np.ndarray:
-    result: np.ndarray = (w @ losses) / w.sum(axis=1)
+def _log_loss(arm: _Arm, w: np.ndarray) -> np.ndarray:
+    result: np.ndarray = (w @ arm.losses("log_loss")) / w.sum(axis=1)
     return result
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    q = np.clip(p, _EPS, 1 - _EPS)
-    return _mean_loss(-(y * np.log(q) + (1 - y) * np.log(1 - q)), w)
+def _brier(arm: _Arm, w: np.ndarray) -> np.ndarray:
+    result: np.ndarray = (w @ arm.losses("brier")) / w.sum(axis=1)
+    return result
 
 
-def _brier(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return _mean_loss((p - y) ** 2, w)
-
-
-_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+_FUNCTIONS: dict[str, Callable[[_Arm, np.ndarray], np.ndarray]] = {
     "roc_auc": _roc_auc,
     "pr_auc": _pr_auc,
     "log_loss": _log_loss,
@@ -115,7 +134,7 @@ def metric(name: str, y: np.ndarray, p: np.ndarray) -> float:
     """One metric on all rows (weights of one)."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    return float(_FUNCTIONS[name](y, p, np.ones((1, len(y))))[0])
+    return float(_FUNCTIONS[name](_Arm(y, p), np.ones((1, len(y))))[0])
 
 
 def _resample_weights(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
@@ -125,24 +144,26 @@ def _resample_weights(rng: np.random.Generator, n: int, count: int) -> np.ndarra
 
 
 def _bootstrap(
-    name: str,
-    arms: list[tuple[np.ndarray, np.ndarray]],
+    names: Sequence[str],
+    arms: tuple[_Arm, _Arm],
     paired: bool,
     resamples: int,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """Bootstrap values of challenger - champion (arms: [(y, p) champion, (y, p) challenger])."""
-    fn = _FUNCTIONS[name]
-    out: list[np.ndarray] = []
+) -> dict[str, np.ndarray]:
+    """Bootstrap values of challenger - champion per metric (arms: champion, challenger). All
+    metrics are computed from the same resamples, so each equals its own run with this seed."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    arm0, arm1 = arms
     done = 0
     while done < resamples:
         count = min(_CHUNK, resamples - done)
-        (y0, p0), (y1, p1) = arms
-        w0 = _resample_weights(rng, len(y0), count)
-        w1 = w0 if paired else _resample_weights(rng, len(y1), count)
-        out.append(fn(y1, p1, w1) - fn(y0, p0, w0))
+        w0 = _resample_weights(rng, len(arm0.y), count)
+        w1 = w0 if paired else _resample_weights(rng, len(arm1.y), count)
+        for name in names:
+            fn = _FUNCTIONS[name]
+            out[name].append(fn(arm1, w1) - fn(arm0, w0))
         done += count
-    return np.concatenate(out)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 def decide(name: str, low: float, high: float, margin: float) -> str:
@@ -170,30 +191,53 @@ def compare(
 ) -> Comparison:
     """Compare on ``(outcomes, scores)`` per arm; ``paired``: the same rows in the same order;
     ``confidence``: of the two-sided percentile interval."""
+    one = compare_many({name: margin}, champion, challenger, paired, resamples, seed, confidence)
+    return one[name]
+
+
+def compare_many(
+    margins: Mapping[str, float],
+    champion: tuple[np.ndarray, np.ndarray],
+    challenger: tuple[np.ndarray, np.ndarray],
+    paired: bool,
+    resamples: int = 1000,
+    seed: int | None = 0,
+    confidence: float = 0.95,
+) -> dict[str, Comparison]:
+    """:func:`compare` for each metric in ``margins`` (name: its margin), sharing the
+    resamples and the sorting: each result equals ``compare`` of that metric alone."""
     y0, p0 = (np.asarray(a, dtype=np.float64) for a in champion)
     y1, p1 = (np.asarray(a, dtype=np.float64) for a in challenger)
     if paired and (len(y0) != len(y1) or not np.array_equal(y0, y1)):
         raise ValueError("a paired comparison needs the same rows (and outcomes) in both arms")
-    value0, value1 = metric(name, y0, p0), metric(name, y1, p1)
-    diffs = _bootstrap(name, [(y0, p0), (y1, p1)], paired, resamples, np.random.default_rng(seed))
-    diffs = diffs[np.isfinite(diffs)]
-    if len(diffs) < resamples // 2:  # a one-class sample: AUCs undefined
-        low = high = float("nan")
-    else:
-        tail = (1.0 - confidence) / 2 * 100
-        low, high = (float(v) for v in np.percentile(diffs, [tail, 100 - tail]))
-    return Comparison(
-        metric=name,
-        champion=value0,
-        challenger=value1,
-        difference=value1 - value0,
-        low=low,
-        high=high,
-        champion_rows=len(y0),
-        challenger_rows=len(y1),
-        paired=paired,
-        verdict=decide(name, low, high, margin),
-    )
+    arms = _Arm(y0, p0), _Arm(y1, p1)
+    ones0, ones1 = np.ones((1, len(y0))), np.ones((1, len(y1)))
+    names = list(margins)
+    diffs_by_name = _bootstrap(names, arms, paired, resamples, np.random.default_rng(seed))
+    result: dict[str, Comparison] = {}
+    for name in names:
+        fn = _FUNCTIONS[name]
+        value0, value1 = float(fn(arms[0], ones0)[0]), float(fn(arms[1], ones1)[0])
+        diffs = diffs_by_name[name]
+        diffs = diffs[np.isfinite(diffs)]
+        if len(diffs) < resamples // 2:  # a one-class sample: AUCs undefined
+            low = high = float("nan")
+        else:
+            tail = (1.0 - confidence) / 2 * 100
+            low, high = (float(v) for v in np.percentile(diffs, [tail, 100 - tail]))
+        result[name] = Comparison(
+            metric=name,
+            champion=value0,
+            challenger=value1,
+            difference=value1 - value0,
+            low=low,
+            high=high,
+            champion_rows=len(y0),
+            challenger_rows=len(y1),
+            paired=paired,
+            verdict=decide(name, low, high, margins[name]),
+        )
+    return result
 
 
 def compare_all(
@@ -204,7 +248,6 @@ def compare_all(
     resamples: int = 1000,
     seed: int | None = 0,
 ) -> dict[str, Comparison]:
-    return {
-        name: compare(name, champion, challenger, paired, margin, resamples, seed)
-        for name in METRICS
-    }
+    return compare_many(
+        dict.fromkeys(METRICS, margin), champion, challenger, paired, resamples, seed
+    )

@@ -31,7 +31,7 @@ import pandas as pd
 
 from plumbline.config import RolloutDecideConfig
 from plumbline.monitoring.store import MonitorStore
-from plumbline.stats import METRICS, UNDECIDED, Comparison, compare, metric
+from plumbline.stats import METRICS, UNDECIDED, Comparison, compare_many, metric
 
 ROLLOUT_METRICS: dict[str, str] = {
     "plumbline_rollout_live_roc_auc": "ROC AUC of each arm on the rollout's labelled rows",
@@ -265,17 +265,17 @@ def judge(
     report.look = reached[-1] if reached else None
     if comparable:
         enough = min(len(y0), len(y1)) >= cfg.min_labelled_rows
-        for name in METRICS:
-            c = compare(
-                name,
-                (y0, p0),
-                (y1, p1),
-                paired=mode == "shadow",
-                margin=cfg.margin if name == cfg.metric else 0.0,
-                resamples=cfg.bootstrap,
-                seed=seed,
-                confidence=cfg.confidence,
-            )
+        margins = {name: cfg.margin if name == cfg.metric else 0.0 for name in METRICS}
+        comparisons = compare_many(
+            margins,
+            (y0, p0),
+            (y1, p1),
+            paired=mode == "shadow",
+            resamples=cfg.bootstrap,
+            seed=seed,
+            confidence=cfg.confidence,
+        )
+        for name, c in comparisons.items():
             if not enough:
                 c = Comparison(**{**c.to_dict(), "verdict": UNDECIDED})
             report.comparisons[name] = c
