@@ -48,8 +48,9 @@ test: setup ## every tier (unit, integration, e2e) with branch coverage, failing
 print-coverage-floor:
 	@echo $(COVERAGE_FLOOR)
 
+# The unit tier's tests are independent and in-process: xdist hands them out one by one.
 test-fast: setup ## the unit tier: pure logic, no subprocess, server or DVC run
-	$(PYTEST) tests/unit
+	$(PYTEST) -n $(TEST_WORKERS) tests/unit
 
 test-integration: setup ## real DVC runs, MLflow stores and servers
 	$(PYTEST) $(XDIST) tests/integration

@@ -65,23 +65,25 @@ def absolute_checks(metrics: dict[str, float], cfg: GateConfig) -> list[Check]:
     for name, metric, threshold, comparison in limits:
         value = metrics.get(metric)
         if value is None:
-            checks.append(
-                Check(
-                    name,
-                    metric,
-                    None,
-                    threshold,
-                    comparison,
-                    False,
-                    f"{metric} is missing from reports/metrics.json",
-                )
-            )
+            checks.append(_missing(name, metric, threshold, comparison))
             continue
         ok = value >= threshold if comparison == ">=" else value <= threshold
         word = "below" if comparison == ">=" else "above"
         reason = "" if ok else f"{metric} {_fmt(value)} is {word} gate.{name} {_fmt(threshold)}"
         checks.append(Check(name, metric, float(value), threshold, comparison, ok, reason))
     return checks
+
+
+def _missing(name: str, metric: str, threshold: float, comparison: Literal[">=", "<="]) -> Check:
+    return Check(
+        name,
+        metric,
+        None,
+        threshold,
+        comparison,
+        False,
+        f"{metric} is missing from reports/metrics.json",
+    )
 
 
 def champion_checks(
@@ -97,17 +99,7 @@ def champion_checks(
         threshold = reference - tolerance if higher else reference + tolerance
         comparison: Literal[">=", "<="] = ">=" if higher else "<="
         if value is None:
-            checks.append(
-                Check(
-                    name,
-                    metric,
-                    None,
-                    threshold,
-                    comparison,
-                    False,
-                    f"{metric} is missing from reports/metrics.json",
-                )
-            )
+            checks.append(_missing(name, metric, threshold, comparison))
             continue
         ok = value >= threshold - 1e-12 if higher else value <= threshold + 1e-12
         reason = ""

@@ -230,19 +230,26 @@ class ModelManager:
         out.update(extra)
         return out
 
-    def _publish(self) -> None:
-        if self.shared is None:
-            return
+    def _state(self) -> tuple[str, dict[str, Any]]:
+        """Where this loader publishes its state in ``shared``, and the state."""
+        state = self._model_state()
+        state.update(handled_reload=self.handled_request, last_reload=self.last_result)
+        return worker_key(self.worker_id), state
+
+    def _model_state(self) -> dict[str, Any]:
         model = self.active
-        state = {
+        return {
             "pid": os.getpid(),
             "ready": model is not None,
             "model": model.describe() if model else None,
             "error": self.last_error,
-            "handled_reload": self.handled_request,
-            "last_reload": self.last_result,
         }
+
+    def _publish(self) -> None:
+        if self.shared is None:
+            return
+        key, state = self._state()
         try:
-            self.shared[worker_key(self.worker_id)] = state
+            self.shared[key] = state
         except Exception:
-            log.debug("could not publish worker state", exc_info=True)
+            log.debug("could not publish the state under %s", key, exc_info=True)

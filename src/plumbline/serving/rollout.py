@@ -199,20 +199,8 @@ class _ShadowJob:
 class ChallengerManager(ModelManager):
     """The challenger's loader: publishes under its own key, never to ``/ready``'s."""
 
-    def _publish(self) -> None:
-        if self.shared is None:
-            return
-        model = self.active
-        state = {
-            "pid": os.getpid(),
-            "ready": model is not None,
-            "model": model.describe() if model else None,
-            "error": self.last_error,
-        }
-        try:
-            self.shared[challenger_key(self.worker_id)] = state
-        except Exception:
-            log.debug("could not publish the challenger state", exc_info=True)
+    def _state(self) -> tuple[str, dict[str, Any]]:
+        return challenger_key(self.worker_id), self._model_state()
 
 
 class Rollout:
