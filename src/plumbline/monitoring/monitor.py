@@ -178,7 +178,11 @@ class Monitor:
         )
         self.counters: Counter[str] = Counter()
         self.snapshot = Snapshot()
-        self._refresh_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()  # one ingest of the log files at a time
+        # One refresh at a time, each publishing what it computed: an older refresh (the
+        # background loop's) must never replace the snapshot of a newer one (POST /refresh
+        # after a feedback post) with figures from before the post.
+        self._snapshot_lock = threading.Lock()
         self._count_lock = threading.Lock()
 
     def count(self, key: str, n: int = 1) -> None:
@@ -241,6 +245,10 @@ class Monitor:
         self.count("log.errors", len(done.errors))
 
     def refresh(self) -> Snapshot:
+        with self._snapshot_lock:
+            return self._refresh()
+
+    def _refresh(self) -> Snapshot:
         started = time.perf_counter()
         try:
             self._ingest()
