@@ -103,6 +103,25 @@ def group_metrics(threshold: float) -> dict[str, Any]:
     }
 
 
+def _weighted_disparity_metrics() -> dict[str, Any]:
+    """Selection rate, TPR and FPR of (outcome, decision) cells weighted by their row counts."""
+
+    def ratio(num: np.ndarray, den: np.ndarray, w: np.ndarray) -> float:
+        total = float(w[den].sum())
+        return float(w[num].sum()) / total if total else math.nan
+
+    def selection_rate(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
+        return ratio(d == 1, np.ones(len(d), dtype=bool), sample_weight)
+
+    def tpr(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
+        return ratio((d == 1) & (y == 1), y == 1, sample_weight)
+
+    def fpr(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
+        return ratio((d == 1) & (y == 0), y == 0, sample_weight)
+
+    return {"selection_rate": selection_rate, "tpr": tpr, "fpr": fpr}
+
+
 def slice_report(
     y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float
 ) -> dict[str, Any]:
@@ -111,14 +130,23 @@ def slice_report(
 
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     metrics = group_metrics(threshold)
-    # fairlearn gets only the metrics whose disparities it computes: it copies each group's
-    # rows element by element for every metric, which dominates evaluate on large test splits.
-    # The others are the same functions on the same group rows.
+    # The disparities depend on each row's group, outcome and decision only: fairlearn gets
+    # one row per distinct (group, outcome, decision) weighted by how many rows have it, since
+    # it copies each group's rows element by element for every metric (which dominated
+    # evaluate on large test splits). The weights are whole counts, so the rates are exactly
+    # those of the rows themselves.
+    cells = (
+        pd.DataFrame({"group": groups, "y": y, "decision": (p >= threshold).astype(np.int64)})
+        .value_counts(sort=False)
+        .reset_index(name="rows")
+    )
+    weights = cells["rows"].to_numpy(dtype=np.float64)
     frame = MetricFrame(
-        metrics={name: metrics[name] for name in DISPARITY_METRICS},
-        y_true=y,
-        y_pred=p,
-        sensitive_features=pd.Series(groups, name="group"),
+        metrics=_weighted_disparity_metrics(),
+        y_true=cells["y"].to_numpy(),
+        y_pred=cells["decision"].to_numpy(),
+        sensitive_features=pd.Series(cells["group"].to_numpy(dtype=object), name="group"),
+        sample_params={name: {"sample_weight": weights} for name in DISPARITY_METRICS},
     )
     by_group = frame.by_group
     result: dict[str, Any] = {"groups": {}}
