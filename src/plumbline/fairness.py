@@ -22,7 +22,6 @@ from plumbline.verdict import Check
 
 FAIRNESS_FILE = "reports/fairness.json"
 GROUP_METRICS = ("rows", "positive_rate", "selection_rate", "roc_auc", "tpr", "fpr", "precision")
-DISPARITY_METRICS = ("selection_rate", "tpr", "fpr")
 
 
 def band_label(low: float, high: float) -> str:
@@ -56,70 +55,34 @@ def slice_values(values: pd.Series | np.ndarray, spec: SliceSpec) -> np.ndarray:
     return labels
 
 
-def _safe(fn: Any) -> Any:
-    """A metric that is undefined for a group (no positives, one class) is None, not an error."""
-
-    def wrapped(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-        try:
-            value = float(fn(np.asarray(y_true), np.asarray(y_pred)))
-        except ValueError:
-            return math.nan
-        return value
-
-    return wrapped
-
-
-def group_metrics(threshold: float) -> dict[str, Any]:
-    """Metric functions of (y_true, probability); the thresholded ones cut at ``threshold``."""
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of a group's rows; undefined (NaN, reported as null) when the group holds one
+    class only or sklearn refuses its scores."""
     from sklearn.metrics import roc_auc_score
 
-    def labels(p: np.ndarray) -> np.ndarray:
-        return (np.asarray(p) >= threshold).astype(np.int64)
-
-    def ratio(num: np.ndarray, den: np.ndarray) -> float:
-        return float(num.sum() / den.sum()) if den.sum() else math.nan
-
-    def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-        return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else math.nan
-
-    def tpr(y: np.ndarray, p: np.ndarray) -> float:
-        return ratio((labels(p) == 1) & (y == 1), y == 1)
-
-    def fpr(y: np.ndarray, p: np.ndarray) -> float:
-        return ratio((labels(p) == 1) & (y == 0), y == 0)
-
-    def precision(y: np.ndarray, p: np.ndarray) -> float:
-        pred = labels(p) == 1
-        return ratio(pred & (y == 1), pred)
-
-    return {
-        "rows": lambda y, p: float(len(y)),
-        "positive_rate": lambda y, p: float(np.mean(y)) if len(y) else math.nan,
-        "selection_rate": lambda y, p: float(np.mean(labels(p))) if len(y) else math.nan,
-        "roc_auc": _safe(roc_auc),
-        "tpr": tpr,
-        "fpr": fpr,
-        "precision": precision,
-    }
+    if len(np.unique(y)) != 2:
+        return math.nan
+    try:
+        return float(roc_auc_score(y, p))
+    except ValueError:
+        return math.nan
 
 
-def _weighted_disparity_metrics() -> dict[str, Any]:
-    """Selection rate, TPR and FPR of (outcome, decision) cells weighted by their row counts."""
+def _rate(num: np.ndarray, den: np.ndarray | None, weights: np.ndarray) -> float:
+    """The weighted share of ``num`` among ``den`` (None: among all cells)."""
+    total = float(weights.sum() if den is None else weights[den].sum())
+    return float(weights[num].sum()) / total if total else math.nan
 
-    def ratio(num: np.ndarray, den: np.ndarray, w: np.ndarray) -> float:
-        total = float(w[den].sum())
-        return float(w[num].sum()) / total if total else math.nan
 
-    def selection_rate(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
-        return ratio(d == 1, np.ones(len(d), dtype=bool), sample_weight)
-
-    def tpr(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
-        return ratio((d == 1) & (y == 1), y == 1, sample_weight)
-
-    def fpr(y: np.ndarray, d: np.ndarray, sample_weight: np.ndarray) -> float:
-        return ratio((d == 1) & (y == 0), y == 0, sample_weight)
-
-    return {"selection_rate": selection_rate, "tpr": tpr, "fpr": fpr}
+# Metrics of (outcome, decision) cells weighted by how many rows each cell holds.
+_CELL_METRICS: dict[str, Any] = {
+    "rows": lambda y, d, sample_weight: float(sample_weight.sum()),
+    "positive_rate": lambda y, d, sample_weight: _rate(y == 1, None, sample_weight),
+    "selection_rate": lambda y, d, sample_weight: _rate(d == 1, None, sample_weight),
+    "tpr": lambda y, d, sample_weight: _rate((d == 1) & (y == 1), y == 1, sample_weight),
+    "fpr": lambda y, d, sample_weight: _rate((d == 1) & (y == 0), y == 0, sample_weight),
+    "precision": lambda y, d, sample_weight: _rate((d == 1) & (y == 1), d == 1, sample_weight),
+}
 
 
 def slice_report(
@@ -129,12 +92,11 @@ def slice_report(
     from fairlearn.metrics import MetricFrame
 
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
-    metrics = group_metrics(threshold)
-    # The disparities depend on each row's group, outcome and decision only: fairlearn gets
-    # one row per distinct (group, outcome, decision) weighted by how many rows have it, since
-    # it copies each group's rows element by element for every metric (which dominated
-    # evaluate on large test splits). The weights are whole counts, so the rates are exactly
-    # those of the rows themselves.
+    # Every metric but ROC AUC depends on each row's group, outcome and decision only:
+    # fairlearn gets one row per distinct (group, outcome, decision) weighted by how many rows
+    # have it, since it copies each group's rows element by element for every metric (which
+    # dominated evaluate on large test splits). The weights are whole counts, so the rates
+    # are exactly those of the rows themselves.
     cells = (
         pd.DataFrame({"group": groups, "y": y, "decision": (p >= threshold).astype(np.int64)})
         .value_counts(sort=False)
@@ -142,22 +104,21 @@ def slice_report(
     )
     weights = cells["rows"].to_numpy(dtype=np.float64)
     frame = MetricFrame(
-        metrics=_weighted_disparity_metrics(),
+        metrics=_CELL_METRICS,
         y_true=cells["y"].to_numpy(),
         y_pred=cells["decision"].to_numpy(),
         sensitive_features=pd.Series(cells["group"].to_numpy(dtype=object), name="group"),
-        sample_params={name: {"sample_weight": weights} for name in DISPARITY_METRICS},
+        sample_params={name: {"sample_weight": weights} for name in _CELL_METRICS},
     )
     by_group = frame.by_group
     result: dict[str, Any] = {"groups": {}}
     for group, row in by_group.iterrows():
         rows = groups == group
-        values = {
-            name: row[name] if name in DISPARITY_METRICS else metrics[name](y[rows], p[rows])
+        entry = {
+            name: _clean(_roc_auc(y[rows], p[rows]) if name == "roc_auc" else row[name])
             for name in GROUP_METRICS
         }
-        entry = {name: _clean(values[name]) for name in GROUP_METRICS}
-        entry["rows"] = int(values["rows"])
+        entry["rows"] = int(row["rows"])
         result["groups"][str(group)] = entry
     selection = by_group["selection_rate"].astype(float)
     gaps = frame.difference(method="between_groups")

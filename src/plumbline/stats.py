@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,6 @@ class _Arm:
         s = p[self.order]
         self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         self.y_sorted = y[self.order]
-        self._losses: dict[str, np.ndarray] = {}
         self._sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def group_sums(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,15 +78,16 @@ class _Arm:
             self._sums = w, pos, neg
         return self._sums[1], self._sums[2]
 
-    def losses(self, name: str) -> np.ndarray:
-        if name not in self._losses:
-            y, p = self.y, self.p
-            if name == "log_loss":
-                q = np.clip(p, _EPS, 1 - _EPS)
-                self._losses[name] = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-            else:
-                self._losses[name] = (p - y) ** 2
-        return self._losses[name]
+    @cached_property
+    def log_losses(self) -> np.ndarray:
+        q = np.clip(self.p, _EPS, 1 - _EPS)
+        losses: np.ndarray = -(self.y * np.log(q) + (1 - self.y) * np.log(1 - q))
+        return losses
+
+    @cached_property
+    def squared_errors(self) -> np.ndarray:
+        errors: np.ndarray = (self.p - self.y) ** 2
+        return errors
 
 
 # Resample weights are draw counts, so the per-run sums and their running totals are exact
@@ -113,12 +114,12 @@ def _pr_auc(arm: _Arm, w: np.ndarray) -> np.ndarray:
 
 
 def _log_loss(arm: _Arm, w: np.ndarray) -> np.ndarray:
-    result: np.ndarray = (w @ arm.losses("log_loss")) / w.sum(axis=1)
+    result: np.ndarray = (w @ arm.log_losses) / w.sum(axis=1)
     return result
 
 
 def _brier(arm: _Arm, w: np.ndarray) -> np.ndarray:
-    result: np.ndarray = (w @ arm.losses("brier")) / w.sum(axis=1)
+    result: np.ndarray = (w @ arm.squared_errors) / w.sum(axis=1)
     return result
 
 
@@ -238,16 +239,3 @@ def compare_many(
             verdict=decide(name, low, high, margins[name]),
         )
     return result
-
-
-def compare_all(
-    champion: tuple[np.ndarray, np.ndarray],
-    challenger: tuple[np.ndarray, np.ndarray],
-    paired: bool,
-    margin: float = 0.0,
-    resamples: int = 1000,
-    seed: int | None = 0,
-) -> dict[str, Comparison]:
-    return compare_many(
-        dict.fromkeys(METRICS, margin), champion, challenger, paired, resamples, seed
-    )
