@@ -48,7 +48,7 @@ test: setup ## every tier (unit, integration, e2e) with branch coverage, failing
 print-coverage-floor:
 	@echo $(COVERAGE_FLOOR)
 
-# The unit tier's tests are independent and in-process: xdist hands them out one by one.
+# The unit tier's tests are independent and in-process: xdist spreads single tests, not modules.
 test-fast: setup ## the unit tier: pure logic, no subprocess, server or DVC run
 	$(PYTEST) -n $(TEST_WORKERS) tests/unit
 
