@@ -115,14 +115,16 @@ def write_reports(
     y: np.ndarray,
     p: np.ndarray,
     metrics: dict[str, float],
+    transformed: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write the audit reports; returns the PNGs (for MLflow)."""
+    """Write the audit reports; returns the PNGs (for MLflow). ``transformed``: the test rows
+    through the model's transformer, when the caller has them."""
     threshold = params.evaluate.threshold
     features = contract.feature_columns(params.featurize.exclude_columns)
     fairness = fairness_report(test.reset_index(drop=True), y, p, contract, threshold)
     write_json(fairness, paths / FAIRNESS_FILE)
     plot_rows(fairness).to_csv(paths / FAIRNESS_CSV, index=False, float_format="%.6f")
-    importance = global_importance(model, test, y, features, SEED)
+    importance = global_importance(model, test, y, features, SEED, transformed)
     importance.to_csv(paths / IMPORTANCE_CSV, index=False, float_format="%.6f")
     figures = [
         render_figure(importance, paths.figures / "importance.png"),

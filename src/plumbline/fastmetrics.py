@@ -9,17 +9,29 @@ about a millisecond on the test split.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mann-Whitney U over the positive ranks (ties get average ranks), as roc_auc_score."""
+    """Mann-Whitney U over the positive ranks (ties get average ranks), as roc_auc_score.
+
+    One sort and one pass over the tie blocks, not a full rank vector: the rank sum is the
+    same exact number (half-integers times counts, far below 2**53), in a fraction of the time
+    of ``scipy.stats.rankdata``.
+    """
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=np.float64)
     positives = int(y.sum())
     negatives = len(y) - positives
-    if positives == 0 or negatives == 0:
+    if positives == 0 or negatives == 0 or np.isnan(p).any():
         return float("nan")
-    ranks = rankdata(p)
-    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    order = np.argsort(p)
+    scores = p[order]
+    starts = np.r_[0, np.flatnonzero(scores[1:] != scores[:-1]) + 1]  # first row of each block
+    sizes = np.diff(np.r_[starts, len(scores)])
+    block_positives = np.add.reduceat((y[order] == 1).astype(np.float64), starts)
+    average_rank = starts + (sizes + 1) / 2  # ranks start + 1 ... start + size, 1-based
+    rank_sum = float(block_positives @ average_rank)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:

@@ -25,7 +25,12 @@ CONTRIBUTION_ROWS = 1000
 
 
 def global_importance(
-    model: Any, frame: pd.DataFrame, y: np.ndarray, features: list[str], seed: int
+    model: Any,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    features: list[str],
+    seed: int,
+    transformed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per feature, most important (by permutation) first; deterministic for a seed.
 
@@ -33,8 +38,11 @@ def global_importance(
     shuffled across the rows, ``PERMUTATION_REPEATS`` shuffles each. The feature transformer
     works column by column (a scaled column, a block of one-hot indicators per feature), so
     shuffling a raw feature is shuffling its block of transformed columns: the rows are
-    transformed once and only the estimator runs per shuffle.
+    transformed once (or not at all, when the caller passes them ``transformed``) and only the
+    estimator runs per shuffle.
     """
+    from sklearn import config_context
+
     x_raw = frame[features].reset_index(drop=True)
     y = np.asarray(y)
     explainer: Explainer | None
@@ -43,18 +51,23 @@ def global_importance(
     except ExplainUnsupported:
         explainer = None
     transformer, estimator = model.steps[0][1], model.steps[-1][1]
-    x = np.asarray(transformer.transform(x_raw), dtype=np.float64)
+    if transformed is None:
+        transformed = transformer.transform(x_raw)
+    x = np.asarray(transformed, dtype=np.float64)
     owner = explainer.owner if explainer is not None else column_groups(transformer, features)
-    reference = roc_auc(y, _scores(estimator, x))
+    reference = roc_auc(y, _scores(estimator, x))  # the estimator checks x here, once
     rng = np.random.default_rng(seed)
     drops = np.zeros((len(features), PERMUTATION_REPEATS))
     shuffled = x.copy()  # one working copy: only the feature's own block moves, then returns
-    for j in range(len(features)):
-        block = np.flatnonzero(owner == j)
-        for r in range(PERMUTATION_REPEATS):
-            shuffled[:, block] = x[rng.permutation(len(x))[:, None], block]
-            drops[j, r] = reference - roc_auc(y, _scores(estimator, shuffled))
-        shuffled[:, block] = x[:, block]
+    # A shuffle only reorders rows of x, so its values stay as finite as the checked ones.
+    with config_context(assume_finite=True):
+        for j in range(len(features)):
+            block = _columns(np.flatnonzero(owner == j))
+            original = np.ascontiguousarray(x[:, block])
+            for r in range(PERMUTATION_REPEATS):
+                shuffled[:, block] = original[rng.permutation(len(x))]
+                drops[j, r] = reference - roc_auc(y, _scores(estimator, shuffled))
+            shuffled[:, block] = original
     contribution = np.full(len(features), np.nan)
     if explainer is not None:
         rows = np.sort(rng.choice(len(x), size=min(CONTRIBUTION_ROWS, len(x)), replace=False))
@@ -71,6 +84,14 @@ def global_importance(
     return table.sort_values(
         ["permutation_importance", "feature"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
+
+
+def _columns(block: np.ndarray) -> slice | np.ndarray:
+    """A feature's transformed columns; a contiguous run as a slice, which numpy copies
+    through far faster than a list of column indices."""
+    if len(block) and block[-1] - block[0] + 1 == len(block):
+        return slice(int(block[0]), int(block[-1]) + 1)
+    return block
 
 
 def _scores(estimator: Any, x: np.ndarray) -> np.ndarray:

@@ -142,8 +142,9 @@ def load_model(path: Path) -> Pipeline:
     return model
 
 
-def positive_proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    """Probability of the positive class (encoded as 1) for each row."""
+def positive_proba(model: Any, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """Probability of the positive class (encoded as 1) for each row: of a pipeline on raw
+    rows, or of its estimator on rows its transformer has already transformed."""
     proba = model.predict_proba(frame)
     classes = list(model.classes_)
     return np.asarray(proba[:, classes.index(1)], dtype=np.float64)

@@ -102,7 +102,8 @@ def artifacts() -> Artifacts:
         )
         transformer = fit_transformer(train_rows, contract, params.featurize)
         models[name] = root / f"{name}.skops"
-        save_model(train.fit(train_rows, transformer, contract, cfg), models[name])
+        model, _ = train.fit(train_rows, transformer, contract, cfg)
+        save_model(model, models[name])
     return Artifacts(
         root=root,
         test_split=paths["test"],

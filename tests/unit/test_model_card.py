@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from support.modelcard import card_mismatches
 from support.serve import artifacts
 
 from plumbline.contract import Contract
 from plumbline.fairness import fairness_report
-from plumbline.fastmetrics import ResampleScorer, score_metrics
+from plumbline.fastmetrics import ResampleScorer, roc_auc, score_metrics
 from plumbline.importance import global_importance
 from plumbline.metrics import classification_metrics
 from plumbline.model import load_model, positive_proba
@@ -37,6 +38,23 @@ def test_numpy_metrics_equal_the_evaluate_metrics(scored) -> None:
             slow = classification_metrics(y[idx], scores, 0.5)
             for name, value in fast.items():
                 assert value == pytest.approx(slow[name], abs=1e-9), name
+
+
+def test_roc_auc_equals_sklearn_on_ties_and_one_class() -> None:
+    """The tie-block rank sum is sklearn's ROC AUC: scores rounded to few values, boolean or
+    integer labels, a single row per class; undefined (NaN) with one class only."""
+    rng = np.random.default_rng(5)
+    for case in range(300):
+        n = int(rng.integers(2, 2000))
+        y = rng.random(n) < rng.uniform(0.02, 0.98)
+        y[:2] = [True, False]  # both classes
+        p = rng.random(n)
+        if case % 2:
+            p = np.round(p, int(rng.integers(0, 3)))
+        labels = y if case % 3 else y.astype(np.int64)
+        assert roc_auc(labels, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert np.isnan(roc_auc(np.zeros(10, dtype=np.int64), rng.random(10)))
+    assert np.isnan(roc_auc(np.array([0, 1]), np.array([0.2, np.nan])))
 
 
 def test_count_weighted_resamples_score_like_the_resampled_rows(scored) -> None:

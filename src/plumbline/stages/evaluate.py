@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
-    confusion_matrix,
     precision_recall_curve,
     roc_curve,
 )
@@ -44,6 +43,7 @@ from plumbline.timing import phase
 from plumbline.tracking import md5_file
 
 log = logging.getLogger(__name__)
+CONFUSION_LABELS = ["negative", "positive"]
 
 
 def _thin(frame: pd.DataFrame, max_points: int = 500) -> pd.DataFrame:
@@ -58,14 +58,23 @@ def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, bins: int) -> dict
     fpr, tpr, _ = roc_curve(y, p)
     precision, recall, _ = precision_recall_curve(y, p)
     prob_true, prob_pred = calibration_curve(y, p, n_bins=bins, strategy="quantile")
-    labels = np.where(y == 1, "positive", "negative")
-    predicted = np.where(p >= threshold, "positive", "negative")
+    negative, positive = CONFUSION_LABELS
+    labels = np.where(y == 1, positive, negative)
+    predicted = np.where(p >= threshold, positive, negative)
     return {
         "roc": _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr})),
         "pr": _thin(pd.DataFrame({"recall": recall[::-1], "precision": precision[::-1]})),
         "calibration": pd.DataFrame({"mean_predicted": prob_pred, "fraction_positive": prob_true}),
         "confusion": pd.DataFrame({"actual": labels, "predicted": predicted}),
     }
+
+
+def confusion_counts(actual: np.ndarray, predicted: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Rows per (actual, predicted) pair, in ``labels`` order: sklearn's confusion_matrix,
+    without its label discovery over every row."""
+    is_actual = [actual == label for label in labels]
+    is_predicted = [predicted == label for label in labels]
+    return np.array([[np.count_nonzero(a & p) for p in is_predicted] for a in is_actual])
 
 
 def render_figures(
@@ -116,7 +125,7 @@ def render_figures(
     save(fig, "calibration")
 
     conf = data["confusion"]
-    matrix = confusion_matrix(conf.actual, conf.predicted, labels=["negative", "positive"])
+    matrix = confusion_counts(conf.actual.to_numpy(), conf.predicted.to_numpy(), CONFUSION_LABELS)
     fig = Figure(figsize=(4.5, 4))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
@@ -129,8 +138,8 @@ def render_figures(
             va="center",
             color="white" if v > matrix.max() / 2 else "black",
         )
-    ax.set_xticks([0, 1], ["negative", "positive"])
-    ax.set_yticks([0, 1], ["negative", "positive"])
+    ax.set_xticks([0, 1], CONFUSION_LABELS)
+    ax.set_yticks([0, 1], CONFUSION_LABELS)
     ax.set(
         xlabel="Predicted",
         ylabel="Actual",
@@ -224,7 +233,10 @@ def run(
     test = pd.read_parquet(paths.test_split)
     features = contract.feature_columns(params.featurize.exclude_columns)
     y = contract.encode_target(test[contract.target.column])
-    p = positive_proba(model, test[features])
+    # The test rows go through the transformer once: for the scores here and the permutation
+    # importance of the audit.
+    transformed = model.steps[0][1].transform(test[features])
+    p = positive_proba(model.steps[-1][1], transformed)
     metrics = classification_metrics(y, p, params.evaluate.threshold)
     # How far the probabilities are from calibrated: the monitor's CBPE estimate needs it.
     metrics["ece"] = expected_calibration_error(y, p, params.evaluate.calibration_bins)
@@ -235,7 +247,7 @@ def run(
         frame.to_csv(paths.plots / f"{name}.csv", index=False, float_format="%.6f")
     figures = render_figures(data, metrics, paths.figures)
     # fairness.json, importance, their figures and the model card
-    figures += write_reports(params, contract, paths, model, test, y, p, metrics)
+    figures += write_reports(params, contract, paths, model, test, y, p, metrics, transformed)
     if mlflow_logging:
         try:
             with phase("mlflow"):

@@ -45,7 +45,10 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
     return {prefix: obj}
 
 
-def fit(train: pd.DataFrame, transformer: Any, contract: Contract, params: Params) -> Any:
+def fit(
+    train: pd.DataFrame, transformer: Any, contract: Contract, params: Params
+) -> tuple[Any, np.ndarray]:
+    """The fitted pipeline, and the positive-class probability of each training row."""
     features = contract.feature_columns(params.featurize.exclude_columns)
     x = transformer.transform(train[features])
     y = contract.encode_target(train[contract.target.column])
@@ -53,7 +56,9 @@ def fit(train: pd.DataFrame, transformer: Any, contract: Contract, params: Param
     estimator.fit(x, y)
     model = assemble(transformer, estimator)
     attach_baseline(model, x)  # the reference point of per-decision explanations
-    return model
+    # The estimator on the rows just transformed: what the pipeline would compute from the
+    # frame, without transforming the training split a second time.
+    return model, positive_proba(estimator, x)
 
 
 def data_hashes(paths: Layout) -> dict[str, str]:
@@ -77,12 +82,11 @@ def data_hashes(paths: Layout) -> dict[str, str]:
 def run(params: Params, contract: Contract, paths: Layout) -> tuple[ModelCard, RunRecord]:
     train = pd.read_parquet(paths.train_split)
     transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
-    model = fit(train, transformer, contract, params)
+    model, p = fit(train, transformer, contract, params)
     save_model(model, paths.model)
 
     features = contract.feature_columns(params.featurize.exclude_columns)
     y = contract.encode_target(train[contract.target.column])
-    p = positive_proba(model, train[features])
     train_metrics = {
         "train_roc_auc": float(roc_auc_score(y, p)),
         "train_log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))),
