@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,15 +110,19 @@ def run_suite(
 
 def quarantine_reasons(
     frame: pd.DataFrame, suite_result: Any, check_duplicates: bool
-) -> tuple[list[list[str]], dict[str, int]]:
-    """Per row, the checks it failed; per check, how many rows failed it."""
-    reasons: list[list[str]] = [[] for _ in range(len(frame))]
+) -> tuple[dict[int, list[str]], dict[str, int]]:
+    """Per failing row (by position), the checks it failed; per check, how many rows failed it.
+
+    Only failing rows get an entry: a list per row of a large, mostly valid file would cost
+    more than the checks that fill it.
+    """
+    reasons: defaultdict[int, list[str]] = defaultdict(list)
 
     # Type errors first: the failed cell is null now, and its null check is not the reason.
     type_failed: dict[int, set[str]] = {}
-    for i in np.flatnonzero(frame[TYPE_ERRORS].notna().to_numpy()):
+    for i in np.flatnonzero(frame[TYPE_ERRORS].notna().to_numpy()).tolist():
         cols = json.loads(frame[TYPE_ERRORS].iat[i])
-        type_failed[int(i)] = set(cols)
+        type_failed[i] = set(cols)
         reasons[i].extend(f"type:{c}" for c in sorted(cols))
 
     for result in suite_result.results:
@@ -140,14 +145,14 @@ def quarantine_reasons(
         # Keep the first copy of each duplicated row; later copies are quarantined. The original
         # text of cells that failed coercion counts: "abc" and "xyz" are both null now.
         duplicated = frame.drop(columns=[SOURCE_ROW]).duplicated(keep="first")
-        for i in np.flatnonzero(duplicated.to_numpy()):
+        for i in np.flatnonzero(duplicated.to_numpy()).tolist():
             reasons[i].append("duplicate")
 
     counts: dict[str, int] = {}
-    for row in reasons:
+    for row in reasons.values():
         for check in row:
             counts[check] = counts.get(check, 0) + 1
-    return reasons, dict(sorted(counts.items()))
+    return {i: row for i, row in reasons.items() if row}, dict(sorted(counts.items()))
 
 
 def validate(
@@ -160,10 +165,14 @@ def validate(
     frame = frame.reset_index(drop=True)
     suite_result = run_suite(frame, contract, check_duplicates, data_docs_dir)
     reasons, counts = quarantine_reasons(frame, suite_result, check_duplicates)
-    bad = np.array([bool(r) for r in reasons], dtype=bool)
+    failing = sorted(reasons)
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[failing] = True
     valid = frame.loc[~bad].reset_index(drop=True)
     quarantine = frame.loc[bad].reset_index(drop=True)
-    quarantine[REASONS] = pd.Series([r for r in reasons if r], index=quarantine.index, dtype=object)
+    quarantine[REASONS] = pd.Series(
+        [reasons[i] for i in failing], index=quarantine.index, dtype=object
+    )
     rows_in = len(frame)
     fraction = float(bad.sum()) / rows_in if rows_in else 0.0
     stats = dict(suite_result.statistics)
