@@ -8,9 +8,12 @@ Runs in a temporary copy of this project (git + DVC), so the working tree is unt
 2. every stage again, one by one, for per-stage seconds, rows/s and peak RSS, split into
    imports (`python -X importtime`), tracking (the stage's `mlflow` phase) and the rest;
 3. the same pipeline on a 1,000,000-row input resampled from the real file
-   (`data.resample_rows`; the duplicate check is off there, since resampling repeats rows).
+   (`data.resample_rows`; the duplicate check is off there, since resampling repeats rows);
+4. with ``--baseline REV``: the cold runs of 1 and 3 again for the project as of commit REV
+   (its own code, params and data, on this venv's packages), alternating with this tree's
+   runs, best of two each, so that both see the same machine.
 
-Usage: python benchmarks/pipeline_bench.py [--rows 1000000] [--skip-large]
+Usage: python benchmarks/pipeline_bench.py [--rows 1000000] [--skip-large] [--baseline REV]
 Targets: full pipeline <= 25 s, no-op <= 1.5x the toy's no-op, 1M rows <= 300 s with peak RSS
 <= 4 GB.
 """
@@ -99,20 +102,28 @@ def toy_project(dest: Path, env: dict[str, str]) -> None:
         subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
 
 
-def copy_project(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for rel in files:
-        if not rel or not (REPO / rel).is_file() or rel.startswith("tests/"):
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
+def copy_project(dest: Path, rev: str | None = None) -> None:
+    """This working tree (tracked and untracked files), or commit ``rev``, as a new repo."""
+    dest.mkdir(parents=True)
+    if rev is None:
+        files = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        for rel in files:
+            if not rel or not (REPO / rel).is_file() or rel.startswith("tests/"):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, target)
+    else:
+        archive = subprocess.run(
+            ["git", "archive", rev], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     for cmd in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
@@ -191,49 +202,84 @@ def table(title: str, rows: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def project_env(tmp: Path, project: Path, name: str) -> dict[str, str]:
+    """The environment of one project's runs: its own code first on the path, its own store."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(project / "src")
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / f'{name}-mlflow.db'}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # Warm the MLflow store once so its one-time schema migration is not billed to a stage.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import mlflow; mlflow.set_tracking_uri("
+            f"'{env['MLFLOW_TRACKING_URI']}'); mlflow.search_experiments()",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+def best(runs: list[Measurement]) -> Measurement:
+    return min(runs, key=lambda m: m.seconds)
+
+
+def versus(what: str, ours: Measurement, baseline: Measurement, rev: str) -> str:
+    return (
+        f"{what}: {ours.seconds:.1f} s vs {baseline.seconds:.1f} s at {rev} = "
+        f"{ours.seconds / baseline.seconds:.2f}x "
+        f"({'no slower' if ours.seconds <= baseline.seconds else 'SLOWER'})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also run the project as of commit REV")
     args = parser.parse_args()
+    rounds = 2 if args.baseline else 1
 
-    with tempfile.TemporaryDirectory(prefix="plumbline-bench-") as tmp:
-        project = Path(tmp) / "plumbline"
+    with tempfile.TemporaryDirectory(prefix="plumbline-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        project = tmp / "plumbline"
         copy_project(project)
-        env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        env.setdefault("OMP_NUM_THREADS", "1")
+        env = project_env(tmp, project, "plumbline")
+        base_project = tmp / "baseline"
+        base_env: dict[str, str] = {}
+        if args.baseline:
+            copy_project(base_project, args.baseline)
+            base_env = project_env(tmp, base_project, "baseline")
 
-        # Warm the MLflow store once so its one-time schema migration is not billed to a stage.
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import mlflow; mlflow.set_tracking_uri("
-                f"'{env['MLFLOW_TRACKING_URI']}'); mlflow.search_experiments()",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-
-        toy = Path(tmp) / "toy"
+        toy = tmp / "toy"
         toy_project(toy, env)
         toy_full = measure("toy: dvc repro (5 stages, cold)", ["dvc", "repro"], toy, env)
-        full = measure("dvc repro (41,188 rows, cold)", ["dvc", "repro", "--force"], project, env)
-        # No-op runs alternate between the two projects so that both see the same machine.
+        # Cold runs alternate with the baseline's so that both see the same machine.
+        fulls, base_fulls = [], []
+        for _ in range(rounds):
+            label = "dvc repro (41,188 rows, cold)"
+            fulls.append(measure(label, ["dvc", "repro", "--force"], project, env))
+            if args.baseline:
+                cmd = ["dvc", "repro", "--force"]
+                base_fulls.append(measure(label, cmd, base_project, base_env))
+        full = best(fulls)
+        # No-op runs alternate between the two projects for the same reason.
         noops, toy_noops = [], []
         for _ in range(3):
             noops.append(measure("dvc repro (no-op)", ["dvc", "repro"], project, env))
             toy_noops.append(measure("toy: dvc repro (no-op)", ["dvc", "repro"], toy, env))
-        noop = min(noops, key=lambda m: m.seconds)
-        toy_noop = min(toy_noops, key=lambda m: m.seconds)
+        noop = best(noops)
+        toy_noop = best(toy_noops)
         stages = per_stage(project, env)
+        how = "best of 2, alternating with the baseline" if args.baseline else "one run"
         report = [
             table("Default data (41,188 rows)", [full, noop, toy_full, toy_noop, *stages]),
-            "(no-op: best of 3 each, interleaved; imports from -X importtime, mlflow = the "
-            "stage's MLflow phase, rest = start-up and work)",
+            f"(cold: {how}; no-op: best of 3 each, interleaved; imports from -X importtime, "
+            "mlflow = the stage's MLflow phase, rest = start-up and work)",
         ]
         ratio = noop.seconds / toy_noop.seconds
         report.append(
@@ -242,9 +288,19 @@ def main() -> None:
             f"{'PASS' if ratio <= 1.5 else 'FAIL'} ({noop.seconds:.2f} s vs "
             f"{toy_noop.seconds:.2f} s = {ratio:.2f}x)"
         )
+        if args.baseline:
+            report.append(versus("41,188 rows, cold", full, best(base_fulls), args.baseline))
         if not args.skip_large:
-            set_params(project, data__resample_rows=args.rows, validate__check_duplicates=False)
-            large = measure(f"dvc repro ({args.rows:,} rows)", ["dvc", "repro"], project, env)
+            label = f"dvc repro ({args.rows:,} rows)"
+            larges, base_larges = [], []
+            for target in [project, base_project] if args.baseline else [project]:
+                set_params(target, data__resample_rows=args.rows, validate__check_duplicates=False)
+            for _ in range(rounds):
+                larges.append(measure(label, ["dvc", "repro", "--force"], project, env))
+                if args.baseline:
+                    cmd = ["dvc", "repro", "--force"]
+                    base_larges.append(measure(label, cmd, base_project, base_env))
+            large = best(larges)
             large_stages = per_stage(project, env)
             report.append("")
             report.append(table(f"Resampled to {args.rows:,} rows", [large, *large_stages]))
@@ -254,6 +310,9 @@ def main() -> None:
                 f"{'PASS' if large.seconds <= 300 else 'FAIL'} ({large.seconds:.1f} s); "
                 f"peak RSS <= 4096 MB: {'PASS' if peak <= 4096 else 'FAIL'} ({peak:.0f} MB)"
             )
+            if args.baseline:
+                rows = f"{args.rows:,} rows"
+                report.append(versus(rows, large, best(base_larges), args.baseline))
         print("\n".join(report))
 
 
