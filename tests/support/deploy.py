@@ -318,7 +318,10 @@ def _own_requirements() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     out = list(project.get("dependencies", []))
     for extra, reqs in project.get("optional-dependencies", {}).items():
-        out.extend(f"{r}; extra == '{extra}'" for r in reqs)
+        for requirement in reqs:
+            spec, _, marker = (part.strip() for part in requirement.partition(";"))
+            condition = f"({marker}) and extra == '{extra}'" if marker else f"extra == '{extra}'"
+            out.append(f"{spec}; {condition}")
     return out
 
 
