@@ -52,7 +52,7 @@ def global_importance(
         explainer = None
     transformer, estimator = model.steps[0][1], model.steps[-1][1]
     if transformed is None:
-        transformed = transformer.transform(x_raw)
+        transformed = model[:-1].transform(x_raw)
     x = np.asarray(transformed, dtype=np.float64)
     owner = explainer.owner if explainer is not None else column_groups(transformer, features)
     reference = roc_auc(y, _scores(estimator, x))  # the estimator checks x here, once

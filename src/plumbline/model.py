@@ -142,6 +142,14 @@ def load_model(path: Path) -> Pipeline:
     return model
 
 
+def transform_and_score(model: Pipeline, frame: pd.DataFrame) -> tuple[Any, np.ndarray]:
+    """The rows through every step but the estimator, and the positive-class probability the
+    pipeline gives them: for callers that need the transformed rows too, without a second
+    transform."""
+    transformed = model[:-1].transform(frame)
+    return transformed, positive_proba(model[-1], transformed)
+
+
 def positive_proba(model: Any, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Probability of the positive class (encoded as 1) for each row: of a pipeline on raw
     rows, or of its estimator on rows its transformer has already transformed."""

@@ -282,6 +282,19 @@ def test_global_importance_for_both_estimators(boosted: Pipeline, bank: Any) -> 
         assert table["permutation_importance"].is_monotonic_decreasing
         assert table["mean_abs_contribution"].notna().all()
         assert (table["mean_abs_contribution"] >= 0).all()
-        # the same seed, the same table
+        # the same seed, the same table; the same again from rows the caller transformed
         again = global_importance(model, test, y, features, seed=0)
         pd.testing.assert_frame_equal(table, again)
+        rows = model[:-1].transform(test[features])
+        given = global_importance(model, test, y, features, seed=0, transformed=rows)
+        pd.testing.assert_frame_equal(table, given)
+
+
+def test_a_feature_block_is_a_slice_only_when_its_columns_are_contiguous() -> None:
+    from plumbline.importance import _columns
+
+    x = np.arange(24.0).reshape(4, 6)
+    for block in (np.array([1, 2, 3]), np.array([0, 2, 5]), np.array([4])):
+        columns = _columns(block)
+        assert isinstance(columns, slice) == (block[-1] - block[0] + 1 == len(block))
+        np.testing.assert_array_equal(x[:, columns], x[:, block])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from support.modelcard import card_mismatches
 from support.serve import artifacts
@@ -53,6 +54,11 @@ def test_roc_auc_equals_sklearn_on_ties_and_one_class() -> None:
             p = np.round(p, int(rng.integers(0, 3)))
         labels = y if case % 3 else y.astype(np.int64)
         assert roc_auc(labels, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        # and to the bit, the Mann-Whitney formula over scipy's average ranks
+        positives, negatives = int(y.sum()), int((~y).sum())
+        rank_sum = rankdata(p)[y].sum()
+        mann_whitney = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+        assert roc_auc(labels, p) == mann_whitney
     assert np.isnan(roc_auc(np.zeros(10, dtype=np.int64), rng.random(10)))
     assert np.isnan(roc_auc(np.array([0, 1]), np.array([0.2, np.nan])))
 

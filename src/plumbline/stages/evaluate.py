@@ -29,7 +29,13 @@ from plumbline.audit import write_reports
 from plumbline.config import Params
 from plumbline.contract import Contract
 from plumbline.metrics import classification_metrics, expected_calibration_error
-from plumbline.model import TRUSTED_TYPES, ModelCard, load_model, positive_proba
+from plumbline.model import (
+    TRUSTED_TYPES,
+    ModelCard,
+    load_model,
+    positive_proba,
+    transform_and_score,
+)
 from plumbline.paths import Layout
 from plumbline.runrecord import (
     COMMIT_TAG,
@@ -235,8 +241,7 @@ def run(
     y = contract.encode_target(test[contract.target.column])
     # The test rows go through the transformer once: for the scores here and the permutation
     # importance of the audit.
-    transformed = model.steps[0][1].transform(test[features])
-    p = positive_proba(model.steps[-1][1], transformed)
+    transformed, p = transform_and_score(model, test[features])
     metrics = classification_metrics(y, p, params.evaluate.threshold)
     # How far the probabilities are from calibrated: the monitor's CBPE estimate needs it.
     metrics["ece"] = expected_calibration_error(y, p, params.evaluate.calibration_bins)
