@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from sklearn.pipeline import Pipeline
 
 from plumbline.config import MlflowConfig, Params, load_params
 from plumbline.errors import MissingInput, PlumblineError
-from plumbline.model import TRUSTED_TYPES, ModelLoadError, load_model
 from plumbline.paths import Layout, project_root
 from plumbline.runrecord import (
     COMMIT_TAG,
@@ -44,6 +42,7 @@ from plumbline.verdict import GateResult
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +216,8 @@ class Registry:
         """Download one version's artifacts and load its pipeline with our skops allow-list."""
         import mlflow
 
+        from plumbline.model import ModelLoadError, load_model
+
         with tempfile.TemporaryDirectory(prefix="plumbline-model-") as tmp:
             with _registry_errors(f"cannot download {self.name!r} version {version}"):
                 # Resolve the version's artifact location through our own client: a
@@ -331,6 +332,7 @@ class Registry:
 
     def _log_artifact(self, paths: Layout, params: Params) -> tuple[str, str, str]:
         """Log models/model.skops to a new run when train did not log it to this store."""
+        from plumbline.model import TRUSTED_TYPES, load_model
         from plumbline.tracking import configure
 
         mlflow = configure(params.mlflow, paths.root)
