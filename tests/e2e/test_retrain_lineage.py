@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from support.cli import in_project, ok
+from support.cli import plumbline as cli_plumbline
 from support.monitoring import MODEL_NAME, MonitorProcess, live_records, write_log
 from support.params import deep_update
 from support.project import commit_all, env_for, make_repo, sh
@@ -34,10 +36,6 @@ class GitProject:
     root: Path
     params: Path
     store: str
-
-
-def plumbline(project: GitProject, *args: str, check: bool = True) -> str:
-    return sh(project.root, sys.executable, "-m", "plumbline", *args, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +65,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> GitProject:
     sh(root, "dvc", "repro")
     commit_all(root, "dvc.lock")
     gp = GitProject(root, params_path, f"sqlite:///{root / 'mlflow.db'}")
-    plumbline(gp, "gate")
-    plumbline(gp, "promote")
+    with in_project(root, gp.store):  # set-up: the first champion, in this process
+        ok("gate")
+        ok("promote")
     return gp
 
 
@@ -135,7 +134,8 @@ def test_monitor_triggered_retrain_has_a_complete_lineage(project: GitProject) -
     assert "train.seed" in links["params"]
 
     # A prediction answered by version 1 leads to version 1's chain (a manual promotion).
-    text = plumbline(project, "lineage", "--request-id", "live-7")
-    assert "live-7" in text and "MISSING" not in text, text
-    unknown = plumbline(project, "lineage", "--request-id", "nope", check=False)
-    assert "MISSING" in unknown and "not in the log" in unknown
+    with in_project(root, project.store):
+        text = ok("lineage", "--request-id", "live-7")
+        assert "live-7" in text and "MISSING" not in text, text
+        code, out, err = cli_plumbline("lineage", "--request-id", "nope")
+    assert code == 1 and "MISSING" in out + err and "not in the log" in out + err, out + err

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from support.cli import run_cli
+from support.cli import in_project, plumbline
 
 from plumbline.model import load_model, positive_proba
 
@@ -65,15 +65,18 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
-    for stage in (
-        ["ingest"],
-        ["validate"],
-        ["featurize"],
-        ["train"],
-        ["evaluate", "--no-mlflow"],
-    ):
-        proc = run_cli("--params", str(tmp_path / "params.yaml"), *stage, root=tmp_path)
-        assert proc.returncode == 0, f"{stage}: {proc.stderr}"
+    # Each stage's command as DVC runs it, in this process (the stages as processes of their
+    # own, under DVC, are test_dvc_pipeline.py's).
+    with in_project(tmp_path):
+        for stage in (
+            ["ingest"],
+            ["validate"],
+            ["featurize"],
+            ["train"],
+            ["evaluate", "--no-mlflow"],
+        ):
+            code, _, err = plumbline("--params", str(tmp_path / "params.yaml"), *stage)
+            assert code == 0, f"{stage}: {err}"
 
     reports = tmp_path / "reports"
     assert json.loads((reports / "ingest.json").read_text())["rows"] == 600
@@ -106,16 +109,11 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
     records = tmp_path / "records.csv"
     customers(40, seed=1).to_csv(records, index=False)
     out = tmp_path / "explained.parquet"
-    proc = run_cli(
-        "--params",
-        str(tmp_path / "params.yaml"),
-        "explain",
-        str(records),
-        "--output",
-        str(out),
-        root=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
+    with in_project(tmp_path):
+        code, _, err = plumbline(
+            "--params", str(tmp_path / "params.yaml"), "explain", str(records), "--output", str(out)
+        )
+    assert code == 0, err
     explained = pd.read_parquet(out)
     contributions = explained[[f"contribution.{f}" for f in card["features"]]].sum(axis=1)
     np.testing.assert_allclose(explained["base"] + contributions, explained["log_odds"], atol=1e-9)

@@ -35,11 +35,24 @@ def ok(*args: str) -> str:
     return out
 
 
+def forget_mlflow_uris() -> None:
+    """Unset MLflow's process-wide tracking and registry URIs, which an earlier in-process
+    call may have set (``mlflow.set_registry_uri`` also exports MLFLOW_REGISTRY_URI), so that
+    the next command resolves its store from the environment as a process of its own does."""
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI
+        mlflow.set_registry_uri(None)
+
+
 @contextmanager
 def in_project(root: Path, store: str | None = None) -> Iterator[None]:
     """Run in-process commands as if from ``root`` (PLUMBLINE_ROOT, cwd, MLflow store)."""
-    saved = {k: os.environ.get(k) for k in ("PLUMBLINE_ROOT", "MLFLOW_TRACKING_URI")}
+    names = ("PLUMBLINE_ROOT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in names}
     cwd = Path.cwd()
+    forget_mlflow_uris()
     os.environ["PLUMBLINE_ROOT"] = str(root)
     os.environ["MLFLOW_TRACKING_URI"] = store or f"sqlite:///{root / 'mlflow.db'}"
     os.chdir(root)
@@ -47,6 +60,7 @@ def in_project(root: Path, store: str | None = None) -> Iterator[None]:
         yield
     finally:
         os.chdir(cwd)
+        forget_mlflow_uris()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -70,6 +84,7 @@ def run_cli(
         MLFLOW_TRACKING_URI=store or f"sqlite:///{root / 'mlflow.db'}",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)  # the registry is the store's, as for a user
     done = subprocess.run(
         [sys.executable, "-m", "plumbline", *args],
         cwd=root,

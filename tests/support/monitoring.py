@@ -169,9 +169,11 @@ class Project:
         return run_cli(*args, root=self.root, store=self.store, check=True, timeout=timeout)
 
     def promote_current(self) -> None:
-        """Gate and promote the project's model: the first champion of the store."""
-        self.cli("gate")
-        self.cli("promote")
+        """Gate and promote the project's model: the first champion of the store. Set-up, so in
+        this process: `make` in test_reproducible.py and every retrain run them as processes."""
+        with in_project(self.root, self.store):
+            ok("gate")
+            ok("promote")
 
     def registry(self) -> Any:
         from plumbline.registry import Registry

@@ -22,6 +22,7 @@ import pandas as pd
 import requests
 import yaml
 
+from support.cli import forget_mlflow_uris
 from support.paths import APP, BANK_SMALL, REPO
 from support.process import Process
 
@@ -177,7 +178,7 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
             for model_file in location.rglob("*.skops"):
                 model_file.write_bytes(b"this is not a skops file")
     client.set_registered_model_alias(MODEL_NAME, "champion", versions[next(iter(labels))])
-    mlflow.set_tracking_uri("")
+    forget_mlflow_uris()
     return Store(uri=uri, versions=versions)
 
 
