@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from support.mlflowstore import new_store
 from support.params import set_params
 from support.paths import REPO, tracked_files
 from support.project import STAGES, ran_stages, sh
@@ -39,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "data/raw").mkdir(parents=True)
     sample.to_csv(root / "data/raw/sample.csv", sep=";", index=False)
     set_params(root, **{"data.source.path": "data/raw/sample.csv"})
+    new_store(root / "mlflow.db")  # gitignored
     sh(root, "git", "init", "-q", "-b", "main")
     sh(root, "git", "config", "user.name", "Plumbline Tests")
     sh(root, "git", "config", "user.email", "tests@plumbline.invalid")

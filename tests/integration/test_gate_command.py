@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import ok, plumbline
+from support.mlflowstore import new_store
 from support.params import set_params
 from support.promotion import (
     gate_json,
@@ -46,7 +47,9 @@ TWO_FEATURES = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    new_store(path)
+    return path
 
 
 @pytest.fixture(scope="module")

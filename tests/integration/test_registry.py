@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from support.cli import ok, plumbline
+from support.mlflowstore import new_store
 from support.params import set_params
 from support.promotion import (
     gate_json,
@@ -31,7 +32,9 @@ from plumbline.registry import load_alias_model
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    new_store(path)
+    return path
 
 
 @pytest.fixture(scope="module")

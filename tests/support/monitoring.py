@@ -26,6 +26,7 @@ import yaml
 
 from support import localstack
 from support.cli import in_project, ok, run_cli
+from support.mlflowstore import new_store
 from support.params import deep_update
 from support.paths import BANK_FULL, MONITORING, REPO
 from support.process import Process
@@ -123,7 +124,7 @@ class Project:
     def __init__(self, root: Path, overrides: dict[str, Any], with_model: bool = True) -> None:
         shutil.copytree(base_project() if with_model else history_project(), root)
         self.root = root
-        self.store = f"sqlite:///{root / 'mlflow.db'}"
+        self.store = new_store(root / "mlflow.db")
         self.log_dir = root / "logs/predictions"
         params = yaml.safe_load((root / "params.yaml").read_text())
         defaults: dict[str, Any] = {

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from support.cli import command_env, run
+from support.mlflowstore import new_store
 from support.params import set_params
 from support.paths import REPO, tracked_files
 
@@ -52,6 +53,7 @@ def make_repo(root: Path, small: bool = True) -> Path:
         shutil.copy2(REPO / rel, dest)
     if small:
         set_params(root, **{"data.source.path": SMALL})
+    new_store(root / "mlflow.db")  # gitignored, as a user's store is
     sh(root, "git", "init", "-q", "-b", "main")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "project")

@@ -23,6 +23,7 @@ import requests
 import yaml
 
 from support.cli import forget_mlflow_uris
+from support.mlflowstore import new_store
 from support.paths import APP, BANK_SMALL, REPO
 from support.process import Process
 
@@ -151,8 +152,7 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
     from plumbline.model import TRUSTED_TYPES, load_model
     from plumbline.tracking import pip_requirements
 
-    directory.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    uri = new_store(directory / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment(
