@@ -3,9 +3,13 @@ and the two pieces of coverage.py that the scope relies on."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import coverage
 import pytest
-from support.coverage_scope.sitecustomize import unmeasured
+from support.coverage_scope.sitecustomize import runs_a_copy, unmeasured
+from support.paths import REPO
 
 VENV = "/venv/bin"
 
@@ -40,6 +44,32 @@ def test_other_programs_are_not_measured(argv: list[str]) -> None:
 )
 def test_plumbline_processes_are_measured(argv: list[str]) -> None:
     assert not unmeasured(argv)
+
+
+def _copy_of_the_package(root: Path) -> Path:
+    (root / "src/plumbline").mkdir(parents=True)
+    (root / "src/plumbline/__init__.py").write_text("")
+    return root
+
+
+def test_a_process_that_imports_a_copy_of_plumbline_is_not_measured(tmp_path: Path) -> None:
+    workspace = _copy_of_the_package(tmp_path / "workspace")
+    gate = [f"{VENV}/python", "-m", "plumbline", "gate"]
+    # A retrain's steps: the workspace's src/ first on PYTHONPATH.
+    assert runs_a_copy(gate, str(workspace), [str(workspace / "src"), *sys.path])
+    # `python -m` in a project whose root holds the package (a test project of make_repo).
+    project = _copy_of_the_package(tmp_path / "project") / "src"
+    assert runs_a_copy(gate, str(project), sys.path)
+
+
+def test_a_process_that_imports_this_checkout_is_measured(tmp_path: Path) -> None:
+    checkout = [p for p in sys.path if Path(p).resolve() == (REPO / "src").resolve()]
+    assert checkout, "the editable install puts src/ on sys.path"
+    gate = [f"{VENV}/python", "-m", "plumbline", "gate"]
+    assert not runs_a_copy(gate, str(tmp_path), sys.path)
+    script = [f"{VENV}/python", f"{VENV}/plumbline", "gate"]
+    assert not runs_a_copy(script, str(_copy_of_the_package(tmp_path / "p") / "src"), sys.path)
+    assert not runs_a_copy([f"{VENV}/python", "-c", "pass"], str(tmp_path), [])
 
 
 def test_coverage_still_has_what_the_scope_uses() -> None:

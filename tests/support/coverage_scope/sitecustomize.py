@@ -7,16 +7,21 @@ the schemathesis fuzzer, the MLflow tracking server, and DVC with everything it 
 pipeline stages that DVC runs are left out too: each stage's code is measured in-process (its
 CLI handler on real data in test_stage_deps.py, its functions in the unit tier), and traced as
 a subprocess the import-heavy stages ran up to twice as long. The servers, the monitor and
-``python -m plumbline`` started by the tests are measured as before.
+``python -m plumbline`` started by the tests are measured as before, unless the process would
+import another copy of plumbline than this checkout's (a retrain workspace's or a test
+project's ``src/``): the report counts this checkout's files only, so tracing a copy measures
+nothing.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 UNMEASURED = frozenset({"dvc", "schemathesis", "st"})
+CHECKOUT_SRC = Path(__file__).resolve().parents[3] / "src"
 
 
 def _program(argv: list[str]) -> tuple[str, list[str]]:
@@ -47,6 +52,30 @@ def unmeasured(argv: list[str]) -> bool:
     )
 
 
+def _path0(argv: list[str], cwd: str) -> str:
+    """What Python puts first on sys.path for ``argv``, after this module has run."""
+    args = argv[1:]
+    while args:
+        arg = args.pop(0)
+        if arg in ("-m", "-c", "-"):
+            return cwd
+        if arg in ("-X", "-W") and args:
+            args.pop(0)
+            continue
+        if not arg.startswith("-"):
+            return str((Path(cwd) / arg).resolve().parent)
+    return cwd
+
+
+def runs_a_copy(argv: list[str], cwd: str, path: list[str]) -> bool:
+    """Whether the process started as ``argv`` in ``cwd`` would import a plumbline package
+    other than this checkout's (searching ``path`` after its first entry)."""
+    spec = PathFinder.find_spec("plumbline", [_path0(argv, cwd), *path])
+    if spec is None or spec.origin is None:
+        return False
+    return not Path(spec.origin).resolve().is_relative_to(CHECKOUT_SRC)
+
+
 def _stop_coverage() -> None:
     try:
         import coverage
@@ -60,7 +89,10 @@ def _stop_coverage() -> None:
     current._auto_save = False
 
 
-if os.environ.get("COVERAGE_PROCESS_CONFIG") and unmeasured(sys.orig_argv):
-    _stop_coverage()
-    # Nor in what it starts (DVC's stages, the fuzzer's and MLflow's own processes).
-    del os.environ["COVERAGE_PROCESS_CONFIG"]
+if os.environ.get("COVERAGE_PROCESS_CONFIG"):
+    if unmeasured(sys.orig_argv):
+        _stop_coverage()
+        # Nor in what it starts (DVC's stages, the fuzzer's and MLflow's own processes).
+        del os.environ["COVERAGE_PROCESS_CONFIG"]
+    elif runs_a_copy(sys.orig_argv, os.getcwd(), sys.path):
+        _stop_coverage()
