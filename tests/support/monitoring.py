@@ -12,7 +12,6 @@ each test gets a copy with its own MLflow store, so nothing touches the reposito
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import requests
 import yaml
 
 from support import localstack
-from support.cli import in_project, ok, run_cli
+from support.cli import in_project, ok
 from support.mlflowstore import new_store
 from support.params import deep_update
 from support.paths import BANK_FULL, MONITORING, REPO
@@ -165,9 +164,6 @@ class Project:
         deep_update(params, overrides)
         self.params = root / "params.yaml"
         self.params.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, root=self.root, store=self.store, check=True, timeout=timeout)
 
     def promote_current(self) -> None:
         """Gate and promote the project's model: the first champion of the store. Set-up, so in

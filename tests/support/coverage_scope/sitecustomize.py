@@ -24,21 +24,30 @@ UNMEASURED = frozenset({"dvc", "schemathesis", "st"})
 CHECKOUT_SRC = Path(__file__).resolve().parents[3] / "src"
 
 
-def _program(argv: list[str]) -> tuple[str, list[str]]:
-    """The script's or ``-m`` module's name, and the arguments after it."""
+def _entry(argv: list[str]) -> tuple[str, str, list[str]]:
+    """How the interpreter was told what to run: ("-m", module), ("script", path) or ("-c",
+    "") for -c, stdin and none, with the arguments after it."""
     args = argv[1:]
     while args:
         arg = args.pop(0)
         if arg == "-m" and args:
-            return args[0].split(".")[0], args[1:]
+            return "-m", args[0], args[1:]
         if arg in ("-c", "-"):
-            return "", args
+            return "-c", "", args
         if arg in ("-X", "-W") and args:  # options with a separate value
             args.pop(0)
             continue
         if not arg.startswith("-"):
-            return Path(arg).name, args
-    return "", []
+            return "script", arg, args
+    return "-c", "", []
+
+
+def _program(argv: list[str]) -> tuple[str, list[str]]:
+    """The script's or ``-m`` module's name, and the arguments after it."""
+    kind, target, args = _entry(argv)
+    if kind == "-m":
+        return target.split(".")[0], args
+    return (Path(target).name if kind == "script" else ""), args
 
 
 def unmeasured(argv: list[str]) -> bool:
@@ -54,17 +63,8 @@ def unmeasured(argv: list[str]) -> bool:
 
 def _path0(argv: list[str], cwd: str) -> str:
     """What Python puts first on sys.path for ``argv``, after this module has run."""
-    args = argv[1:]
-    while args:
-        arg = args.pop(0)
-        if arg in ("-m", "-c", "-"):
-            return cwd
-        if arg in ("-X", "-W") and args:
-            args.pop(0)
-            continue
-        if not arg.startswith("-"):
-            return str((Path(cwd) / arg).resolve().parent)
-    return cwd
+    kind, target, _ = _entry(argv)
+    return str((Path(cwd) / target).resolve().parent) if kind == "script" else cwd
 
 
 def runs_a_copy(argv: list[str], cwd: str, path: list[str]) -> bool:
