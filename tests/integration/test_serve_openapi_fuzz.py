@@ -72,6 +72,8 @@ def _st_run(server: Server, tmp: Path, *args: str) -> tuple[int, str]:
             "all",
             "--seed",
             "20261202",
+            "--generation-database",
+            "none",
             "--request-timeout",
             "30",
             *args,
