@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from plumbline import yamlfile
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
 
@@ -143,7 +145,7 @@ def copy_project(dest: Path, rev: str | None = None) -> None:
 
 def set_params(project: Path, **dotted: object) -> None:
     path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = yamlfile.safe_load(path.read_text())
     for key, value in dotted.items():
         node = params
         *parents, leaf = key.split("__")

@@ -59,6 +59,8 @@ from typing import Any
 import requests
 import yaml
 
+from plumbline import yamlfile
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 MODEL = REPO / "models" / "model.skops"
@@ -193,7 +195,7 @@ class Process:
 
 
 def server_params(work: Path, name: str, **serve: Any) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yamlfile.safe_load((REPO / "params.yaml").read_text())
     raw["mlflow"]["model_name"] = MODEL_NAME
     section = dict(raw.get("serve") or {})
     section["fallback_artifact"] = str(MODEL)
@@ -323,7 +325,9 @@ def wrk(
 
 def run_peers(work: Path, uri: str, script: Path, mlflow_script: Path, seconds: int) -> list[Run]:
     """The floor, plain LitServe and mlflow serve, one after the other, at 1 and 64."""
-    api_servers = int(yaml.safe_load((REPO / "params.yaml").read_text())["serve"]["api_servers"])
+    api_servers = int(
+        yamlfile.safe_load((REPO / "params.yaml").read_text())["serve"]["api_servers"]
+    )
     peers = [
         (
             "raw ASGI floor",

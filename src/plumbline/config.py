@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from plumbline import yamlfile
 from plumbline.errors import PlumblineError
 from plumbline.paths import project_root
 
@@ -632,7 +633,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
 def load_params(path: Path | None = None) -> Params:
     path = path or project_root() / "params.yaml"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found") from None
     except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text

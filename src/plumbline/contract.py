@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from plumbline import yamlfile
 from plumbline.errors import PlumblineError
 
 if TYPE_CHECKING:
@@ -458,7 +459,7 @@ def _to_float(col: pd.Series) -> pd.Series:
 
 def load_contract(path: Path) -> Contract:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ContractError(f"contract file {path} not found") from None
     except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text

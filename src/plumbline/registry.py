@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
+from plumbline import yamlfile
 from plumbline.config import MlflowConfig, Params, load_params
 from plumbline.errors import MissingInput, PlumblineError
 from plumbline.paths import Layout, project_root
@@ -234,7 +233,7 @@ class Registry:
             mlmodel = local / "MLmodel"
             if not mlmodel.is_file():
                 raise ModelLoadError(f"{self.name!r} version {version} has no MLmodel file")
-            flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("sklearn")
+            flavor = (yamlfile.safe_load(mlmodel.read_text()).get("flavors") or {}).get("sklearn")
             if not flavor or flavor.get("serialization_format") != "skops":
                 raise ModelLoadError(
                     f"{self.name!r} version {version} is not a skops-serialized sklearn model; "
@@ -429,7 +428,7 @@ def dvc_lock_hashes(lock: Path) -> dict[str, str]:
     """MD5 of every data and model path recorded in dvc.lock (deps and outs of all stages)."""
     if not lock.is_file():
         return {}
-    data = yaml.safe_load(lock.read_text()) or {}
+    data = yamlfile.safe_load(lock.read_text()) or {}
     hashes: dict[str, str] = {}
     for stage in (data.get("stages") or {}).values():
         for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from plumbline import yamlfile
 from plumbline.config import MlflowConfig
 from plumbline.paths import home_root
 
@@ -54,7 +55,7 @@ def dvc_outputs(root: Path) -> list[str]:
     import yaml
 
     try:
-        spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+        spec = yamlfile.safe_load((root / "dvc.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
     found: list[str] = []

@@ -54,6 +54,8 @@ from support.net import free_port
 from support.paths import REPO
 from support.serve import records
 
+from plumbline import yamlfile
+
 pytestmark = pytest.mark.slow
 
 PROMETHEUS = shutil.which("prometheus")
@@ -255,7 +257,7 @@ def mount_volumes(stack: Stack) -> None:
 def prometheus_config(stack: Stack) -> None:
     flag = next(a for a in command(service("prometheus")) if a.startswith("--config.file="))
     path = stack.path(flag.partition("=")[2])
-    config = yaml.safe_load(path.read_text())
+    config = yamlfile.safe_load(path.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     text = stack.localize(yaml.safe_dump(config, sort_keys=False))
     path.write_text(text)

@@ -24,6 +24,8 @@ from support.monitoring import MODEL_NAME, MonitorProcess, live_records, write_l
 from support.params import deep_update
 from support.project import commit_all, env_for, make_repo, sh
 
+from plumbline import yamlfile
+
 pytestmark = pytest.mark.slow
 
 LIVE = 600
@@ -42,7 +44,7 @@ class GitProject:
 def project(tmp_path_factory: pytest.TempPathFactory) -> GitProject:
     root = make_repo(tmp_path_factory.mktemp("e2e") / "plumbline")
     params_path = root / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
+    params = yamlfile.safe_load(params_path.read_text())
     deep_update(
         params,
         {
@@ -124,8 +126,8 @@ def test_monitor_triggered_retrain_has_a_complete_lineage(project: GitProject) -
     # The model's commit is the retrain's input commit; dvc.lock is committed on top of it.
     assert links["git commit"]["sha"] == sh(root, "git", "rev-parse", f"{ref}^").strip()
     committed = sh(root, "git", "show", f"{ref}:params.yaml")
-    assert yaml.safe_load(committed)["data"]["source"]["path"].endswith("window.csv")
-    lock = yaml.safe_load(sh(root, "git", "show", f"{ref}:dvc.lock"))
+    assert yamlfile.safe_load(committed)["data"]["source"]["path"].endswith("window.csv")
+    lock = yamlfile.safe_load(sh(root, "git", "show", f"{ref}:dvc.lock"))
     outs = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
     assert links["model"]["models/model.skops"] == outs["models/model.skops"]
     assert links["features"]["data/features/train.parquet"] == outs["data/features/train.parquet"]

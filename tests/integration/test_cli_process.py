@@ -9,9 +9,11 @@ import yaml
 from support.cli import run_cli
 from support.paths import BANK_CONTRACT, REPO
 
+from plumbline import yamlfile
+
 
 def test_plumbline_command_exits_1_on_a_typo(tmp_path: Path) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yamlfile.safe_load((REPO / "params.yaml").read_text())
     params["data"]["contract"] = str(BANK_CONTRACT)
     params["train"]["logistic_regresion"] = params["train"].pop("logistic_regression")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -24,6 +24,8 @@ from support.deploy import (
 )
 from support.paths import REPO, dev_tool
 
+from plumbline import yamlfile
+
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
 TEAMS = {"postgres", "minio", "minio-buckets"}
 ONE_SHOT = {"bootstrap", "minio-buckets"}
@@ -46,7 +48,7 @@ def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
 
 def test_the_schema_check_rejects_a_broken_file(tmp_path: Path) -> None:
     """The validation above is not vacuous: one misspelt key fails it."""
-    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    raw = yamlfile.safe_load(COMPOSE_FILE.read_text())
     raw["services"]["api"]["healthchek"] = raw["services"]["api"].pop("healthcheck")
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(yaml.safe_dump(raw))

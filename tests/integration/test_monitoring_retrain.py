@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 from support.monitoring import MonitorProcess, labelled_project
 from support.serve import metric_value
 
+from plumbline import yamlfile
 from plumbline.monitoring.monitor import render
 from plumbline.monitoring.retrain import (
     Retrainer,
@@ -159,7 +159,7 @@ def test_a_retrain_the_gate_rejects_leaves_the_champion(tmp_path: Path) -> None:
     assert registry.alias_version("champion") == "1"
     assert registry.alias_version("challenger") == result.version == "2"
     # The window's params: the project's, with its own data source and the retrain gate.
-    work = yaml.safe_load((Path(result.workdir) / "params.yaml").read_text())
+    work = yamlfile.safe_load((Path(result.workdir) / "params.yaml").read_text())
     assert work["gate"]["min_roc_auc"] == 0.99
     # The retrain gate compared both models on the window's test split; the verdict and the
     # retrain record state both values, the difference and its interval.
@@ -170,7 +170,7 @@ def test_a_retrain_the_gate_rejects_leaves_the_champion(tmp_path: Path) -> None:
     figures = f"{roc['challenger']:.4f} vs champion version 1 {roc['champion']:.4f}"
     assert figures in verdict["note"] and figures in result.reason
     assert work["data"]["source"]["path"].endswith("window.csv")
-    assert yaml.safe_load(project.params.read_text())["gate"]["min_roc_auc"] == 0.0
+    assert yamlfile.safe_load(project.params.read_text())["gate"]["min_roc_auc"] == 0.0
     text = render(monitor)[0].decode()
     assert metric_value(text, "plumbline_retrain_runs_total", result="rejected") == 1
     assert metric_value(text, "plumbline_retrain_last_failed") == 0

@@ -8,10 +8,10 @@ import re
 import subprocess
 
 import pytest
-import yaml
 from support.monitoring import AMTOOL, PROMTOOL, RULE_FILES, RULE_TEST_FILES, alert_rules
 from support.paths import MONITORING, REPO
 
+from plumbline import yamlfile
 from plumbline.config import load_params
 
 # In CI a missing tool is a broken install step, never a reason to skip.
@@ -68,7 +68,7 @@ def test_alertmanager_config_and_routing() -> None:
         assert receivers == expected, (rule["alert"], done.stdout, done.stderr)
     hooks = [
         h["url"]
-        for r in yaml.safe_load(config.read_text())["receivers"]
+        for r in yamlfile.safe_load(config.read_text())["receivers"]
         for h in r.get("webhook_configs", [])
     ]
     port = load_params(REPO / "params.yaml").monitor.port

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 from support.cli import ok, plumbline
 from support.mlflowstore import new_store
@@ -26,6 +25,7 @@ from support.promotion import (
     write_base_project,
 )
 
+from plumbline import yamlfile
 from plumbline.model import ModelLoadError, load_model, positive_proba
 from plumbline.registry import load_alias_model
 
@@ -63,7 +63,7 @@ def project(
 
 
 def model_name(project: Path) -> str:
-    return str(yaml.safe_load((project / "params.yaml").read_text())["mlflow"]["model_name"])
+    return str(yamlfile.safe_load((project / "params.yaml").read_text())["mlflow"]["model_name"])
 
 
 def client(store: Path) -> MlflowClient:
@@ -91,7 +91,7 @@ def test_first_passing_candidate_becomes_champion_with_provenance(
     assert "champion -> 1 (was none)" in out
     assert aliases(store, name) == {"challenger": "1", "champion": "1"}
     tags = client(store).get_model_version(name, "1").tags
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    lock = yamlfile.safe_load((project / "dvc.lock").read_text())
     raw_md5 = next(d["md5"] for d in lock["stages"]["ingest"]["deps"] if d["path"] == "data/raw")
     assert tags["dvc.data/raw"] == raw_md5
     assert tags["gate.verdict"] == "passed"

@@ -18,6 +18,8 @@ from support.params import set_params
 from support.paths import BANK_CONTRACT, REPO
 from support.promotion import use_project
 
+from plumbline import yamlfile
+
 matplotlib.use("Agg")
 
 DVC_YAML = {
@@ -56,7 +58,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project repository: params.yaml, a minimal dvc.yaml and metrics; not committed yet."""
     root = tmp_path / "project"
     root.mkdir()
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yamlfile.safe_load((REPO / "params.yaml").read_text())
     params["data"]["contract"] = str(BANK_CONTRACT)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))

@@ -34,6 +34,7 @@ from support.serve import (
     session_dir,
 )
 
+from plumbline import yamlfile
 from plumbline.predictions import read_log
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -192,7 +193,7 @@ def test_canary_answers_name_the_version_that_answered(
 ) -> None:
     # Switched by the CLI against the server's URL.
     monkeypatch.setenv("PLUMBLINE_ADMIN_TOKEN", ADMIN_TOKEN)
-    raw = yaml.safe_load(server.params.read_text())
+    raw = yamlfile.safe_load(server.params.read_text())
     raw["monitor"]["state_dir"] = str(tmp_path / "monitor")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 from support.params import set_params
 from support.paths import REPO
 from support.project import STAGES, make_repo, ran_stages, sh
 
-from plumbline import cli
+from plumbline import cli, yamlfile
 from plumbline.config import Params
 
 pytestmark = pytest.mark.slow
@@ -60,7 +59,7 @@ class Recorder:
 
 
 def declared_params(stage: str, params: Params) -> set[str]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())
     out: set[str] = set()
     for entry in spec["stages"][stage].get("params") or []:
         assert isinstance(entry, str), f"{stage}: params from another file: {entry}"

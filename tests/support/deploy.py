@@ -21,8 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from plumbline import yamlfile
 from support.paths import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -74,7 +73,7 @@ def _interpolate_tree(node: Any, env: dict[str, str] | None) -> Any:
 
 @cache
 def compose_raw() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    data = yamlfile.safe_load(COMPOSE_FILE.read_text())
     assert isinstance(data, dict)
     return data
 

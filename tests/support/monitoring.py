@@ -23,6 +23,7 @@ import pandas as pd
 import requests
 import yaml
 
+from plumbline import yamlfile
 from support import localstack
 from support.cli import in_project, ok
 from support.mlflowstore import new_store
@@ -96,7 +97,7 @@ def history_project() -> Path:
     history_frame().to_csv(root / "data/raw/history.csv", sep=";", index=False)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "contracts", root / "contracts")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yamlfile.safe_load((REPO / "params.yaml").read_text())
     params["data"]["source"]["path"] = "data/raw/history.csv"
     params["mlflow"]["model_name"] = MODEL_NAME
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -125,7 +126,7 @@ class Project:
         self.root = root
         self.store = new_store(root / "mlflow.db")
         self.log_dir = root / "logs/predictions"
-        params = yaml.safe_load((root / "params.yaml").read_text())
+        params = yamlfile.safe_load((root / "params.yaml").read_text())
         defaults: dict[str, Any] = {
             # Loose enough for models trained on a few thousand rows of a shifting period.
             "gate": {
@@ -181,7 +182,7 @@ class Project:
         """The real server on this project's params (overrides of the serve section apply
         on top of the project's)."""
         srv = Server(self.root / "server", self.store)
-        params = yaml.safe_load(self.params.read_text())
+        params = yamlfile.safe_load(self.params.read_text())
         deep_update(params["serve"], serve)
         params["data"]["contract"] = str(REPO / "contracts/bank_marketing.yaml")
         srv.params = self.root / "server" / "params.yaml"
@@ -400,7 +401,7 @@ def write_log(
 
 def alert_rules() -> list[dict[str, Any]]:
     """The alert rules of every file in RULE_FILES."""
-    groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
+    groups = [g for path in RULE_FILES for g in yamlfile.safe_load(path.read_text())["groups"]]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 

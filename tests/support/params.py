@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from plumbline import yamlfile
+
 
 def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
     """Merge nested ``updates`` into ``target`` (in place) and return it."""
@@ -21,7 +23,7 @@ def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> dict[str, An
 def set_params(project: Path, **values: Any) -> None:
     """Set dotted keys in the project's params.yaml: set_params(p, **{"train.seed": 1})."""
     path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = yamlfile.safe_load(path.read_text())
     for dotted, value in values.items():
         node = params
         *parents, leaf = dotted.split(".")

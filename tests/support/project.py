@@ -10,8 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
+from plumbline import yamlfile
 from support.cli import command_env, run
 from support.mlflowstore import new_store
 from support.params import set_params
@@ -62,7 +61,7 @@ def make_repo(root: Path, small: bool = True) -> Path:
 
 def lock_outs(project: Path) -> dict[str, str]:
     """path -> md5 of every output (outs, metrics, plots) recorded in dvc.lock."""
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    lock = yamlfile.safe_load((project / "dvc.lock").read_text())
     out: dict[str, str] = {}
     for stage in lock["stages"].values():
         for entry in stage.get("outs") or []:

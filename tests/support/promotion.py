@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from plumbline import yamlfile
 from support.cli import ok
 from support.params import set_params
 from support.paths import BANK_CONTRACT, BANK_SMALL, REPO
@@ -25,7 +26,7 @@ LOOSE_GATE = {"min_roc_auc": 0.55, "min_pr_auc": 0.2, "max_brier": 0.3, "max_reg
 def write_base_project(root: Path) -> Path:
     """params.yaml on the small bank file, ingested and split; no model yet."""
     root.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yamlfile.safe_load((REPO / "params.yaml").read_text())
     params["data"]["contract"] = str(BANK_CONTRACT)
     params["data"]["source"]["path"] = str(BANK_SMALL)
     params["gate"] = dict(LOOSE_GATE)

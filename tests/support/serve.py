@@ -22,6 +22,7 @@ import pandas as pd
 import requests
 import yaml
 
+from plumbline import yamlfile
 from support.cli import forget_mlflow_uris
 from support.mlflowstore import new_store
 from support.paths import APP, BANK_SMALL, REPO
@@ -187,7 +188,7 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
 
 def write_params(directory: Path, tracking_uri: str | None = None, **serve: Any) -> Path:
     """params.yaml of the repo with the ``serve`` section overridden (log under directory)."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yamlfile.safe_load((REPO / "params.yaml").read_text())
     raw["mlflow"]["model_name"] = MODEL_NAME
     raw["mlflow"]["tracking_uri"] = tracking_uri
     section = dict(raw.get("serve") or {})

@@ -10,13 +10,14 @@ import pytest
 import yaml
 from support.paths import BANK_CONTRACT, REPO
 
+from plumbline import yamlfile
 from plumbline.cli import main
 from plumbline.config import ConfigError, load_params
 from plumbline.contract import ContractError, load_contract
 
 
 def real_params() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return yamlfile.safe_load((REPO / "params.yaml").read_text())
 
 
 def write_params(tmp_path: Path, params: dict[str, Any]) -> Path:
@@ -80,7 +81,7 @@ def test_unreadable_params_file(tmp_path: Path) -> None:
 
 
 def contract_with(tmp_path: Path, edit: Any) -> Path:
-    raw = yaml.safe_load(BANK_CONTRACT.read_text())
+    raw = yamlfile.safe_load(BANK_CONTRACT.read_text())
     edit(raw)
     path = tmp_path / "contract.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
 from support.deploy import (
     PIPELINE_DOCKERFILE,
     PUBLISHED_PORTS,
@@ -27,6 +26,7 @@ from support.deploy import (
 )
 from support.paths import REPO
 
+from plumbline import yamlfile
 from plumbline.config import load_params
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
@@ -179,7 +179,7 @@ def test_mlflow_s_job_runner_is_off_in_compose_and_kubernetes() -> None:
     MLflow honours the variable, test_deploy_stack.py checks on the running server)."""
     variable = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
     assert environment(service("mlflow"))[variable] == "false"
-    config = yaml.safe_load((REPO / "k8s/base/mlflow-configmap.yaml").read_text())
+    config = yamlfile.safe_load((REPO / "k8s/base/mlflow-configmap.yaml").read_text())
     assert config["data"][variable] == "false"
 
 
@@ -244,7 +244,7 @@ def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_servic
     config_flag = next(a for a in command(service("prometheus")) if a.startswith("--config.file="))
     config_path = Path(config_flag.partition("=")[2])
     local = REPO / prom_mount.source / config_path.relative_to(prom_mount.target)
-    config = yaml.safe_load(local.read_text())
+    config = yamlfile.safe_load(local.read_text())
     for pattern in config.get("rule_files", []):
         assert list(local.parent.glob(pattern)), f"no rule file matches {pattern}"
     scraped = {}
@@ -264,7 +264,7 @@ def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_servic
             ]
 
     am_mount = next(m for m in mounts(service("alertmanager")) if m.bind)
-    alertmanager = yaml.safe_load((REPO / am_mount.source).read_text())
+    alertmanager = yamlfile.safe_load((REPO / am_mount.source).read_text())
     hooks = [
         urlparse(h["url"]) for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])
     ]
@@ -275,11 +275,11 @@ def test_prometheus_alertmanager_and_grafana_configuration_point_at_these_servic
     grafana = {m.target: REPO / m.source for m in mounts(service("grafana")) if m.bind}
     provisioning = grafana["/etc/grafana/provisioning"]
     for path in (provisioning / "datasources").glob("*.y*ml"):
-        for source in yaml.safe_load(path.read_text())["datasources"]:
+        for source in yamlfile.safe_load(path.read_text())["datasources"]:
             url = urlparse(source["url"])
             assert (url.hostname, url.port) == ("prometheus", listen_port("prometheus"))
     for path in (provisioning / "dashboards").glob("*.y*ml"):
-        for provider in yaml.safe_load(path.read_text())["providers"]:
+        for provider in yamlfile.safe_load(path.read_text())["providers"]:
             mounted = grafana[provider["options"]["path"]]
             assert list(mounted.glob("*.json")), f"no dashboard in {mounted}"
 

@@ -23,6 +23,8 @@ from support.deploy import (
 )
 from support.paths import REPO
 
+from plumbline import yamlfile
+
 DOCKERFILES = [SERVE_DOCKERFILE, PIPELINE_DOCKERFILE]
 IDS = ["serve", "pipeline"]
 PIPELINE_ONLY = {
@@ -121,12 +123,11 @@ def test_the_serving_image_installs_only_the_serving_dependencies() -> None:
 def test_the_pipeline_image_has_every_input_that_dvc_yaml_names() -> None:
     """bootstrap runs `dvc repro` on the image's copy of the project: every dependency of
     every stage that is not a pipeline output must be in it."""
-    import yaml
 
     from plumbline.config import load_params
 
     params = load_params(REPO / "params.yaml")
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())
     outputs = {
         next(iter(o)) if isinstance(o, dict) else o
         for stage in spec["stages"].values()

@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0,
     "bearer": 0,
     "errors": 0,
+    "yamlfile": 0,
     "paths": 0,
     "timing": 0,
     "numerics": 0,

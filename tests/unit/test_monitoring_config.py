@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from support.monitoring import DASHBOARD, RULE_FILES, RULE_TEST_FILES, RULES, alert_rules
 from support.paths import MONITORING, REPO
 
+from plumbline import yamlfile
 from plumbline.config import RetrainConfig, load_params
 from plumbline.monitoring.arms import ROLLOUT_METRICS
 from plumbline.monitoring.monitor import METRICS
@@ -47,7 +47,7 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
         assert rule["labels"]["severity"] in ("page", "warning")
     fired: set[str] = set()
     quiet: set[str] = set()
-    cases = [c for path in RULE_TEST_FILES for c in yaml.safe_load(path.read_text())["tests"]]
+    cases = [c for path in RULE_TEST_FILES for c in yamlfile.safe_load(path.read_text())["tests"]]
     for case in cases:
         for check in case["alert_rule_test"]:
             (fired if check["exp_alerts"] else quiet).add(check["alertname"])
@@ -68,7 +68,7 @@ def test_retrain_alerts_are_the_ones_the_monitor_acts_on() -> None:
 
 
 def test_prometheus_scrapes_the_api_and_the_monitor() -> None:
-    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config = yamlfile.safe_load((MONITORING / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     port = load_params(REPO / "params.yaml").monitor.port
     assert jobs["plumbline-api"] == ["api:8000"]
@@ -103,12 +103,12 @@ def test_rules_and_dashboard_only_use_exported_series() -> None:
 
 
 def test_grafana_provisioning_and_dashboard() -> None:
-    sources = yaml.safe_load(
+    sources = yamlfile.safe_load(
         (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     [source] = sources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
-    providers = yaml.safe_load(
+    providers = yamlfile.safe_load(
         (MONITORING / "grafana/provisioning/dashboards/plumbline.yml").read_text()
     )
     assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
@@ -149,7 +149,7 @@ def test_grafana_provisioning_and_dashboard() -> None:
 
 def test_monitoring_files_are_valid_yaml() -> None:
     for path in Path(MONITORING).rglob("*.yml"):
-        assert yaml.safe_load(path.read_text()) is not None, path
+        assert yamlfile.safe_load(path.read_text()) is not None, path
 
 
 def test_rollout_dashboard_shows_each_arm_and_uses_exported_series() -> None:

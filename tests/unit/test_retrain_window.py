@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from support.monitoring import labelled_project, live_records
 from support.paths import REPO
 
+from plumbline import yamlfile
 from plumbline.config import CsvSource, DataConfig
 from plumbline.contract import Contract
 from plumbline.monitoring.retrain import (
@@ -54,7 +54,7 @@ def test_window_policy(tmp_path: Path) -> None:
     assert window.frame.head(450)["age"].tolist() == history["age"].tolist()
 
     # The window file reads back through the ingest stage without a single type error.
-    raw = yaml.safe_load((REPO / "contracts/bank_marketing.yaml").read_text())
+    raw = yamlfile.safe_load((REPO / "contracts/bank_marketing.yaml").read_text())
     features = contract.feature_columns(["duration"])
     derived = Contract.model_validate(window_contract(raw, features, "y"))
     write_window(window, contract, tmp_path / "window.csv")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 from support.paths import REPO
 
+from plumbline import yamlfile
 from plumbline.config import ConfigError, load_params, parse_params
 
 
 def _raw(rollout: str) -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["serve"]["rollout"] = yaml.safe_load(rollout)
+    raw = yamlfile.safe_load((REPO / "params.yaml").read_text())
+    raw["serve"]["rollout"] = yamlfile.safe_load(rollout)
     return raw
 
 

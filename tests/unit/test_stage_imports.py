@@ -11,8 +11,9 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 from support.paths import REPO
+
+from plumbline import yamlfile
 
 SRC = REPO / "src"
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
@@ -64,7 +65,7 @@ def import_closure(name: str) -> set[str]:
 
 
 def declared_code_deps(stage: str) -> set[str]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())
     deps = spec["stages"][stage]["deps"]
     return {d for d in deps if isinstance(d, str) and d.startswith("src/")}
 

@@ -16,6 +16,7 @@ import yaml
 from support.data import bank_text, data_config
 from support.paths import BANK_CONTRACT, BANK_SMALL
 
+from plumbline import yamlfile
 from plumbline.cli import main
 from plumbline.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
 from plumbline.stages import ingest, validate
@@ -156,7 +157,7 @@ def test_cli_exits_1_when_too_many_rows_fail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad_rows_csv(tmp_path / "rows.csv")
-    params = yaml.safe_load((BANK_CONTRACT.parents[1] / "params.yaml").read_text())
+    params = yamlfile.safe_load((BANK_CONTRACT.parents[1] / "params.yaml").read_text())
     params["data"].update(
         contract=str(BANK_CONTRACT), source={"kind": "csv", "path": "rows.csv", "sep": ";"}
     )

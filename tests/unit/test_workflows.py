@@ -11,9 +11,9 @@ import tomllib
 from typing import Any
 
 import pytest
-import yaml
 from support.paths import REPO
 
+from plumbline import yamlfile
 from plumbline.cli import build_parser
 from plumbline.report import REPORT_FILE
 
@@ -24,7 +24,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def load(name: str) -> dict[Any, Any]:
-    workflow: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    workflow: dict[Any, Any] = yamlfile.safe_load((WORKFLOWS / name).read_text())
     return workflow
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from plumbline import yamlfile
 from plumbline.errors import PlumblineError
 from plumbline.paths import project_root
 
@@ -172,10 +173,10 @@ def _set(tree: dict[str, Any], key: str, value: Any) -> None:
 
 def shipped_values(root: Path) -> dict[str, Any]:
     """What the shipped configuration says for each setting the demo may change."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    prom = yaml.safe_load((root / "monitoring/prometheus.yml").read_text())
-    am = yaml.safe_load((root / "monitoring/alertmanager.yml").read_text())
-    rules = yaml.safe_load((root / "monitoring/rules/plumbline.rules.yml").read_text())
+    params = yamlfile.safe_load((root / "params.yaml").read_text())
+    prom = yamlfile.safe_load((root / "monitoring/prometheus.yml").read_text())
+    am = yamlfile.safe_load((root / "monitoring/alertmanager.yml").read_text())
+    rules = yamlfile.safe_load((root / "monitoring/rules/plumbline.rules.yml").read_text())
     pending = sorted(
         {r["for"] for g in rules["groups"] for r in g["rules"] if "for" in r},
         key=lambda s: (len(s), s),
@@ -307,7 +308,7 @@ def prepare(project: Path, root: Path, settings: dict[str, Any]) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
     check_overrides(settings)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = yamlfile.safe_load((root / "params.yaml").read_text())
     for key, value in settings.items():
         if key in TIMING_PARAMS:
             _set(params, key, value)
@@ -694,7 +695,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise DemoError(f"--set {pair!r}: expected key=value")
-        settings[key.strip()] = yaml.safe_load(value)
+        settings[key.strip()] = yamlfile.safe_load(value)
     check_overrides(settings)
     return settings
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from plumbline import yamlfile
 from plumbline.paths import project_root
 
 
@@ -25,7 +26,7 @@ def _source(source: Path | None) -> Path:
 
 def rules(directory: Path, pending: str | None = None, source: Path | None = None) -> Path:
     """A copy of rules/plumbline.rules.yml; every ``for`` set to ``pending`` if given."""
-    spec = yaml.safe_load((_source(source) / "rules/plumbline.rules.yml").read_text())
+    spec = yamlfile.safe_load((_source(source) / "rules/plumbline.rules.yml").read_text())
     if pending is not None:
         for group in spec["groups"]:
             for rule in group["rules"]:
@@ -46,7 +47,7 @@ def prometheus(
     source: Path | None = None,
 ) -> Path:
     """prometheus.yml with each job's target replaced (``targets``: job name -> host:port)."""
-    config: dict[str, Any] = yaml.safe_load((_source(source) / "prometheus.yml").read_text())
+    config: dict[str, Any] = yamlfile.safe_load((_source(source) / "prometheus.yml").read_text())
     if interval is not None:
         config["global"].update(
             scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval
@@ -75,7 +76,7 @@ def alertmanager(
 ) -> Path:
     """alertmanager.yml with the retrain webhook pointed at ``monitor_url``; ``timings``
     (group_wait, group_interval, repeat_interval) replace those of every route that sets them."""
-    config: dict[str, Any] = yaml.safe_load((_source(source) / "alertmanager.yml").read_text())
+    config: dict[str, Any] = yamlfile.safe_load((_source(source) / "alertmanager.yml").read_text())
     route = config["route"]
     for node in [route, *route.get("routes", [])]:
         for key, value in (timings or {}).items():

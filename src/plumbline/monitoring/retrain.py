@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from plumbline import yamlfile
 from plumbline.config import Params
 from plumbline.contract import SOURCE_ROW, Contract
 from plumbline.errors import PlumblineError
@@ -382,7 +383,7 @@ class Retrainer:
         window = build_window(self.params, self.contract, paths, self.store)
         ws = Workspace.create(workdir, self.root, self.state_dir)
         contract_path = self.params.resolve(self.params.data.contract)
-        raw_contract = yaml.safe_load(contract_path.read_text())
+        raw_contract = yamlfile.safe_load(contract_path.read_text())
         features = self.contract.feature_columns(self.params.featurize.exclude_columns)
         (workdir / WINDOW_CONTRACT).parent.mkdir(parents=True, exist_ok=True)
         (workdir / WINDOW_CONTRACT).write_text(
@@ -393,7 +394,7 @@ class Retrainer:
         )
         (workdir / WINDOW_SOURCE).parent.mkdir(parents=True, exist_ok=True)
         write_window(window, self.contract, workdir / WINDOW_SOURCE)
-        raw = yaml.safe_load((workdir / "params.yaml").read_text())
+        raw = yamlfile.safe_load((workdir / "params.yaml").read_text())
         # Relative paths: the commit means the same wherever it is checked out.
         raw["data"]["contract"] = WINDOW_CONTRACT
         raw["data"]["source"] = {

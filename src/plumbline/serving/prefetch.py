@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from plumbline import yamlfile
+
 RESULT = "result.json"
 
 
@@ -36,7 +38,6 @@ def fetch(name: str, alias: str, uri: str, dest: Path) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
-        import yaml
         from mlflow import MlflowClient
 
         # download_artifacts("models:/...") below resolves through the global URIs.
@@ -57,7 +58,7 @@ def fetch(name: str, alias: str, uri: str, dest: Path) -> dict[str, Any]:
         )
         # The same checks as plumbline.registry.Registry.load: a skops-serialized sklearn
         # flavor, never a pickle.
-        flavor = (yaml.safe_load((local / "MLmodel").read_text()).get("flavors") or {}).get(
+        flavor = (yamlfile.safe_load((local / "MLmodel").read_text()).get("flavors") or {}).get(
             "sklearn"
         ) or {}
         if flavor.get("serialization_format") != "skops":
