@@ -18,9 +18,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import litserve as ls
 import pandas as pd
 
-from plumbline.config import load_params
-from plumbline.contract import load_contract
-from plumbline.model import load_model, positive_proba
+from plumbline.core.contract import load_contract
+from plumbline.core.settings import load_params
+from plumbline.model.artifact import load_model, positive_proba
 
 
 class BankAPI(ls.LitAPI):

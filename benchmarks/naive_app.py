@@ -19,9 +19,9 @@ import pandas as pd
 import uvicorn
 from fastapi import FastAPI
 
-from plumbline.config import load_params
-from plumbline.contract import load_contract
-from plumbline.model import load_model, positive_proba
+from plumbline.core.contract import load_contract
+from plumbline.core.settings import load_params
+from plumbline.model.artifact import load_model, positive_proba
 
 
 def build_app(model_path: Path, params_path: Path | None = None) -> FastAPI:

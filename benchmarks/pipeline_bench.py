@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]

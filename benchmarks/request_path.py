@@ -31,11 +31,11 @@ import orjson
 import pandas as pd
 import zmq
 
-from plumbline.config import PredictionLogConfig, load_params
-from plumbline.contract import load_contract
-from plumbline.model import load_model
+from plumbline.core.contract import load_contract
+from plumbline.core.settings import PredictionLogConfig, load_params
+from plumbline.model.artifact import load_model
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch, PredictionLog
+from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.schema import RequestValidator
 from plumbline.serving.scorer import compile_scorer
 

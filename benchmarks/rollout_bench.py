@@ -27,8 +27,8 @@ def register_challenger(uri: str, model: Path, name: str) -> str:
     """Register ``model`` again as a new version of ``name`` with the alias ``challenger``."""
     import mlflow
 
-    from plumbline.model import TRUSTED_TYPES, load_model
-    from plumbline.tracking import pip_requirements
+    from plumbline.core.tracking import pip_requirements
+    from plumbline.model.artifact import TRUSTED_TYPES, load_model
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

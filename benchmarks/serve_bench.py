@@ -59,7 +59,7 @@ from typing import Any
 import requests
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -109,8 +109,8 @@ def free_port() -> int:
 def test_records(n: int) -> list[dict[str, Any]]:
     import pandas as pd
 
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
 
     params = load_params(REPO / "params.yaml")
     contract = load_contract(REPO / params.data.contract)
@@ -259,8 +259,8 @@ def register(work: Path) -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    from plumbline.model import TRUSTED_TYPES, load_model
-    from plumbline.tracking import pip_requirements
+    from plumbline.core.tracking import pip_requirements
+    from plumbline.model.artifact import TRUSTED_TYPES, load_model
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

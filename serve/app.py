@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # Fetch the champion's files in a separate process while this one starts the server: the
     # MLflow import and lookup then overlap with the workers' own start (see prefetch.py).
-    from plumbline.config import ConfigError, load_params
-    from plumbline.paths import project_root
+    from plumbline.core.paths import project_root
+    from plumbline.core.settings import ConfigError, load_params
+    from plumbline.core.tracking import tracking_uri
     from plumbline.serving.prefetch import start as start_prefetch
-    from plumbline.tracking import tracking_uri
 
     try:
         params = load_params(args.params or project_root() / "params.yaml")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from plumbline.serving.metrics import prepare_multiprocess_dir, remove_multiprocess_dir
 
         metrics_dir = prepare_multiprocess_dir()
-        from plumbline.contract import ContractError
+        from plumbline.core.contract import ContractError
         from plumbline.serving.server import PlumblineServer, build_settings
 
         try:

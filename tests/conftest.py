@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.paths import BANK_CONTRACT
 
-from plumbline.contract import Contract, load_contract
+from plumbline.core.contract import Contract, load_contract
 
 TIERS = ("unit", "integration", "e2e")
 HERE = Path(__file__).parent

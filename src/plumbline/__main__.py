@@ -1,3 +1,3 @@
-from plumbline.cli import main
+from plumbline.cli.main import main
 
 raise SystemExit(main())

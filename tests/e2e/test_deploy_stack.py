@@ -6,7 +6,8 @@ container paths become directories of a temporary "container filesystem" (named 
 shared directories, as in Docker; files the images copy are copied the same way).
 
 * ``mlflow``: the tracking server on SQLite with proxied artifacts (the compose default);
-* ``bootstrap``: ``python -m plumbline.bootstrap``: the real pipeline on the real data
+* ``bootstrap``: ``python -m plumbline.promotion.first_champion``: the real pipeline on the real
+data
   (``dvc repro``), gate and promote, all over HTTP; run twice, as two ``docker compose up``
   would;
 * ``api``: ``python serve/app.py`` loading ``@champion`` from MLflow over HTTP, with an
@@ -54,7 +55,7 @@ from support.net import free_port
 from support.paths import REPO
 from support.serve import records
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 pytestmark = pytest.mark.slow
 
@@ -316,7 +317,7 @@ def running(stack: Stack, bootstrapped: Any, tmp_path_factory: pytest.TempPathFa
 def champion(stack: Stack) -> str:
     from mlflow import MlflowClient
 
-    from plumbline.config import load_params
+    from plumbline.core.settings import load_params
 
     name = load_params(REPO / "params.yaml").mlflow.model_name
     client = MlflowClient(tracking_uri=stack.url("mlflow"), registry_uri=stack.url("mlflow"))
@@ -347,9 +348,9 @@ def test_bootstrap_gives_a_new_registry_a_champion_and_a_second_run_changes_noth
 
 
 def test_the_api_serves_the_champion_loaded_from_mlflow_over_http(running: Stack) -> None:
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
-    from plumbline.model import load_model, positive_proba
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
+    from plumbline.model.artifact import load_model, positive_proba
 
     ready = requests.get(running.url("api") + "/ready", timeout=10).json()
     assert ready["model"]["source"] == "registry"

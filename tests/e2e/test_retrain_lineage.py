@@ -24,7 +24,7 @@ from support.monitoring import MODEL_NAME, MonitorProcess, live_records, write_l
 from support.params import deep_update
 from support.project import commit_all, env_for, make_repo, sh
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 pytestmark = pytest.mark.slow
 

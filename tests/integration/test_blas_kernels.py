@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from plumbline.numerics import PINNED_CORETYPE, cpu_flags
+from plumbline.core.numerics import PINNED_CORETYPE, cpu_flags
 
 PROBE = (
     "import plumbline, numpy, scipy.linalg, threadpoolctl, json; "

@@ -9,7 +9,7 @@ import yaml
 from support.cli import run_cli
 from support.paths import BANK_CONTRACT, REPO
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 
 def test_plumbline_command_exits_1_on_a_typo(tmp_path: Path) -> None:

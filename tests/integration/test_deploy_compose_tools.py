@@ -24,7 +24,7 @@ from support.deploy import (
 )
 from support.paths import REPO, dev_tool
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
 TEAMS = {"postgres", "minio", "minio-buckets"}

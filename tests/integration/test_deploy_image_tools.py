@@ -100,7 +100,7 @@ from plumbline.serving.source import ModelSource
 settings = build_settings()
 where = dataclasses.replace(settings.source_settings(), fallback=Path({str(model)!r}))
 served = ModelSource(where, settings.contract, settings.features).load_local()
-from plumbline.registry import Registry
+from plumbline.promotion.registry import Registry
 Registry("m", "http://127.0.0.1:9")
 for name in ("dvc", "great_expectations", "matplotlib", "sqlalchemy"):
     try:

@@ -16,9 +16,9 @@ import pytest
 from support.data import bank_text, data_config, to_sqlite, typed, with_bad_cells
 from support.net import free_port
 
-from plumbline.contract import TYPE_ERRORS, Contract
-from plumbline.stages import ingest
-from plumbline.stages.ingest import SourceError
+from plumbline.core.contract import TYPE_ERRORS, Contract
+from plumbline.pipeline import ingest
+from plumbline.pipeline.ingest import SourceError
 
 
 class Rows(ThreadingHTTPServer):

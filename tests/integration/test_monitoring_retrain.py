@@ -18,7 +18,7 @@ import pytest
 from support.monitoring import MonitorProcess, labelled_project
 from support.serve import metric_value
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from plumbline.monitoring.monitor import render
 from plumbline.monitoring.retrain import (
     Retrainer,

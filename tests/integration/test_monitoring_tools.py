@@ -11,8 +11,8 @@ import pytest
 from support.monitoring import AMTOOL, PROMTOOL, RULE_FILES, RULE_TEST_FILES, alert_rules
 from support.paths import MONITORING, REPO
 
-from plumbline import yamlfile
-from plumbline.config import load_params
+from plumbline.core import yamlfile
+from plumbline.core.settings import load_params
 
 # In CI a missing tool is a broken install step, never a reason to skip.
 IN_CI = bool(os.environ.get("CI"))

@@ -25,9 +25,9 @@ from support.promotion import (
     write_base_project,
 )
 
-from plumbline import yamlfile
-from plumbline.model import ModelLoadError, load_model, positive_proba
-from plumbline.registry import load_alias_model
+from plumbline.core import yamlfile
+from plumbline.model.artifact import ModelLoadError, load_model, positive_proba
+from plumbline.promotion.registry import load_alias_model
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from support.params import set_params
 from support.paths import BANK_CONTRACT, REPO
 from support.promotion import use_project
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 matplotlib.use("Agg")
 

@@ -29,8 +29,8 @@ from support.params import set_params
 from support.paths import REPO
 from support.project import commit_all, lock_outs, make_repo, ran_stages, sh
 
-from plumbline.modelcard import CARD_TAG, MODEL_CARD_FILE
-from plumbline.registry import CHAMPION, Registry
+from plumbline.pipeline.model_card import CARD_TAG, MODEL_CARD_FILE
+from plumbline.promotion.registry import CHAMPION, Registry
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_dvc_pull_in_a_second_clone_is_clean_and_repro_runs_nothing(
 
 
 def test_dirty_means_a_tracked_source_differs_not_what_dvc_wrote(tmp_path: Path) -> None:
-    from plumbline.tracking import git_commit
+    from plumbline.core.tracking import git_commit
 
     repo = tmp_path / "repo"
     (repo / "reports").mkdir(parents=True)
@@ -162,7 +162,7 @@ def test_dirty_means_a_tracked_source_differs_not_what_dvc_wrote(tmp_path: Path)
 def test_commit_link_finds_the_commit_in_the_project_or_the_snapshot_repository(
     tmp_path: Path,
 ) -> None:
-    from plumbline.lineage import commit_link
+    from plumbline.promotion.lineage import commit_link
 
     outside = tmp_path / "project-outside-git"
     outside.mkdir()

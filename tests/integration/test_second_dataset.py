@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 from support.cli import in_project, plumbline
 
-from plumbline.model import load_model, positive_proba
+from plumbline.model.artifact import load_model, positive_proba
 
 CONTRACT = """\
 name: churn_demo

@@ -17,7 +17,7 @@ import pytest
 import requests
 from support.serve import Artifacts, Server, artifacts, metric_value, records, session_dir
 
-from plumbline.model import load_model, positive_proba
+from plumbline.model.artifact import load_model, positive_proba
 
 MAX_BODY = 8 * 2**20
 
@@ -284,7 +284,7 @@ PLAIN_KEYS = {"probability", "label", "model_name", "model_version", "request_id
 def test_explain_adds_additive_explanations_and_without_it_nothing_changes(
     server: Server, bank: Artifacts
 ) -> None:
-    from plumbline.explain import Explainer
+    from plumbline.model.explain import Explainer
 
     test = bank.test_frame().head(200)
     rows = records(test, bank.features)

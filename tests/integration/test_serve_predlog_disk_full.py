@@ -19,7 +19,7 @@ import pytest
 import requests
 from support.serve import Artifacts, Server, artifacts, metric_value, records, session_dir
 
-from plumbline.model import load_model, positive_proba
+from plumbline.model.artifact import load_model, positive_proba
 
 REQUESTS = 300
 

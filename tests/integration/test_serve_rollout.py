@@ -34,8 +34,8 @@ from support.serve import (
     session_dir,
 )
 
-from plumbline import yamlfile
-from plumbline.predictions import read_log
+from plumbline.core import yamlfile
+from plumbline.core.predlog import read_log
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -282,11 +282,11 @@ def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
     import numpy as np
     from support.paths import REPO
 
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
-    from plumbline.monitoring.rolloutdecide import Decider, RegistryMover, ServerControl
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
+    from plumbline.monitoring.rollout.decide import Decider, RegistryMover, ServerControl
     from plumbline.monitoring.store import MonitorStore
-    from plumbline.registry import Registry
+    from plumbline.promotion.registry import Registry
 
     v1, v2 = store.versions["v1"], store.versions["v2"]
     client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)

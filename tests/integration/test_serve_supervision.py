@@ -26,7 +26,7 @@ from support.serve import (
     session_dir,
 )
 
-from plumbline.model import load_model, positive_proba
+from plumbline.model.artifact import load_model, positive_proba
 
 RECOVERY_S = 15
 

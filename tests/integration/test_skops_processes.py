@@ -1,4 +1,4 @@
-"""plumbline.skops_compat: canonical skops archives, and the skops internals it relies on.
+"""plumbline.core.skops_compat: canonical skops archives, and the skops internals it relies on.
 
 If a skops upgrade changes how archives are laid out, these fail first and name what changed.
 """
@@ -10,13 +10,13 @@ import subprocess
 import sys
 import zipfile
 
-from plumbline import skops_compat
+from plumbline.core import skops_compat
 
 FIT_AND_DUMP = """
 import sys
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from plumbline import skops_compat
+from plumbline.core import skops_compat
 rng = np.random.default_rng(0)
 x = rng.normal(size=(300, 4)); y = (x[:, 0] + rng.normal(size=300) > 0).astype(int)
 model = HistGradientBoostingClassifier(max_iter=20, early_stopping=False, random_state=0).fit(x, y)
@@ -52,8 +52,8 @@ def test_plumbline_loads_a_model_without_skops_estimator_discovery() -> None:
 import sys
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from plumbline import skops_compat
-from plumbline.model import TRUSTED_TYPES
+from plumbline.core import skops_compat
+from plumbline.model.artifact import TRUSTED_TYPES
 x = np.arange(20.0).reshape(10, 2); y = np.array([0, 1] * 5)
 data = skops_compat.dumps(LogisticRegression().fit(x, y))
 with skops_compat.explicit_trust():

@@ -25,8 +25,9 @@ from support.params import set_params
 from support.paths import REPO
 from support.project import STAGES, make_repo, ran_stages, sh
 
-from plumbline import cli, yamlfile
-from plumbline.config import Params
+from plumbline.cli import main as cli
+from plumbline.core import yamlfile
+from plumbline.core.settings import Params
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from plumbline import cli
+from plumbline.cli import main as cli
 
 # Commits made by tests (report diffs, DVC experiments) need an identity on a fresh machine.
 GIT_IDENTITY = {

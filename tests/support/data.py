@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from plumbline.config import DataConfig
+from plumbline.core.settings import DataConfig
 from support.paths import BANK_CONTRACT, BANK_SMALL
 
 

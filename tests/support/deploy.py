@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from support.paths import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"

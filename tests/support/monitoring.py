@@ -23,7 +23,7 @@ import pandas as pd
 import requests
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from support import localstack
 from support.cli import in_project, ok
 from support.mlflowstore import new_store
@@ -66,7 +66,7 @@ def live_frame() -> pd.DataFrame:
 
 def live_records(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
     """JSON records of live rows [start, start + count) and their true outcomes (yes/no)."""
-    from plumbline.contract import load_contract
+    from plumbline.core.contract import load_contract
 
     contract = load_contract(REPO / "contracts/bank_marketing.yaml")
     features = contract.feature_columns(["duration"])
@@ -174,7 +174,7 @@ class Project:
             ok("promote")
 
     def registry(self) -> Any:
-        from plumbline.registry import Registry
+        from plumbline.promotion.registry import Registry
 
         return Registry(MODEL_NAME, self.store)
 
@@ -367,10 +367,10 @@ def write_log(
     """One finished prediction-log file, written by the server's own PredictionLog code."""
     import numpy as np
 
-    from plumbline.config import PredictionLogConfig
-    from plumbline.contract import load_contract
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import PredictionLogConfig
     from plumbline.serving.metrics import ServeMetrics
-    from plumbline.serving.predlog import Batch, PredictionLog
+    from plumbline.serving.predlog_writer import Batch, PredictionLog
 
     contract = load_contract(REPO / "contracts/bank_marketing.yaml")
     features = contract.feature_columns(["duration"])
@@ -415,8 +415,8 @@ def labelled_project(
 ) -> tuple[Project, Any, list[str]]:
     """A project whose monitor store holds ``rows`` logged live rows, the first ``labelled``
     of them with their true outcome (or all with ``outcome``)."""
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
     from plumbline.monitoring.monitor import Monitor
     from plumbline.monitoring.store import Outcome
 

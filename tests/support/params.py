@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 
 def deep_update(target: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:

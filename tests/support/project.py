@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from support.cli import command_env, run
 from support.mlflowstore import new_store
 from support.params import set_params

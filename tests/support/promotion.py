@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from support.cli import ok
 from support.params import set_params
 from support.paths import BANK_CONTRACT, BANK_SMALL, REPO

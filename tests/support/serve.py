@@ -22,7 +22,7 @@ import pandas as pd
 import requests
 import yaml
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 from support.cli import forget_mlflow_uris
 from support.mlflowstore import new_store
 from support.paths import APP, BANK_SMALL, REPO
@@ -61,10 +61,10 @@ class Artifacts:
 @cache
 def artifacts() -> Artifacts:
     """ingest -> featurize -> train on the small bank file, with the stages' own functions."""
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
-    from plumbline.model import save_model
-    from plumbline.stages import featurize, ingest, train
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
+    from plumbline.model.artifact import save_model
+    from plumbline.pipeline import featurize, ingest, train
 
     root = session_dir() / "pipeline"
     params = load_params(REPO / "params.yaml")
@@ -88,7 +88,7 @@ def artifacts() -> Artifacts:
         root / "profile.json",
     )
     train_rows = pd.read_parquet(paths["train"])
-    from plumbline.stages.featurize import fit_transformer
+    from plumbline.pipeline.featurize import fit_transformer
 
     models = {}
     for name, weight in (("model", None), ("other", "balanced")):
@@ -150,8 +150,8 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
     import mlflow
     from mlflow import MlflowClient
 
-    from plumbline.model import TRUSTED_TYPES, load_model
-    from plumbline.tracking import pip_requirements
+    from plumbline.core.tracking import pip_requirements
+    from plumbline.model.artifact import TRUSTED_TYPES, load_model
 
     uri = new_store(directory / "mlflow.db")
     mlflow.set_tracking_uri(uri)

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def matplotlib_font_cache() -> None:
+    """On a new machine matplotlib's first import builds its font cache by running fc-list:
+    a one-time set-up of the library, not a subprocess of the code under test."""
+    import matplotlib.font_manager  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
-def no_subprocess(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_subprocess(matplotlib_font_cache: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(
             f"a unit test started a subprocess {args[:1]!r}: move it to tests/integration"

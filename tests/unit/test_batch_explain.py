@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from support.serve import artifacts
 
-from plumbline.batchexplain import ExplainInputError, explain_frame, read_records
-from plumbline.contract import Contract
-from plumbline.errors import MissingInput
-from plumbline.explain import Explainer
-from plumbline.model import load_model
+from plumbline.cli.explain import ExplainInputError, explain_frame, read_records
+from plumbline.core.contract import Contract
+from plumbline.core.errors import MissingInput
+from plumbline.model.artifact import load_model
+from plumbline.model.explain import Explainer
 
 
 def test_csv_and_parquet_give_the_same_explanations(contract: Contract, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from plumbline.metrics import expected_calibration_error
+from plumbline.model.metrics import expected_calibration_error
 from plumbline.monitoring import cbpe
 
 MAX_ECE = 0.05
@@ -107,8 +107,14 @@ def test_train_calibration_wraps_the_estimator_and_the_artifact_loads(tmp_path: 
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import StandardScaler
 
-    from plumbline.config import TrainConfig
-    from plumbline.model import assemble, build_estimator, load_model, positive_proba, save_model
+    from plumbline.core.settings import TrainConfig
+    from plumbline.model.artifact import (
+        assemble,
+        build_estimator,
+        load_model,
+        positive_proba,
+        save_model,
+    )
 
     x, y = sample(3000, 0.0, 1.0, 3)
     frame = pd.DataFrame(x, columns=["a", "b", "c"])

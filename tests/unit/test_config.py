@@ -10,10 +10,10 @@ import pytest
 import yaml
 from support.paths import BANK_CONTRACT, REPO
 
-from plumbline import yamlfile
-from plumbline.cli import main
-from plumbline.config import ConfigError, load_params
-from plumbline.contract import ContractError, load_contract
+from plumbline.cli.main import main
+from plumbline.core import yamlfile
+from plumbline.core.contract import ContractError, load_contract
+from plumbline.core.settings import ConfigError, load_params
 
 
 def real_params() -> dict[str, Any]:

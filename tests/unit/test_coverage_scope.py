@@ -39,7 +39,7 @@ def test_other_programs_are_not_measured(argv: list[str]) -> None:
         [f"{VENV}/python", "-W", "ignore", "-m", "plumbline", "gate"],
         [f"{VENV}/python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
         [f"{VENV}/python", f"{VENV}/mlflow", "models", "serve", "-m", "models:/x@champion"],
-        [f"{VENV}/python", "-m", "plumbline.bootstrap"],
+        [f"{VENV}/python", "-m", "plumbline.promotion.first_champion"],
     ],
 )
 def test_plumbline_processes_are_measured(argv: list[str]) -> None:

@@ -26,8 +26,8 @@ from support.deploy import (
 )
 from support.paths import REPO
 
-from plumbline import yamlfile
-from plumbline.config import load_params
+from plumbline.core import yamlfile
+from plumbline.core.settings import load_params
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
 TEAMS = {"postgres", "minio", "minio-buckets"}
@@ -144,10 +144,10 @@ def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
 
 
 def test_pipeline_image_services_run_real_entry_points() -> None:
-    from plumbline.cli import build_parser
+    from plumbline.cli.main import build_parser
 
-    assert command(service("bootstrap")) == ["python", "-m", "plumbline.bootstrap"]
-    assert (REPO / "src/plumbline/bootstrap.py").is_file()
+    assert command(service("bootstrap")) == ["python", "-m", "plumbline.promotion.first_champion"]
+    assert (REPO / "src/plumbline/promotion/first_champion.py").is_file()
     monitor = command(service("monitor"))
     assert monitor[:2] == ["plumbline", "monitor"]
     args = build_parser().parse_args(monitor[1:])

@@ -23,7 +23,7 @@ from support.deploy import (
 )
 from support.paths import REPO
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 DOCKERFILES = [SERVE_DOCKERFILE, PIPELINE_DOCKERFILE]
 IDS = ["serve", "pipeline"]
@@ -124,7 +124,7 @@ def test_the_pipeline_image_has_every_input_that_dvc_yaml_names() -> None:
     """bootstrap runs `dvc repro` on the image's copy of the project: every dependency of
     every stage that is not a pipeline output must be in it."""
 
-    from plumbline.config import load_params
+    from plumbline.core.settings import load_params
 
     params = load_params(REPO / "params.yaml")
     spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from support.paths import REPO
 
-from plumbline.contract import load_contract
-from plumbline.features import numeric_profile, reference_profile
+from plumbline.core.contract import load_contract
+from plumbline.model.features import numeric_profile, reference_profile
 from plumbline.monitoring.drift import (
     DriftThresholds,
     bin_fractions,

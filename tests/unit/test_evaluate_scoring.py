@@ -13,9 +13,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from support.serve import artifacts
 
-from plumbline.contract import Contract
-from plumbline.model import load_model, positive_proba, transform_and_score
-from plumbline.stages.evaluate import CONFUSION_LABELS, confusion_counts, plot_data
+from plumbline.core.contract import Contract
+from plumbline.model.artifact import load_model, positive_proba, transform_and_score
+from plumbline.pipeline.evaluate import CONFUSION_LABELS, confusion_counts, plot_data
 
 
 def test_transform_and_score_equals_the_pipeline(contract: Contract) -> None:

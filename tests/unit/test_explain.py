@@ -17,9 +17,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from support.serve import artifacts
 
-from plumbline.config import FeaturizeConfig, TrainConfig
-from plumbline.contract import Contract
-from plumbline.explain import (
+from plumbline.core.contract import Contract
+from plumbline.core.settings import FeaturizeConfig, TrainConfig
+from plumbline.model.artifact import assemble, build_estimator, load_model
+from plumbline.model.explain import (
     BASELINE_ATTR,
     Explainer,
     ExplainUnsupported,
@@ -28,8 +29,7 @@ from plumbline.explain import (
     column_groups,
     explanation_json,
 )
-from plumbline.features import build_transformer
-from plumbline.model import assemble, build_estimator, load_model
+from plumbline.model.features import build_transformer
 
 RECORDS = 200
 
@@ -251,7 +251,7 @@ def test_global_importance_is_the_permutation_importance_of_the_pipeline(
     column shuffled, the same permutations drawn in the same order."""
     from sklearn.metrics import roc_auc_score
 
-    from plumbline.importance import PERMUTATION_REPEATS, global_importance
+    from plumbline.model.importance import PERMUTATION_REPEATS, global_importance
 
     _, test, features = bank
     y = (test["y"] == "yes").to_numpy(dtype=np.int64)
@@ -272,7 +272,7 @@ def test_global_importance_is_the_permutation_importance_of_the_pipeline(
 
 
 def test_global_importance_for_both_estimators(boosted: Pipeline, bank: Any) -> None:
-    from plumbline.importance import global_importance
+    from plumbline.model.importance import global_importance
 
     _, test, features = bank
     y = (test["y"] == "yes").to_numpy(dtype=np.int64)
@@ -291,7 +291,7 @@ def test_global_importance_for_both_estimators(boosted: Pipeline, bank: Any) -> 
 
 
 def test_a_feature_block_is_a_slice_only_when_its_columns_are_contiguous() -> None:
-    from plumbline.importance import _columns
+    from plumbline.model.importance import _columns
 
     x = np.arange(24.0).reshape(4, 6)
     for block in (np.array([1, 2, 3]), np.array([0, 2, 5]), np.array([4])):

@@ -1,4 +1,5 @@
-"""The retrain gate (plumbline.fairgate) on synthetic drifted data: the challenger and the
+"""The retrain gate (plumbline.promotion.retrain_gate) on synthetic drifted data: the challenger
+and the
 champion scored on the same new rows, compared with a paired bootstrap."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from support.paths import REPO
 
-from plumbline.config import GateConfig, RetrainComparisonConfig, load_params
-from plumbline.fairgate import decide, paired_bootstrap
-from plumbline.gate import decide as offline_decide
+from plumbline.core.settings import GateConfig, RetrainComparisonConfig, load_params
+from plumbline.promotion.gate import decide as offline_decide
+from plumbline.promotion.retrain_gate import decide, paired_bootstrap
 
 FLOORS = GateConfig(min_roc_auc=0.55, min_pr_auc=0.0, max_brier=0.35, max_regression=0.01)
 CFG = RetrainComparisonConfig()

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 from support.serve import artifacts
 
-from plumbline.config import FairnessLimits, GateConfig
-from plumbline.contract import Contract, SliceSpec
-from plumbline.fairness import fairness_checks, fairness_report, plot_rows, slice_values
-from plumbline.gate import decide
-from plumbline.model import load_model, positive_proba
+from plumbline.core.contract import Contract, SliceSpec
+from plumbline.core.settings import FairnessLimits, GateConfig
+from plumbline.model.artifact import load_model, positive_proba
+from plumbline.model.fairness import fairness_checks, fairness_report, plot_rows, slice_values
+from plumbline.promotion.gate import decide
 
 SYNTHETIC = {
     "name": "synthetic",

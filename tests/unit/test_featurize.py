@@ -13,11 +13,11 @@ import skops.io as sio
 from support.data import data_config
 from support.paths import BANK_SMALL, REPO
 
-from plumbline.config import FeaturizeConfig, load_params
-from plumbline.contract import SOURCE_ROW, Contract
-from plumbline.model import TRUSTED_TYPES
-from plumbline.stages import featurize, ingest
-from plumbline.stages.featurize import SplitError
+from plumbline.core.contract import SOURCE_ROW, Contract
+from plumbline.core.settings import FeaturizeConfig, load_params
+from plumbline.model.artifact import TRUSTED_TYPES
+from plumbline.pipeline import featurize, ingest
+from plumbline.pipeline.featurize import SplitError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 from support.monitoring import live_records, write_log
 from support.paths import REPO
 
-from plumbline.contract import load_contract
+from plumbline.core.contract import load_contract
 from plumbline.monitoring.store import MonitorStore, Outcome
 
 ROWS = 250

@@ -13,10 +13,10 @@ import pytest
 from support.data import bank_text, data_config, to_sqlite, with_bad_cells
 from support.paths import BANK_CONTRACT
 
-from plumbline.cli import main
-from plumbline.contract import TYPE_ERRORS, Contract, ContractError
-from plumbline.stages import ingest
-from plumbline.stages.ingest import SourceError
+from plumbline.cli.main import main
+from plumbline.core.contract import TYPE_ERRORS, Contract, ContractError
+from plumbline.pipeline import ingest
+from plumbline.pipeline.ingest import SourceError
 
 
 def test_csv_honours_separator_and_encoding(tmp_path: Path, contract: Contract) -> None:

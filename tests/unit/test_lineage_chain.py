@@ -6,8 +6,8 @@ from pathlib import Path
 
 from support.paths import REPO
 
-from plumbline.lineage import Chain, Link
-from plumbline.tracking import dvc_outputs
+from plumbline.core.tracking import dvc_outputs
+from plumbline.promotion.lineage import Chain, Link
 
 
 def test_a_chain_is_complete_only_when_every_link_is_followed() -> None:

@@ -12,13 +12,12 @@ from sklearn.metrics import roc_auc_score
 from support.modelcard import card_mismatches
 from support.serve import artifacts
 
-from plumbline.contract import Contract
-from plumbline.fairness import fairness_report
-from plumbline.fastmetrics import ResampleScorer, roc_auc, score_metrics
-from plumbline.importance import global_importance
-from plumbline.metrics import classification_metrics
-from plumbline.model import load_model, positive_proba
-from plumbline.modelcard import CardInputs, bootstrap_intervals, registered_card, render
+from plumbline.core.contract import Contract
+from plumbline.model.artifact import load_model, positive_proba
+from plumbline.model.fairness import fairness_report
+from plumbline.model.importance import global_importance
+from plumbline.model.metrics import ResampleScorer, classification_metrics, roc_auc, score_metrics
+from plumbline.pipeline.model_card import CardInputs, bootstrap_intervals, registered_card, render
 
 
 @pytest.fixture(scope="module")

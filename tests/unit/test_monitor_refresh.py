@@ -8,8 +8,8 @@ from pathlib import Path
 
 from support.paths import BANK_CONTRACT, REPO
 
-from plumbline.config import load_params
-from plumbline.contract import load_contract
+from plumbline.core.contract import load_contract
+from plumbline.core.settings import load_params
 from plumbline.monitoring.monitor import Monitor, Snapshot
 
 

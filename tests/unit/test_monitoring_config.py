@@ -11,10 +11,10 @@ from typing import Any
 from support.monitoring import DASHBOARD, RULE_FILES, RULE_TEST_FILES, RULES, alert_rules
 from support.paths import MONITORING, REPO
 
-from plumbline import yamlfile
-from plumbline.config import RetrainConfig, load_params
-from plumbline.monitoring.arms import ROLLOUT_METRICS
+from plumbline.core import yamlfile
+from plumbline.core.settings import RetrainConfig, load_params
 from plumbline.monitoring.monitor import METRICS
+from plumbline.monitoring.rollout.arms import ROLLOUT_METRICS
 
 
 def dashboard() -> dict[str, Any]:
@@ -83,7 +83,7 @@ def test_prometheus_scrapes_the_api_and_the_monitor() -> None:
 def known_metrics() -> set[str]:
     """Series names the server and the monitor export (with the histogram/counter suffixes)."""
     server: set[str] = set()
-    for module in ("metrics.py", "rolloutmetrics.py"):
+    for module in ("metrics.py",):
         source = (REPO / "src/plumbline/serving" / module).read_text()
         server |= set(re.findall(r'\(\s*"(plumbline_[a-z_]+)"', source))
     names = set()

@@ -8,7 +8,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, generate_latest
 from support.serve import metric_value
 
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
 from plumbline.monitoring.monitor import METRICS
 from plumbline.monitoring.slices import families, live_slices
 

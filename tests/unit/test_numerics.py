@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plumbline.numerics import PINNED_CORETYPE, cpu_flags, pin_blas_kernels
+from plumbline.core.numerics import PINNED_CORETYPE, cpu_flags, pin_blas_kernels
 
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
 

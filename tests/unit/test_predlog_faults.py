@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from support.paths import REPO
 
-from plumbline.config import PredictionLogConfig, load_params
-from plumbline.contract import Contract
-from plumbline.predictions import read_log
+from plumbline.core.contract import Contract
+from plumbline.core.predlog import read_log
+from plumbline.core.settings import PredictionLogConfig, load_params
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch, PredictionLog
+from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.scorer import smoke_rows
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plumbline.config import GateConfig
-from plumbline.gate import ChampionScore, decide
-from plumbline.paths import Layout
-from plumbline.report import PLOTS, gate_section, plots_section
+from plumbline.core.paths import Layout
+from plumbline.core.settings import GateConfig
+from plumbline.promotion.gate import ChampionScore, decide
+from plumbline.promotion.pr_report import PLOTS, gate_section, plots_section
 
 GATE = GateConfig(min_roc_auc=0.7, min_pr_auc=0.45, max_brier=0.21, max_regression=0.01)
 
@@ -49,9 +49,9 @@ def test_plots_link_relative_to_the_report_and_name_what_is_missing(tmp_path: Pa
 def test_explanations_section_shows_the_top_features_and_links_the_card(tmp_path: Path) -> None:
     import pandas as pd
 
-    from plumbline.importance import IMPORTANCE_CSV
-    from plumbline.modelcard import MODEL_CARD_FILE
-    from plumbline.report import explanations_section
+    from plumbline.model.importance import IMPORTANCE_CSV
+    from plumbline.pipeline.model_card import MODEL_CARD_FILE
+    from plumbline.promotion.pr_report import explanations_section
 
     paths = Layout(tmp_path)
     assert "No importance table" in explanations_section(paths, tmp_path)

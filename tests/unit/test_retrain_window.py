@@ -16,17 +16,17 @@ import pytest
 from support.monitoring import labelled_project, live_records
 from support.paths import REPO
 
-from plumbline import yamlfile
-from plumbline.config import CsvSource, DataConfig
-from plumbline.contract import Contract
+from plumbline.core import yamlfile
+from plumbline.core.contract import Contract
+from plumbline.core.paths import layout
+from plumbline.core.settings import CsvSource, DataConfig
 from plumbline.monitoring.retrain import (
     RetrainError,
     build_window,
     window_contract,
     write_window,
 )
-from plumbline.paths import layout
-from plumbline.stages import ingest
+from plumbline.pipeline import ingest
 
 
 def test_window_policy(tmp_path: Path) -> None:

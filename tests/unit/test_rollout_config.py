@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from support.paths import REPO
 
-from plumbline import yamlfile
-from plumbline.config import ConfigError, load_params, parse_params
+from plumbline.core import yamlfile
+from plumbline.core.settings import ConfigError, load_params, parse_params
 
 
 def _raw(rollout: str) -> dict:
@@ -66,7 +66,7 @@ def test_admin_rollout_refuses_a_fraction_that_is_not_a_canary_share(
 ) -> None:
     import orjson
 
-    from plumbline.serving.rolloutadmin import RolloutRequest, parse
+    from plumbline.serving.rollout.admin import RolloutRequest, parse
 
     answer = parse(body.encode())
     assert not isinstance(answer, RolloutRequest) and answer.status_code == 422
@@ -75,7 +75,7 @@ def test_admin_rollout_refuses_a_fraction_that_is_not_a_canary_share(
 
 
 def test_admin_rollout_takes_a_number_for_a_canary() -> None:
-    from plumbline.serving.rolloutadmin import RolloutRequest, parse
+    from plumbline.serving.rollout.admin import RolloutRequest, parse
 
     for raw, expected in (("1", 1.0), ("0.25", 0.25)):
         body = parse(f'{{"mode": "canary", "canary_fraction": {raw}}}'.encode())
@@ -85,7 +85,7 @@ def test_admin_rollout_takes_a_number_for_a_canary() -> None:
 
 
 def test_status_says_when_a_canary_can_never_reach_a_verdict() -> None:
-    from plumbline.monitoring.rolloutcmd import _arm_lines, unreachable
+    from plumbline.cli.rollout import _arm_lines, unreachable
 
     decide = load_params(REPO / "params.yaml").serve.rollout.decide  # 5000 rows, 500 needed
     assert unreachable(decide, "shadow", 0.0) is None

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from support.paths import REPO
 
-from plumbline.config import PredictionLogConfig, load_params
-from plumbline.contract import Contract, load_contract
+from plumbline.core.contract import Contract, load_contract
+from plumbline.core.predlog import ROLLOUT_COLUMNS, read_log
+from plumbline.core.settings import PredictionLogConfig, load_params
 from plumbline.monitoring.store import MonitorStore
-from plumbline.predictions import ROLLOUT_COLUMNS, read_log
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch, PredictionLog
+from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.scorer import smoke_rows
 
 

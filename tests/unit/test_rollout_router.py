@@ -14,14 +14,13 @@ import pytest
 from support.paths import REPO
 from support.serve import artifacts
 
-from plumbline.config import RolloutConfig
-from plumbline.contract import Contract, load_contract
-from plumbline.model import load_model
+from plumbline.core.contract import Contract, load_contract
+from plumbline.core.settings import RolloutConfig
+from plumbline.model.artifact import load_model
 from plumbline.serving.api import PredictAPI
-from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch
-from plumbline.serving.rollout import ArmChooser, Rollout, RolloutState, sticky_share
-from plumbline.serving.rolloutmetrics import ArmMetrics
+from plumbline.serving.metrics import ArmMetrics, ServeMetrics
+from plumbline.serving.predlog_writer import Batch
+from plumbline.serving.rollout.router import ArmChooser, Rollout, RolloutState, sticky_share
 from plumbline.serving.scorer import compile_scorer
 from plumbline.serving.source import ServedModel
 
@@ -378,7 +377,7 @@ def test_the_breaker_pauses_shadow_scoring_after_calls_over_budget(
 
 
 def test_the_breaker_closes_after_the_cooloff_and_a_fast_call_resets_the_count() -> None:
-    from plumbline.serving.rollout import Breaker
+    from plumbline.serving.rollout.router import Breaker
 
     now = [0.0]
     breaker = Breaker(0.01, 2, 5.0, clock=lambda: now[0])

@@ -14,12 +14,12 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from support.paths import REPO
 
-from plumbline.config import Params, load_params
-from plumbline.contract import load_contract
-from plumbline.monitoring.arms import collect, evaluate
-from plumbline.monitoring.rolloutdecide import Decider, decide, gate_refusal, limits_broken
+from plumbline.core.contract import load_contract
+from plumbline.core.settings import Params, load_params
+from plumbline.model.stats import BETTER, UNDECIDED, WORSE, compare, metric
+from plumbline.monitoring.rollout.arms import collect, evaluate
+from plumbline.monitoring.rollout.decide import Decider, decide, gate_refusal, limits_broken
 from plumbline.monitoring.store import MonitorStore
-from plumbline.stats import BETTER, UNDECIDED, WORSE, compare, metric
 
 SEEDS = range(20)
 GOOD_TAGS = {"metric.roc_auc": "0.79", "metric.pr_auc": "0.47", "metric.brier": "0.08"}

@@ -7,7 +7,7 @@ import pydantic
 import pytest
 from starlette.requests import Request
 
-from plumbline.config import ConfigError, ServeConfig
+from plumbline.core.settings import ConfigError, ServeConfig
 from plumbline.serving.server import _check_bearer, _predict_token
 
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from support.serve import artifacts
 
-from plumbline.contract import Contract
-from plumbline.model import load_model
+from plumbline.core.contract import Contract
+from plumbline.model.artifact import load_model
 from plumbline.serving.explaining import ServedExplainer, build, explained_output, parse_k
 from plumbline.serving.scorer import compile_scorer, smoke_rows
 from plumbline.serving.source import ServedModel
@@ -26,9 +26,9 @@ def test_k_must_be_a_feature_count() -> None:
 def _boosted(contract: Contract):  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from plumbline.config import FeaturizeConfig, TrainConfig
-    from plumbline.features import build_transformer
-    from plumbline.model import assemble, build_estimator
+    from plumbline.core.settings import FeaturizeConfig, TrainConfig
+    from plumbline.model.artifact import assemble, build_estimator
+    from plumbline.model.features import build_transformer
 
     a = artifacts()
     train = pd.read_parquet(a.root / "train.parquet")

@@ -8,8 +8,8 @@ import json
 import pytest
 from support.paths import REPO
 
-from plumbline.config import load_params
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
+from plumbline.core.settings import load_params
 from plumbline.serving.schema import RequestInvalid, RequestValidator
 from plumbline.serving.scorer import smoke_rows
 

@@ -13,10 +13,10 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
 from support.paths import REPO
 from support.serve import artifacts
 
-from plumbline.config import FeaturizeConfig, TrainConfig, load_params
-from plumbline.contract import Contract
-from plumbline.features import build_transformer
-from plumbline.model import assemble, build_estimator, load_model, positive_proba
+from plumbline.core.contract import Contract
+from plumbline.core.settings import FeaturizeConfig, TrainConfig, load_params
+from plumbline.model.artifact import assemble, build_estimator, load_model, positive_proba
+from plumbline.model.features import build_transformer
 from plumbline.serving.scorer import (
     FastScorer,
     IncompatibleModel,

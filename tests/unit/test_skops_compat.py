@@ -1,4 +1,4 @@
-"""plumbline.skops_compat: canonical skops archives, and the skops internals it relies on.
+"""plumbline.core.skops_compat: canonical skops archives, and the skops internals it relies on.
 
 If a skops upgrade changes how archives are laid out, these fail first and name what changed.
 """
@@ -22,14 +22,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from support.paths import REPO
 
-from plumbline import skops_compat
-from plumbline.model import TRUSTED_TYPES
+from plumbline.core import skops_compat
+from plumbline.model.artifact import TRUSTED_TYPES
 
 FIT_AND_DUMP = """
 import sys
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from plumbline import skops_compat
+from plumbline.core import skops_compat
 rng = np.random.default_rng(0)
 x = rng.normal(size=(300, 4)); y = (x[:, 0] + rng.normal(size=300) > 0).astype(int)
 model = HistGradientBoostingClassifier(max_iter=20, early_stopping=False, random_state=0).fit(x, y)
@@ -44,7 +44,7 @@ def _members(data: bytes) -> list[zipfile.ZipInfo]:
 
 def test_the_tested_skops_is_installed_and_pinned() -> None:
     assert skops.__version__ == skops_compat.TESTED_SKOPS, (
-        f"skops {skops.__version__} is installed but plumbline.skops_compat was tested with "
+        f"skops {skops.__version__} is installed but plumbline.core.skops_compat was tested with "
         f"{skops_compat.TESTED_SKOPS}: rerun these tests, check the archive layout, then bump it"
     )
     lock = (REPO / "requirements.lock").read_text().splitlines()
@@ -148,8 +148,8 @@ def test_the_trusted_list_alone_loads_both_estimators_and_the_imputer(tmp_path: 
     every type our models hold; anything else is refused."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from plumbline.config import TrainConfig
-    from plumbline.model import ModelLoadError, assemble, build_estimator, load_model
+    from plumbline.core.settings import TrainConfig
+    from plumbline.model.artifact import ModelLoadError, assemble, build_estimator, load_model
 
     frame, y, transformer = _frame_and_transformer()
     x = transformer.transform(frame)
@@ -188,6 +188,6 @@ def test_outside_plumbline_s_loads_skops_keeps_its_default_estimator_list(
 
 
 def assemble_lr(transformer: Any, frame: pd.DataFrame, y: pd.Series) -> Pipeline:
-    from plumbline.model import assemble
+    from plumbline.model.artifact import assemble
 
     return assemble(transformer, LogisticRegression().fit(transformer.transform(frame), y))

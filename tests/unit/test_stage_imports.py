@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.paths import REPO
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 SRC = REPO / "src"
 STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
@@ -91,7 +91,7 @@ def code_files(modules: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_code_deps_are_its_import_closure(stage: str) -> None:
-    imported = code_files(import_closure(f"plumbline.stages.{stage}"))
+    imported = code_files(import_closure(f"plumbline.pipeline.{stage}"))
     declared = declared_code_deps(stage)
     missing, extra = sorted(imported - declared), sorted(declared - imported)
     assert not missing and not extra, (
@@ -111,12 +111,12 @@ def test_package_markers_hold_no_code() -> None:
         assert not holds_code(path), f"{path.relative_to(REPO)} holds code; list it in deps"
     for stage in STAGES:
         assert "src/plumbline/__init__.py" in declared_code_deps(stage), stage
-        assert "src/plumbline/numerics.py" in declared_code_deps(stage), stage
+        assert "src/plumbline/core/numerics.py" in declared_code_deps(stage), stage
 
 
 def test_closure_follows_lazy_and_module_imports() -> None:
-    """The walker itself: evaluate imports plumbline.tracking inside a function, featurize
+    """The walker itself: evaluate imports plumbline.core.tracking inside a function, featurize
     imports skops_compat as `from plumbline import skops_compat`."""
-    assert "plumbline.tracking" in import_closure("plumbline.stages.evaluate")
-    assert "plumbline.skops_compat" in import_closure("plumbline.stages.featurize")
-    assert "plumbline.registry" not in import_closure("plumbline.stages.train")
+    assert "plumbline.core.tracking" in import_closure("plumbline.pipeline.evaluate")
+    assert "plumbline.core.skops_compat" in import_closure("plumbline.pipeline.featurize")
+    assert "plumbline.promotion.registry" not in import_closure("plumbline.pipeline.train")

@@ -8,11 +8,11 @@ import pandas as pd
 from support.paths import REPO
 from support.serve import artifacts
 
-from plumbline import skops_compat
-from plumbline.config import load_params
-from plumbline.contract import Contract
-from plumbline.model import TRUSTED_TYPES, positive_proba
-from plumbline.stages import train
+from plumbline.core import skops_compat
+from plumbline.core.contract import Contract
+from plumbline.core.settings import load_params
+from plumbline.model.artifact import TRUSTED_TYPES, positive_proba
+from plumbline.pipeline import train
 
 
 def test_fit_scores_the_training_rows_like_the_pipeline(contract: Contract) -> None:

@@ -16,11 +16,11 @@ import yaml
 from support.data import bank_text, data_config
 from support.paths import BANK_CONTRACT, BANK_SMALL
 
-from plumbline import yamlfile
-from plumbline.cli import main
-from plumbline.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
-from plumbline.stages import ingest, validate
-from plumbline.stages.validate import ValidationFailed
+from plumbline.cli.main import main
+from plumbline.core import yamlfile
+from plumbline.core.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
+from plumbline.pipeline import ingest, validate
+from plumbline.pipeline.validate import ValidationFailed
 
 # Source row -> the reasons it must be quarantined with.
 EXPECTED = {

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from support.paths import REPO
 
-from plumbline import yamlfile
-from plumbline.cli import build_parser
-from plumbline.report import REPORT_FILE
+from plumbline.cli.main import build_parser
+from plumbline.core import yamlfile
+from plumbline.promotion.pr_report import REPORT_FILE
 
 WORKFLOWS = REPO / ".github/workflows"
 TIERS = ("unit", "integration", "e2e")

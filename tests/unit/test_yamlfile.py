@@ -6,7 +6,7 @@ import pytest
 import yaml
 from support.paths import REPO
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 
 def test_it_runs_on_libyaml() -> None:

@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from plumbline import yamlfile
-from plumbline.errors import PlumblineError
-from plumbline.paths import project_root
+from plumbline.core import yamlfile
+from plumbline.core.errors import PlumblineError
+from plumbline.core.paths import project_root
 
 # What the demo copies from the project: the pipeline's outputs and what reads them.
 COPY = [
@@ -386,10 +386,10 @@ def before_after(root: Path, swap_version: str, model_name: str) -> dict[str, An
     import numpy as np
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
+    from plumbline.core.contract import load_contract
+    from plumbline.core.settings import load_params
     from plumbline.monitoring.cbpe import estimated_roc_auc
-    from plumbline.registry import Registry
+    from plumbline.promotion.registry import Registry
 
     params = load_params(root / "params.yaml")
     contract = load_contract(root / params.data.contract)
@@ -437,7 +437,7 @@ def estimate_reasons(status: dict[str, Any], history: list[dict[str, Any]]) -> d
 def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, Any]:
     import requests
 
-    from plumbline.config import load_params
+    from plumbline.core.settings import load_params
     from plumbline.monitoring import localstack, loopreport
 
     project = project_root()

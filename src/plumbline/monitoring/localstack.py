@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from plumbline import yamlfile
-from plumbline.paths import project_root
+from plumbline.core import yamlfile
+from plumbline.core.paths import project_root
 
 
 def _source(source: Path | None) -> Path:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plumbline.config import Params
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
+from plumbline.core.paths import layout
+from plumbline.core.settings import Params
 from plumbline.monitoring import cbpe
 from plumbline.monitoring.drift import DriftReport, DriftThresholds, compare
 from plumbline.monitoring.references import ReferenceMissing, References
@@ -34,7 +35,6 @@ from plumbline.monitoring.slices import METRICS as SLICE_METRICS
 from plumbline.monitoring.slices import families as slice_families
 from plumbline.monitoring.slices import live_slices
 from plumbline.monitoring.store import FeedbackResult, MonitorStore, Outcome
-from plumbline.paths import layout
 
 log = logging.getLogger("plumbline.monitor")
 

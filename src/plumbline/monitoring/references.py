@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plumbline.paths import Layout
+from plumbline.core.paths import Layout
 
 PROFILE = "reference_profile.json"
 CARD = "model.json"
@@ -57,7 +57,7 @@ class References:
         target.mkdir(parents=True, exist_ok=True)
         for source, name in (
             (paths.reference_profile, PROFILE),
-            (paths.model_card, CARD),
+            (paths.model_metadata, CARD),
             (paths.metrics, METRICS),
         ):
             if source.is_file():
@@ -71,7 +71,7 @@ class References:
             return own / PROFILE, own / CARD, own / METRICS, f"retrain files in {own}"
         return (
             self.project.reference_profile,
-            self.project.model_card,
+            self.project.model_metadata,
             self.project.metrics,
             "the project's data/features, models/ and reports/",
         )

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
 
 FEEDBACK_CHUNK = 500
 

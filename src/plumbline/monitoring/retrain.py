@@ -41,14 +41,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from plumbline import yamlfile
-from plumbline.config import Params
-from plumbline.contract import SOURCE_ROW, Contract
-from plumbline.errors import PlumblineError
+from plumbline.core import yamlfile
+from plumbline.core.contract import SOURCE_ROW, Contract
+from plumbline.core.errors import PlumblineError
+from plumbline.core.paths import Layout, layout
+from plumbline.core.settings import Params
 from plumbline.monitoring.references import References
 from plumbline.monitoring.store import MonitorStore
 from plumbline.monitoring.workspace import Workspace, WorkspaceError
-from plumbline.paths import Layout, layout
 
 log = logging.getLogger("plumbline.retrain")
 
@@ -420,7 +420,7 @@ class Retrainer:
         return window, ws
 
     def _env(self, workdir: Path) -> dict[str, str]:
-        from plumbline.tracking import tracking_uri
+        from plumbline.core.tracking import tracking_uri
 
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -494,9 +494,9 @@ class Retrainer:
             raise RetrainError(f"stage {stage} failed: {self._tail(workdir, stage)}")
 
     def _pipeline(self, ws: Workspace, result: RunResult, deadline: float) -> None:
-        from plumbline.registry import CHAMPION, MODEL_MD5_TAG, Registry
-        from plumbline.tracking import configure, md5_file
-        from plumbline.verdict import GATE_FILE, GateResult
+        from plumbline.core.tracking import configure, md5_file
+        from plumbline.model.verdict import GATE_FILE, GateResult
+        from plumbline.promotion.registry import CHAMPION, MODEL_MD5_TAG, Registry
 
         workdir = ws.path
         env = self._env(workdir)

@@ -34,12 +34,12 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plumbline.bearer import refusal
-from plumbline.config import Params
-from plumbline.contract import Contract
+from plumbline.core.bearer import refusal
+from plumbline.core.contract import Contract
+from plumbline.core.settings import Params
 from plumbline.monitoring.monitor import Monitor, render
 from plumbline.monitoring.retrain import Retrainer
-from plumbline.monitoring.rolloutdecide import Decider
+from plumbline.monitoring.rollout.decide import Decider
 from plumbline.monitoring.store import Outcome
 
 log = logging.getLogger("plumbline.monitor")
@@ -120,7 +120,7 @@ def create_app(
     )
 
     # HTTPBearer only documents the scheme (securitySchemes, per-route security) and reads the
-    # header; the check and the RFC 6750 answer are the server's own (plumbline.bearer).
+    # header; the check and the RFC 6750 answer are the server's own (plumbline.core.bearer).
     bearer = HTTPBearer(
         scheme_name="monitorToken",
         description="the token in the variable monitor.token_env names",
@@ -278,9 +278,9 @@ def serve(params: Params, contract: Contract, root: Path, host: str, port: int) 
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     monitor, retrainer = build(params, contract, root)
     token = os.environ.get(params.monitor.token_env) or None
-    from plumbline.monitoring import rolloutdecide
+    from plumbline.monitoring.rollout import decide
 
-    decider = rolloutdecide.build(params, monitor.store, monitor.state_dir, root)
+    decider = decide.build(params, monitor.store, monitor.state_dir, root)
     app = create_app(monitor, retrainer, token, decider=decider)
     log.info("monitor on %s:%d: log %s, state %s", host, port, monitor.log_dir, monitor.state_dir)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,4 +1,5 @@
-"""Live per-slice rates: the contract's slices (:mod:`plumbline.fairness`) over served traffic.
+"""Live per-slice rates: the contract's slices (:mod:`plumbline.model.fairness`) over served
+traffic.
 
 Over the newest logged rows of the serving version: rows and the positive rate (share of
 positive predicted labels) per group of every slice; over its newest labelled rows, once there
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plumbline.contract import Contract
-from plumbline.fairness import slice_values
+from plumbline.core.contract import Contract
+from plumbline.model.fairness import slice_values
 
 METRICS: dict[str, str] = {
     "plumbline_live_slice_rows": "Logged rows per slice group in the newest window of the "

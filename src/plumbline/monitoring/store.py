@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from plumbline.contract import Contract
-from plumbline.predictions import META_COLUMNS, OUTPUT_COLUMNS, ROLLOUT_COLUMNS, finished_files
+from plumbline.core.contract import Contract
+from plumbline.core.predlog import META_COLUMNS, OUTPUT_COLUMNS, ROLLOUT_COLUMNS, finished_files
 
 log = logging.getLogger(__name__)
 
 _SQL_TYPES = {"integer": "INTEGER", "float": "REAL", "category": "TEXT", "string": "TEXT"}
-# The rollout columns (plumbline.predictions.ROLLOUT_COLUMNS), with the value of rows logged
+# The rollout columns (plumbline.core.predlog.ROLLOUT_COLUMNS), with the value of rows logged
 # before they existed.
 _ROLLOUT_SQL = {
     "arm": ("TEXT NOT NULL DEFAULT 'champion'", "champion"),

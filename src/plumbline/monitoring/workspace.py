@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from plumbline.errors import PlumblineError
+from plumbline.core.errors import PlumblineError
 
 log = logging.getLogger("plumbline.retrain")
 

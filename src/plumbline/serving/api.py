@@ -24,21 +24,21 @@ import litserve as ls
 import numpy as np
 import orjson
 
-from plumbline.config import Params
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
+from plumbline.core.settings import Params
 from plumbline.serving.explaining import explain_batch, explained_output
 from plumbline.serving.loop import AdaptiveBatchLoop
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog import Batch, PredictionLog
+from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.source import ModelSource, SourceSettings
 
 if TYPE_CHECKING:
-    from plumbline.serving.rollout import Rollout
+    from plumbline.serving.rollout.router import Rollout
 
 log = logging.getLogger("plumbline.serving")
 
 # (request_id, received_at, rows, single, explain K or 0[, sticky header value]): the sixth
-# item only when serve.rollout.sticky_key names a header (plumbline.serving.rollout).
+# item only when serve.rollout.sticky_key names a header (plumbline.serving.rollout.router).
 Payload = tuple[Any, ...]
 Output = tuple[int, bytes]
 
@@ -132,8 +132,8 @@ class PredictAPI(ls.LitAPI):
 
     def _rollout(self, champion: SourceSettings) -> Rollout:
         """The challenger side (serve.rollout): idle until a rollout mode is set."""
-        from plumbline.serving.rollout import ChallengerManager, Rollout
-        from plumbline.serving.rolloutmetrics import ArmMetrics
+        from plumbline.serving.metrics import ArmMetrics
+        from plumbline.serving.rollout.router import ChallengerManager, Rollout
 
         serve = self.settings.serve
         arm_metrics = ArmMetrics(serve.metrics)

@@ -1,6 +1,6 @@
 """``POST /predict?explain=K``: the worker's side of per-decision explanations.
 
-A served model gets an :class:`plumbline.explain.Explainer` when it is loaded, checked on the
+A served model gets an :class:`plumbline.model.explain.Explainer` when it is loaded, checked on the
 smoke rows like the scorer: base plus contributions, computed on the scorer's transform, must
 equal the pipeline's own log-odds (``decision_function``, within 1e-6), else the model
 is served without explanations (a request asking for them gets 409 naming the reason). Only the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from plumbline.explain import Attribution, Explainer, ExplainUnsupported, explanation_json
+from plumbline.model.explain import Attribution, Explainer, ExplainUnsupported, explanation_json
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ worker, that is most of the time to ready. So the main process starts this modul
 separate process first thing; it resolves ``models:/<name>@<alias>`` and downloads that
 version's files while the server's own processes start, and writes ``result.json``:
 ``{"version", "model_file"}`` or ``{"error"}``. The worker then loads the file with the
-project's skops allow-list (:func:`plumbline.model.load_model`) and smoke-checks it like any
-other version. Later alias checks go through :mod:`plumbline.registry` as usual.
+project's skops allow-list (:func:`plumbline.model.artifact.load_model`) and smoke-checks it like
+any
+other version. Later alias checks go through :mod:`plumbline.promotion.registry` as usual.
 
     python -m plumbline.serving.prefetch NAME ALIAS TRACKING_URI DEST_DIR
 """
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plumbline import yamlfile
+from plumbline.core import yamlfile
 
 RESULT = "result.json"
 
@@ -56,7 +57,7 @@ def fetch(name: str, alias: str, uri: str, dest: Path) -> dict[str, Any]:
                 registry_uri=uri,
             )
         )
-        # The same checks as plumbline.registry.Registry.load: a skops-serialized sklearn
+        # The same checks as plumbline.promotion.registry.Registry.load: a skops-serialized sklearn
         # flavor, never a pickle.
         flavor = (yamlfile.safe_load((local / "MLmodel").read_text()).get("flavors") or {}).get(
             "sklearn"

@@ -1,7 +1,7 @@
 """The request and response schema of ``POST /predict``, derived from the data contract.
 
 A request body is one record (a JSON object) or a list of up to ``serve.max_records`` records.
-Records are validated by :meth:`plumbline.contract.Contract.record_model` over the model's
+Records are validated by :meth:`plumbline.core.contract.Contract.record_model` over the model's
 feature columns, the same contract the pipeline validates its data with: strict numbers, the
 contract's ranges, and its categories (unless ``serve.unknown_category`` is ``allow``).
 Unknown keys are ignored, so a full row of the source (with ``duration`` and ``y``) is
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
 
 MAX_REPORTED_ERRORS = 50
 

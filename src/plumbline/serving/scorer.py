@@ -15,7 +15,8 @@ same arithmetic directly on the rows:
 
 A pipeline of any other shape is refused with :class:`Unsupported`, and :func:`compile_scorer`
 then falls back to :class:`PipelineScorer` (the pipeline itself). Either way the scorer must
-agree with ``plumbline.model.positive_proba`` on the smoke rows within 1e-9 before it is used
+agree with ``plumbline.model.artifact.positive_proba`` on the smoke rows within 1e-9 before it is
+used
 (:func:`verify`), so a lean path that drifted from the pipeline is never served.
 """
 
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class PipelineScorer:
         self.features = list(features)
 
     def proba(self, rows: Sequence[Row]) -> np.ndarray:
-        from plumbline.model import positive_proba
+        from plumbline.model.artifact import positive_proba
 
         return positive_proba(self.pipeline, rows_frame(rows, self.features))
 
@@ -310,7 +311,7 @@ def smoke_rows(contract: Contract, features: Sequence[str]) -> list[Row]:
 
 def verify(scorer: Scorer, pipeline: Any, rows: Sequence[Row], features: Sequence[str]) -> None:
     """The smoke prediction: finite probabilities in [0, 1], equal to the pipeline's own."""
-    from plumbline.model import positive_proba
+    from plumbline.model.artifact import positive_proba
 
     got = scorer.proba(rows)
     if got.shape != (len(rows),):

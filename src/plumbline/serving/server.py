@@ -54,15 +54,15 @@ from pydantic import TypeAdapter
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from plumbline.bearer import refusal
+from plumbline.core.bearer import refusal
 from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
 from plumbline.serving.explaining import parse_k
 from plumbline.serving.metrics import ServeMetrics, mark_process_dead, render
 from plumbline.serving.reload import RELOAD_REQUEST, worker_key
-from plumbline.serving.rollout import sticky_header
-from plumbline.serving.rolloutadmin import RolloutAdmin
-from plumbline.serving.rolloutadmin import document as document_rollout
+from plumbline.serving.rollout.admin import RolloutAdmin
+from plumbline.serving.rollout.admin import document as document_rollout
+from plumbline.serving.rollout.router import sticky_header
 from plumbline.serving.schema import (
     ErrorBody,
     Prediction,
@@ -384,8 +384,8 @@ class PlumblineServer(ls.LitServer):
         ModelSource.configure_environment()
         import mlflow
 
-        import plumbline.model
-        import plumbline.registry  # noqa: F401
+        import plumbline.model.artifact
+        import plumbline.promotion.registry  # noqa: F401
 
         if self.settings.tracking_uri.startswith("sqlite:"):
             import mlflow.store.model_registry.sqlalchemy_store
@@ -888,7 +888,7 @@ def _predict_token(serve: Any) -> str | None:
         return None
     token = os.environ.get(serve.predict_token_env)
     if not token:
-        from plumbline.config import ConfigError
+        from plumbline.core.settings import ConfigError
 
         raise ConfigError(
             f"serve.predict_auth is on but {serve.predict_token_env} is not set "
@@ -914,10 +914,10 @@ def _check_bearer(request: Request, token: str) -> Response | None:
 def build_settings(
     params_path: Path | None = None, ipc_dir: str = "", prefetch_dir: str = ""
 ) -> ServeSettings:
-    from plumbline.config import load_params
-    from plumbline.contract import load_contract
-    from plumbline.paths import project_root
-    from plumbline.tracking import tracking_uri
+    from plumbline.core.contract import load_contract
+    from plumbline.core.paths import project_root
+    from plumbline.core.settings import load_params
+    from plumbline.core.tracking import tracking_uri
 
     root = project_root()
     params = load_params(params_path or root / "params.yaml")

@@ -2,9 +2,10 @@
 
 The registry path resolves ``models:/<mlflow.model_name>@<serve.model_alias>`` in the MLflow
 store named by ``MLFLOW_TRACKING_URI`` (else ``mlflow.tracking_uri`` in params.yaml, else the
-project's SQLite store, as training uses) through :mod:`plumbline.registry`, which loads the
+project's SQLite store, as training uses) through :mod:`plumbline.promotion.registry`, which loads
+the
 pipeline with the project's skops allow-list. The local path loads ``serve.fallback_artifact``
-with :func:`plumbline.model.load_model`. Either way, a model is only handed out after its
+with :func:`plumbline.model.artifact.load_model`. Either way, a model is only handed out after its
 scorer compiled and passed the smoke check (:func:`plumbline.serving.scorer.compile_scorer`):
 a half-loaded or broken model is never served.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from plumbline.contract import Contract
+from plumbline.core.contract import Contract
 from plumbline.serving.explaining import ServedExplainer
 from plumbline.serving.scorer import Scorer, compile_scorer
 
@@ -92,7 +93,7 @@ class ModelSource:
                 raise SourceUnavailable(f"MLflow store {uri} does not exist")
         import mlflow
 
-        from plumbline.registry import Registry
+        from plumbline.promotion.registry import Registry
 
         # download_artifacts("models:/...") resolves the version through the *global* registry
         # URI whatever it is passed (MLflow 3.17): point the globals at our store too.
@@ -130,7 +131,7 @@ class ModelSource:
         :class:`PrefetchedLoadError` (naming the version) when its file does not load.
         """
         # Import scikit-learn and skops (about a second) while the fetch is still running.
-        from plumbline.model import load_model
+        from plumbline.model.artifact import load_model
         from plumbline.serving.prefetch import RESULT
 
         result_file = directory / RESULT
@@ -154,7 +155,7 @@ class ModelSource:
     # --- local artifact ---------------------------------------------------------------------
 
     def load_local(self) -> ServedModel:
-        from plumbline.model import load_model
+        from plumbline.model.artifact import load_model
 
         path = self.settings.fallback
         if path is None:

@@ -1,0 +1,1 @@
+"""Ending a rollout from live evidence: per-arm performance and the statistical decision."""

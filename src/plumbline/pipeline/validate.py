@@ -1,0 +1,233 @@
+"""Validate: run the contract's Great Expectations suite and quarantine the rows that fail.
+
+Every row ends up in exactly one of two files: the valid rows, or the quarantine with the
+list of failed checks per row. ``reports/validation.json`` counts rows per check and always
+satisfies ``rows_in == rows_valid + rows_quarantined``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from plumbline.core.artifacts import write_json, write_parquet
+from plumbline.core.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
+from plumbline.core.errors import PlumblineError
+
+log = logging.getLogger(__name__)
+
+
+class ValidationFailed(PlumblineError):
+    """Too many rows failed the contract."""
+
+
+@dataclass
+class ValidationReport:
+    contract: str
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    quarantined_fraction: float
+    max_bad_fraction: float
+    passed: bool
+    checks: dict[str, int] = field(default_factory=dict)
+    gx_statistics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: ValidationReport
+    gx_result: Any = None
+
+
+def _gx_context(data_docs_dir: Path | None) -> Any:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would interleave with DVC's output.
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
+    for site in list(context.list_data_docs_sites()):
+        context.delete_data_docs_site(site)
+    if data_docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="reports",
+            site_config={  # type: ignore[typeddict-unknown-key]
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(data_docs_dir.resolve()),  # GX wants it absolute
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return context
+
+
+def run_suite(
+    frame: pd.DataFrame,
+    contract: Contract,
+    check_duplicates: bool,
+    data_docs_dir: Path | None = None,
+) -> Any:
+    """Validate the frame with the contract's GX suite; per-row failures come back as indices."""
+    import great_expectations as gx
+
+    context = _gx_context(data_docs_dir)
+    asset = context.data_sources.add_pandas(contract.name).add_dataframe_asset("rows")
+    batch_definition = asset.add_batch_definition_whole_dataframe("all_rows")
+    suite = context.suites.add(contract.expectation_suite(check_duplicates))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{contract.name}_rows", data=batch_definition, suite=suite)
+    )
+    actions: list[Any] = []
+    if data_docs_dir is not None:
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reports"]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{contract.name}_checkpoint",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "COMPLETE"},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    return next(iter(result.run_results.values()))
+
+
+def quarantine_reasons(
+    frame: pd.DataFrame, suite_result: Any, check_duplicates: bool
+) -> tuple[dict[int, list[str]], dict[str, int]]:
+    """Per failing row (by position), the checks it failed; per check, how many rows failed it.
+
+    Only failing rows get an entry: a list per row of a large, mostly valid file would cost
+    more than the checks that fill it.
+    """
+    reasons: defaultdict[int, list[str]] = defaultdict(list)
+
+    # Type errors first: the failed cell is null now, and its null check is not the reason.
+    type_failed: dict[int, set[str]] = {}
+    for i in np.flatnonzero(frame[TYPE_ERRORS].notna().to_numpy()).tolist():
+        cols = json.loads(frame[TYPE_ERRORS].iat[i])
+        type_failed[i] = set(cols)
+        reasons[i].extend(f"type:{c}" for c in sorted(cols))
+
+    for result in suite_result.results:
+        check = (result.expectation_config.meta or {}).get("check", "")
+        if result.success or check in ("type", "duplicate"):
+            continue
+        if check.startswith("exists:"):
+            raise ValidationFailed(f"column {check.split(':', 1)[1]!r} is missing from the data")
+        if result.exception_info and result.exception_info.get("raised_exception"):
+            raise ValidationFailed(
+                f"check {check} could not run: {result.exception_info.get('exception_message')}"
+            )
+        column = check.split(":", 1)[1] if ":" in check else ""
+        for i in result.result.get("unexpected_index_list") or []:
+            if check.startswith("not_null:") and column in type_failed.get(int(i), ()):
+                continue
+            reasons[int(i)].append(check)
+
+    if check_duplicates:
+        # Keep the first copy of each duplicated row; later copies are quarantined. The original
+        # text of cells that failed coercion counts: "abc" and "xyz" are both null now.
+        duplicated = frame.drop(columns=[SOURCE_ROW]).duplicated(keep="first")
+        for i in np.flatnonzero(duplicated.to_numpy()).tolist():
+            reasons[i].append("duplicate")
+
+    counts: dict[str, int] = {}
+    for row in reasons.values():
+        for check in row:
+            counts[check] = counts.get(check, 0) + 1
+    return {i: row for i, row in reasons.items() if row}, dict(sorted(counts.items()))
+
+
+def validate(
+    frame: pd.DataFrame,
+    contract: Contract,
+    max_bad_fraction: float,
+    check_duplicates: bool = True,
+    data_docs_dir: Path | None = None,
+) -> ValidationResult:
+    frame = frame.reset_index(drop=True)
+    suite_result = run_suite(frame, contract, check_duplicates, data_docs_dir)
+    reasons, counts = quarantine_reasons(frame, suite_result, check_duplicates)
+    failing = sorted(reasons)
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[failing] = True
+    valid = frame.loc[~bad].reset_index(drop=True)
+    quarantine = frame.loc[bad].reset_index(drop=True)
+    quarantine[REASONS] = pd.Series(
+        [reasons[i] for i in failing], index=quarantine.index, dtype=object
+    )
+    rows_in = len(frame)
+    fraction = float(bad.sum()) / rows_in if rows_in else 0.0
+    stats = dict(suite_result.statistics)
+    report = ValidationReport(
+        contract=contract.name,
+        rows_in=rows_in,
+        rows_valid=len(valid),
+        rows_quarantined=len(quarantine),
+        quarantined_fraction=round(fraction, 6),
+        max_bad_fraction=max_bad_fraction,
+        passed=fraction <= max_bad_fraction and len(valid) > 0,
+        checks=counts,
+        gx_statistics={k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()},
+    )
+    assert report.rows_in == report.rows_valid + report.rows_quarantined
+    return ValidationResult(
+        valid=valid, quarantine=quarantine, report=report, gx_result=suite_result
+    )
+
+
+def quarantine_schema(contract: Contract) -> pa.Schema:
+    return contract.arrow_schema().append(pa.field(REASONS, pa.list_(pa.string())))
+
+
+def run(
+    frame: pd.DataFrame,
+    contract: Contract,
+    max_bad_fraction: float,
+    check_duplicates: bool,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    suite_path: Path,
+    data_docs_dir: Path,
+) -> ValidationReport:
+    if data_docs_dir.exists():
+        shutil.rmtree(data_docs_dir)
+    result = validate(frame, contract, max_bad_fraction, check_duplicates, data_docs_dir)
+    write_parquet(result.valid, valid_path, contract.arrow_schema())
+    write_parquet(result.quarantine, quarantine_path, quarantine_schema(contract))
+    write_json(asdict(result.report), report_path)
+    suite: dict[str, Any] = dict(contract.expectation_suite(check_duplicates).to_json_dict())
+    suite.pop("id", None)
+    expectation: dict[str, Any]
+    for expectation in suite.get("expectations", []):
+        expectation.pop("id", None)  # random per run; the readable suite should not churn
+    write_json(suite, suite_path)
+    report = result.report
+    if not report.passed:
+        top = sorted(report.checks.items(), key=lambda kv: -kv[1])[:5]
+        raise ValidationFailed(
+            f"{report.rows_quarantined} of {report.rows_in} rows "
+            f"({report.quarantined_fraction:.2%}) failed the contract, above "
+            f"validate.max_bad_fraction={max_bad_fraction:.2%}; most failed checks: "
+            + ", ".join(f"{k} ({v})" for k, v in top)
+            + f". The rows and their reasons are in {quarantine_path}."
+        )
+    return report

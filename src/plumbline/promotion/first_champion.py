@@ -1,0 +1,136 @@
+"""The one-shot that gives a new stack a champion: ``python -m plumbline.promotion.first_champion``.
+
+The ``bootstrap`` service of docker-compose.yml runs it before the API starts, so that a fresh
+``docker compose up`` serves predictions with no manual step:
+
+1. With ``--source`` (the project files baked into the pipeline image), lay out the project in
+   the workspace, the project root (``PLUMBLINE_ROOT``): every file of the source is copied
+   over, so params.yaml, dvc.yaml, the contract and the raw data are the image's. ``dvc.lock``
+   is copied only when the workspace has none: the workspace's own lock describes the outputs
+   it holds. Outputs, the DVC cache and anything else in the workspace are kept, so a second
+   run reruns only what changed. A workspace outside git gets DVC's ``core.no_scm``.
+2. ``dvc repro``: the pipeline, logging its run and model to ``MLFLOW_TRACKING_URI``.
+3. ``plumbline gate``, then ``plumbline promote`` (which registers the candidate and moves
+   ``champion`` only when the gate passed).
+4. Exit 0 when the registry has a ``champion`` (the API has something to serve), else 1.
+
+Rerunning it is safe: an unchanged pipeline is a no-op, the gate compares the candidate with
+itself and ``promote`` finds the version it registered before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from plumbline.core.errors import PlumblineError
+
+log = logging.getLogger("plumbline.promotion.first_champion")
+
+KEEP_IF_PRESENT = frozenset({"dvc.lock"})
+
+
+class BootstrapError(PlumblineError):
+    """A step failed, or the stack would have no champion to serve."""
+
+
+def sync_project(source: Path, root: Path) -> list[str]:
+    """Copy every file under ``source`` into ``root``; returns the relative paths copied."""
+    if not (source / "dvc.yaml").is_file():
+        raise BootstrapError(f"{source} is not a project copy: it has no dvc.yaml")
+    if source.resolve() == root.resolve():
+        return []
+    copied = []
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(source)
+        dest = root / rel
+        if rel.as_posix() in KEEP_IF_PRESENT and dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+        copied.append(rel.as_posix())
+    return copied
+
+
+def _run(argv: list[str], root: Path, env: dict[str, str], check: bool = True) -> int:
+    log.info("$ %s", " ".join(argv))
+    started = time.perf_counter()
+    code = subprocess.run(argv, cwd=root, env=env, check=False).returncode
+    log.info("exit %d after %.1fs", code, time.perf_counter() - started)
+    if check and code != 0:
+        raise BootstrapError(f"`{' '.join(argv)}` failed with exit code {code}")
+    return code
+
+
+def bootstrap(root: Path, source: Path | None) -> str:
+    """Run the steps above in ``root``; returns the champion's version."""
+    from plumbline.core.settings import load_params
+    from plumbline.promotion.registry import CHAMPION, Registry
+
+    root.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        copied = sync_project(source, root)
+        log.info("laid out %d project files from %s in %s", len(copied), source, root)
+    if not (root / "dvc.yaml").is_file():
+        raise BootstrapError(f"{root} has no dvc.yaml: give --source or run it in a checkout")
+    env = dict(os.environ, PLUMBLINE_ROOT=str(root))
+    # dvc.yaml's stages call `plumbline`: the one installed beside this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    dvc = [sys.executable, "-m", "dvc"]
+    plumbline = [sys.executable, "-m", "plumbline"]
+    if not (root / ".git").exists():
+        _run([*dvc, "config", "--local", "core.no_scm", "true"], root, env)
+    _run([*dvc, "repro"], root, env)
+    gate_code = _run([*plumbline, "gate"], root, env, check=False)
+    _run([*plumbline, "promote"], root, env)
+    params = load_params(root / "params.yaml")
+    registry = Registry.from_params(params, root)
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        raise BootstrapError(
+            f"registered model {registry.name!r} in {registry.uri} has no {CHAMPION!r}: the "
+            f"gate {'failed' if gate_code else 'passed'} (see reports/gate.json), so the API "
+            "has nothing to serve"
+        )
+    return champion
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m plumbline.promotion.first_champion", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
+        help="project files to lay out in the workspace first "
+        "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from plumbline.core.paths import project_root
+
+    root = project_root()
+    try:
+        champion = bootstrap(root, args.source)
+    except PlumblineError as err:
+        print(f"bootstrap: error: {err}", file=sys.stderr)
+        return 1
+    print(f"bootstrap: champion is version {champion}; the API can serve it")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
