@@ -22,7 +22,7 @@ other code in the process (logging a model to MLflow, say) sees skops' usual def
 
 This relies on skops internals (the member naming and the ``__id__`` / ``file`` keys of the
 schema, and where the default list comes from) as of :data:`TESTED_SKOPS`;
-``tests/unit/test_skops_compat.py`` fails loudly when an upgrade changes them.
+``tests/unit/core/test_skops_compat.py`` fails loudly when an upgrade changes them.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ where they suffice: ``LitAPI``, a custom ``LitLoop``, ``middlewares``, ``callbac
 FastAPI ``app`` (``add_api_route``, the route table). What the public API does not offer is
 below, one item each, with why. ``pyproject.toml`` pins the LitServe release these were
 checked against (:data:`TESTED_LITSERVE`), and :func:`problems` checks that each one still
-exists with the expected signature or fields (``tests/unit/test_serve_compat.py`` runs it, and
+exists with the expected signature or fields (``tests/unit/serving/test_compat.py`` runs it, and
 the server refuses to start when it finds any), so an upgrade fails in seconds with a message
 naming what moved, instead of misbehaving under load.
 """

@@ -1,6 +1,6 @@
 """The pipeline as a user drives it: real `dvc repro`, `dvc exp run` and `dvc queue` in a copy
 of this project, on a small real sample of the bank data. That two runs of one commit give
-identical outputs (metrics included) is tests/integration/test_reproducible.py's.
+identical outputs (metrics included) is tests/integration/pipeline/test_reproducible.py's.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 test): answers are unaffected, the rows wait in memory and land once space is freed, rows
 dropped past a (forced low) buffer limit equal the counter, and no empty or partial file is
 left. Needs the right to mount (root, as here and in CI); the writer's fault handling itself is
-covered without it by tests/unit/test_predlog_faults.py."""
+covered without it by tests/unit/serving/test_predlog_writer_faults.py."""
 
 from __future__ import annotations
 

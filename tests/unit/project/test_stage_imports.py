@@ -2,7 +2,7 @@
 exactly the project modules its stage module imports, transitively (module-level and lazy
 function-level imports alike; package ``__init__`` files that hold no code are not listed).
 
-The params half runs the stages for real: tests/integration/test_stage_deps.py.
+The params half runs the stages for real: tests/integration/pipeline/test_stage_deps.py.
 """
 
 from __future__ import annotations

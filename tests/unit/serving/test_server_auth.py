@@ -1,5 +1,5 @@
 """The bearer-token logic of /predict and the new serve settings, without a server (the real
-server's answers: tests/integration/test_serve_openapi_fuzz.py)."""
+server's answers: tests/integration/serving/test_openapi_fuzz.py)."""
 
 from __future__ import annotations
 

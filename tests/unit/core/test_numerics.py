@@ -1,5 +1,5 @@
 """Pinning OpenBLAS's kernels: where, and where not (the process-level check is in
-tests/integration/test_blas_kernels.py)."""
+tests/integration/core/test_numerics.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The supervisor's decisions, on stand-in processes: who is restarted, when, and what the
-HTTP processes are told (the real processes: tests/integration/test_serve_supervision.py)."""
+HTTP processes are told (the real processes: tests/integration/serving/test_supervisor.py)."""
 
 from __future__ import annotations
 
