@@ -94,10 +94,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         "min_live_rows": LABELLED,
     }
     # The window's test split is 200 rows: too few for the retrain gate's paired interval to
-    # show a gain (make demo and tests/unit/promotion/test_retrain_gate.py show that gate). This
-    # test is
-    # about the loop's mechanics, so the retrain is judged as before: the project's loose gate
-    # and the champion comparison within its max_regression.
+    # show a gain (make demo and tests/unit/promotion/test_retrain_gate.py show that gate).
+    # This test is about the loop's mechanics, so the retrain is judged as before: the
+    # project's loose gate and the champion comparison within its max_regression.
     retrain = {
         "min_new_labels": LABELLED,
         "window": window,
