@@ -19,8 +19,8 @@ import litserve as ls
 import pandas as pd
 
 from plumbline.core.contract import load_contract
-from plumbline.core.settings import load_params
 from plumbline.model.artifact import load_model, positive_proba
+from plumbline.serving.settings import load_serving_params
 
 
 class BankAPI(ls.LitAPI):
@@ -30,7 +30,7 @@ class BankAPI(ls.LitAPI):
         self.params_path = params_path
 
     def setup(self, device: str) -> None:
-        params = load_params(self.params_path)
+        params = load_serving_params(self.params_path)
         contract = load_contract(params.resolve(params.data.contract))
         self.features = contract.feature_columns(params.featurize.exclude_columns)
         self.record = contract.record_model(self.features)

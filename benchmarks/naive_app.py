@@ -20,12 +20,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from plumbline.core.contract import load_contract
-from plumbline.core.settings import load_params
 from plumbline.model.artifact import load_model, positive_proba
+from plumbline.serving.settings import load_serving_params
 
 
 def build_app(model_path: Path, params_path: Path | None = None) -> FastAPI:
-    params = load_params(params_path)
+    params = load_serving_params(params_path)
     contract = load_contract(params.resolve(params.data.contract))
     features = contract.feature_columns(params.featurize.exclude_columns)
     record_model: Any = contract.record_model(features)

@@ -32,12 +32,12 @@ import pandas as pd
 import zmq
 
 from plumbline.core.contract import load_contract
-from plumbline.core.settings import PredictionLogConfig, load_params
 from plumbline.model.artifact import load_model
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.schema import RequestValidator
 from plumbline.serving.scorer import compile_scorer
+from plumbline.serving.settings import PredictionLogConfig, load_serving_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO / "models/model.skops")
     parser.add_argument("--test-split", type=Path, default=REPO / "data/features/test.parquet")
     args = parser.parse_args()
-    params = load_params(REPO / "params.yaml")
+    params = load_serving_params(REPO / "params.yaml")
     contract = load_contract(REPO / params.data.contract)
     features = contract.feature_columns(params.featurize.exclude_columns)
     frame = pd.read_parquet(args.test_split)[features].head(64)

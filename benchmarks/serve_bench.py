@@ -110,9 +110,9 @@ def test_records(n: int) -> list[dict[str, Any]]:
     import pandas as pd
 
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
+    from plumbline.serving.settings import load_serving_params
 
-    params = load_params(REPO / "params.yaml")
+    params = load_serving_params(REPO / "params.yaml")
     contract = load_contract(REPO / params.data.contract)
     features = contract.feature_columns(params.featurize.exclude_columns)
     frame = pd.read_parquet(TEST_SPLIT)[features]

@@ -57,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     # Fetch the champion's files in a separate process while this one starts the server: the
     # MLflow import and lookup then overlap with the workers' own start (see prefetch.py).
     from plumbline.core.paths import project_root
-    from plumbline.core.settings import ConfigError, load_params
+    from plumbline.core.settings import ConfigError
     from plumbline.core.tracking import tracking_uri
     from plumbline.serving.prefetch import start as start_prefetch
+    from plumbline.serving.settings import load_serving_params
 
     try:
-        params = load_params(args.params or project_root() / "params.yaml")
+        params = load_serving_params(args.params or project_root() / "params.yaml")
     except ConfigError as err:
         print(f"serve: error: {err}", file=sys.stderr)
         return 1

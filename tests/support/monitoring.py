@@ -368,9 +368,9 @@ def write_log(
     import numpy as np
 
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import PredictionLogConfig
     from plumbline.serving.metrics import ServeMetrics
     from plumbline.serving.predlog_writer import Batch, PredictionLog
+    from plumbline.serving.settings import PredictionLogConfig
 
     contract = load_contract(REPO / "contracts/bank_marketing.yaml")
     features = contract.feature_columns(["duration"])
@@ -416,8 +416,8 @@ def labelled_project(
     """A project whose monitor store holds ``rows`` logged live rows, the first ``labelled``
     of them with their true outcome (or all with ``outcome``)."""
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
     from plumbline.monitoring.monitor import Monitor
+    from plumbline.monitoring.settings import load_params
     from plumbline.monitoring.store import Outcome
 
     project = Project(root, overrides or {}, with_model=with_model)

@@ -62,8 +62,8 @@ class Artifacts:
 def artifacts() -> Artifacts:
     """ingest -> featurize -> train on the small bank file, with the stages' own functions."""
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
     from plumbline.model.artifact import save_model
+    from plumbline.monitoring.settings import load_params
     from plumbline.pipeline import featurize, ingest, train
 
     root = session_dir() / "pipeline"

@@ -19,8 +19,8 @@ import pandas as pd
 from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout
-from plumbline.core.settings import Params
 from plumbline.model.explain import Explainer, ExplainUnsupported, explanation_json
+from plumbline.monitoring.settings import Params
 
 
 class ExplainInputError(PlumblineError):

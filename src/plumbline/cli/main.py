@@ -17,8 +17,8 @@ from pathlib import Path
 from plumbline.core.contract import Contract, load_contract
 from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout, layout, project_root
-from plumbline.core.settings import Params, load_params
 from plumbline.core.timing import spent
+from plumbline.monitoring.settings import Params, load_params
 
 log = logging.getLogger("plumbline")
 

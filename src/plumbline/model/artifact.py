@@ -24,7 +24,7 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
 from plumbline.core import skops_compat
 from plumbline.core.errors import PlumblineError
-from plumbline.core.settings import TrainConfig
+from plumbline.model.settings import TrainConfig
 
 # What build_estimator, assemble and features.build_transformer put in a model file.
 PIPELINE_TYPES: tuple[type, ...] = (

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from plumbline.core.contract import Contract
-from plumbline.core.settings import FeaturizeConfig
+from plumbline.model.settings import FeaturizeConfig
 
 
 def build_transformer(

@@ -387,8 +387,8 @@ def before_after(root: Path, swap_version: str, model_name: str) -> dict[str, An
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
     from plumbline.monitoring.cbpe import estimated_roc_auc
+    from plumbline.monitoring.settings import load_params
     from plumbline.promotion.registry import Registry
 
     params = load_params(root / "params.yaml")
@@ -437,8 +437,8 @@ def estimate_reasons(status: dict[str, Any], history: list[dict[str, Any]]) -> d
 def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, Any]:
     import requests
 
-    from plumbline.core.settings import load_params
     from plumbline.monitoring import localstack, loopreport
+    from plumbline.monitoring.settings import load_params
 
     project = project_root()
     for tool in ("prometheus", "prometheus-alertmanager"):

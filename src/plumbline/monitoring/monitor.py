@@ -27,10 +27,10 @@ import pandas as pd
 
 from plumbline.core.contract import Contract
 from plumbline.core.paths import layout
-from plumbline.core.settings import Params
 from plumbline.monitoring import cbpe
 from plumbline.monitoring.drift import DriftReport, DriftThresholds, compare
 from plumbline.monitoring.references import ReferenceMissing, References
+from plumbline.monitoring.settings import Params
 from plumbline.monitoring.slices import METRICS as SLICE_METRICS
 from plumbline.monitoring.slices import families as slice_families
 from plumbline.monitoring.slices import live_slices

@@ -45,8 +45,8 @@ from plumbline.core import yamlfile
 from plumbline.core.contract import SOURCE_ROW, Contract
 from plumbline.core.errors import PlumblineError
 from plumbline.core.paths import Layout, layout
-from plumbline.core.settings import Params
 from plumbline.monitoring.references import References
+from plumbline.monitoring.settings import Params
 from plumbline.monitoring.store import MonitorStore
 from plumbline.monitoring.workspace import Workspace, WorkspaceError
 

@@ -36,10 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plumbline.core.bearer import refusal
 from plumbline.core.contract import Contract
-from plumbline.core.settings import Params
 from plumbline.monitoring.monitor import Monitor, render
 from plumbline.monitoring.retrain import Retrainer
 from plumbline.monitoring.rollout.decide import Decider
+from plumbline.monitoring.settings import Params
 from plumbline.monitoring.store import Outcome
 
 log = logging.getLogger("plumbline.monitor")

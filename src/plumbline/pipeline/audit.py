@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from plumbline.core.artifacts import write_json
 from plumbline.core.contract import SOURCE_ROW, Contract
 from plumbline.core.paths import Layout
-from plumbline.core.settings import Params
 from plumbline.model.artifact import ModelMetadata
 from plumbline.model.fairness import FAIRNESS_FILE, fairness_report, plot_rows
 from plumbline.model.importance import IMPORTANCE_CSV, global_importance, render_figure
 from plumbline.pipeline.model_card import MODEL_CARD_FILE, CardInputs, bootstrap_intervals, render
+from plumbline.pipeline.settings import PipelineParams
 
 FAIRNESS_CSV = "reports/plots/fairness.csv"
 SEED = 0  # permutation and bootstrap resampling; fixed so the reports are reproducible
@@ -80,7 +80,7 @@ def _record(path: Path) -> dict[str, Any]:
 
 
 def split_facts(
-    params: Params, contract: Contract, paths: Layout, test: pd.DataFrame
+    params: PipelineParams, contract: Contract, paths: Layout, test: pd.DataFrame
 ) -> dict[str, Any]:
     train_rows = (
         pq.read_table(paths.train_split, columns=[SOURCE_ROW]).column(0).to_pandas()
@@ -107,7 +107,7 @@ def split_facts(
 
 
 def write_reports(
-    params: Params,
+    params: PipelineParams,
     contract: Contract,
     paths: Layout,
     model: Any,

@@ -28,7 +28,6 @@ from plumbline.core import skops_compat
 from plumbline.core.artifacts import write_json
 from plumbline.core.contract import Contract
 from plumbline.core.paths import Layout
-from plumbline.core.settings import Params
 from plumbline.core.timing import phase
 from plumbline.core.tracking import md5_file
 from plumbline.model.artifact import (
@@ -48,6 +47,7 @@ from plumbline.model.runrecord import (
     find_train_run,
 )
 from plumbline.pipeline.audit import write_reports
+from plumbline.pipeline.settings import PipelineParams
 
 log = logging.getLogger(__name__)
 CONFUSION_LABELS = ["negative", "positive"]
@@ -157,7 +157,7 @@ def render_figures(
 
 
 def log_to_mlflow(
-    params: Params,
+    params: PipelineParams,
     paths: Layout,
     model: Any,
     example: pd.DataFrame,
@@ -234,7 +234,7 @@ def _log_training(
 
 
 def run(
-    params: Params, contract: Contract, paths: Layout, mlflow_logging: bool = True
+    params: PipelineParams, contract: Contract, paths: Layout, mlflow_logging: bool = True
 ) -> dict[str, float]:
     model = load_model(paths.model)
     test = pd.read_parquet(paths.test_split)

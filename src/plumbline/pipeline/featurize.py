@@ -18,8 +18,8 @@ from plumbline.core import skops_compat
 from plumbline.core.artifacts import write_json, write_parquet
 from plumbline.core.contract import SOURCE_ROW, Contract
 from plumbline.core.errors import PlumblineError
-from plumbline.core.settings import FeaturizeConfig
 from plumbline.model.features import build_transformer, reference_profile
+from plumbline.model.settings import FeaturizeConfig
 
 
 class SplitError(PlumblineError):

@@ -19,7 +19,6 @@ from sklearn.metrics import log_loss, roc_auc_score
 from plumbline.core import skops_compat
 from plumbline.core.contract import Contract
 from plumbline.core.paths import Layout
-from plumbline.core.settings import Params
 from plumbline.core.tracking import git_commit, md5_file
 from plumbline.model.artifact import (
     TRUSTED_TYPES,
@@ -32,6 +31,7 @@ from plumbline.model.artifact import (
 from plumbline.model.explain import attach_baseline
 from plumbline.model.features import numeric_profile
 from plumbline.model.runrecord import RunRecord, now
+from plumbline.pipeline.settings import PipelineParams
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
 
 
 def fit(
-    train: pd.DataFrame, transformer: Any, contract: Contract, params: Params
+    train: pd.DataFrame, transformer: Any, contract: Contract, params: PipelineParams
 ) -> tuple[Any, np.ndarray]:
     """The fitted pipeline, and the positive-class probability of each training row."""
     features = contract.feature_columns(params.featurize.exclude_columns)
@@ -79,7 +79,9 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
-def run(params: Params, contract: Contract, paths: Layout) -> tuple[ModelMetadata, RunRecord]:
+def run(
+    params: PipelineParams, contract: Contract, paths: Layout
+) -> tuple[ModelMetadata, RunRecord]:
     train = pd.read_parquet(paths.train_split)
     transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
     model, p = fit(train, transformer, contract, params)

@@ -72,8 +72,8 @@ def _run(argv: list[str], root: Path, env: dict[str, str], check: bool = True) -
 
 def bootstrap(root: Path, source: Path | None) -> str:
     """Run the steps above in ``root``; returns the champion's version."""
-    from plumbline.core.settings import load_params
     from plumbline.promotion.registry import CHAMPION, Registry
+    from plumbline.promotion.settings import load_promotion_params
 
     root.mkdir(parents=True, exist_ok=True)
     if source is not None:
@@ -91,7 +91,7 @@ def bootstrap(root: Path, source: Path | None) -> str:
     _run([*dvc, "repro"], root, env)
     gate_code = _run([*plumbline, "gate"], root, env, check=False)
     _run([*plumbline, "promote"], root, env)
-    params = load_params(root / "params.yaml")
+    params = load_promotion_params(root / "params.yaml")
     registry = Registry.from_params(params, root)
     champion = registry.alias_version(CHAMPION)
     if champion is None:

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from plumbline.core.contract import SOURCE_ROW, Contract
 from plumbline.core.errors import MissingInput
 from plumbline.core.paths import Layout
-from plumbline.core.settings import GateConfig, Params
 from plumbline.core.tracking import md5_file
 from plumbline.model.artifact import ModelLoadError, ModelMetadata, positive_proba
 from plumbline.model.fairness import FAIRNESS_FILE, fairness_checks
@@ -31,6 +30,7 @@ from plumbline.model.metrics import classification_metrics
 from plumbline.model.runrecord import current_record
 from plumbline.model.verdict import GATE_FILE, Check, GateResult, gate_result, unscored_champion
 from plumbline.promotion.registry import CHAMPION, Registry
+from plumbline.promotion.settings import GateConfig, PromotionParams
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,9 @@ def scoring_frame(paths: Layout, needed: list[str]) -> pd.DataFrame:
     return test
 
 
-def score(model: Any, paths: Layout, contract: Contract, params: Params) -> dict[str, float]:
+def score(
+    model: Any, paths: Layout, contract: Contract, params: PromotionParams
+) -> dict[str, float]:
     """Re-score a model on today's test split with the same metrics as the evaluate stage."""
 
     needed = [str(c) for c in getattr(model, "feature_names_in_", [])] or contract.feature_columns(
@@ -216,7 +218,7 @@ def candidate_identity(paths: Layout) -> dict[str, Any]:
     }
 
 
-def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
+def run(params: PromotionParams, contract: Contract, paths: Layout) -> GateResult:
     """Decide, write reports/gate.json and return the result (passed or not)."""
     try:
         metrics = json.loads(paths.metrics.read_text())

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from plumbline.core import yamlfile
 from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout, project_root
-from plumbline.core.settings import MlflowConfig, Params, load_params
+from plumbline.core.settings import MlflowConfig, ParamsView, load_view
 from plumbline.core.tracking import git_commit, md5_file, pip_requirements, tracking_uri
 from plumbline.model.runrecord import (
     COMMIT_TAG,
@@ -38,6 +38,7 @@ from plumbline.model.runrecord import (
     find_train_run,
 )
 from plumbline.model.verdict import GateResult
+from plumbline.promotion.settings import PromotionParams
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -148,7 +149,7 @@ class Registry:
         self.client: MlflowClient = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     @classmethod
-    def from_params(cls, params: Params, root: Path) -> Registry:
+    def from_params(cls, params: PromotionParams, root: Path) -> Registry:
         return cls(params.mlflow.model_name, tracking_uri(params.mlflow, root))
 
     # --- reading -------------------------------------------------------------------------
@@ -298,7 +299,7 @@ class Registry:
                     self.name, description="Plumbline classifier; see `plumbline models`."
                 )
 
-    def train_run(self, paths: Layout, params: Params) -> Any | None:
+    def train_run(self, paths: Layout, params: PromotionParams) -> Any | None:
         """The MLflow run that trained models/model.skops, if this store has it: the one the
         lineage record names, else the newest run tagged with the model's MD5."""
         from mlflow.exceptions import MlflowException
@@ -329,7 +330,7 @@ class Registry:
             return None
         return uri, logged.source_run_id or "", model_id
 
-    def _log_artifact(self, paths: Layout, params: Params) -> tuple[str, str, str]:
+    def _log_artifact(self, paths: Layout, params: PromotionParams) -> tuple[str, str, str]:
         """Log models/model.skops to a new run when train did not log it to this store."""
         from plumbline.core.tracking import configure
         from plumbline.model.artifact import TRUSTED_TYPES, load_model
@@ -348,7 +349,11 @@ class Registry:
         return info.model_uri, run.info.run_id, info.model_id
 
     def promote(
-        self, params: Params, paths: Layout, gate: GateResult, challenger_only: bool = False
+        self,
+        params: PromotionParams,
+        paths: Layout,
+        gate: GateResult,
+        challenger_only: bool = False,
     ) -> Promotion:
         """Register the candidate (or find it already registered) and move the aliases;
         ``challenger_only``: point ``challenger`` at it and leave ``champion`` where it is (to
@@ -438,7 +443,7 @@ def dvc_lock_hashes(lock: Path) -> dict[str, str]:
     return dict(sorted(hashes.items()))
 
 
-def key_params(params: Params) -> dict[str, str]:
+def key_params(params: PromotionParams) -> dict[str, str]:
     train = params.train
     estimator = getattr(train, train.estimator).model_dump(mode="json")
     out: dict[str, Any] = {
@@ -467,7 +472,7 @@ def raw_data_tags(paths: Layout) -> dict[str, str]:
 
 
 def version_tags(
-    params: Params, paths: Layout, gate: GateResult, model_md5: str, run: Any | None = None
+    params: PromotionParams, paths: Layout, gate: GateResult, model_md5: str, run: Any | None = None
 ) -> dict[str, str]:
     """A version's provenance. The commit is the one the model was trained at (the training
     run's tag), not whatever is checked out when promote runs."""
@@ -509,7 +514,7 @@ def version_tags(
 def _default_mlflow_config() -> tuple[MlflowConfig, Path]:
     root = project_root()
     params_file = root / "params.yaml"
-    cfg = load_params(params_file).mlflow if params_file.is_file() else MlflowConfig()
+    cfg = load_view(ParamsView, params_file).mlflow if params_file.is_file() else MlflowConfig()
     return cfg, root
 
 

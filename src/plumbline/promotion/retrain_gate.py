@@ -32,7 +32,6 @@ from scipy.stats import rankdata
 from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput
 from plumbline.core.paths import Layout
-from plumbline.core.settings import GateConfig, Params, RetrainComparisonConfig
 from plumbline.model.artifact import ModelLoadError, load_model, positive_proba
 from plumbline.model.metrics import classification_metrics
 from plumbline.model.verdict import GATE_FILE, Check, GateResult, gate_result, unscored_champion
@@ -43,6 +42,7 @@ from plumbline.promotion.gate import (
     scoring_frame,
 )
 from plumbline.promotion.registry import CHAMPION, Registry
+from plumbline.promotion.settings import GateConfig, PromotionParams, RetrainComparisonConfig
 
 METRICS = ("roc_auc", "pr_auc", "brier")
 LOWER_IS_BETTER = frozenset({"brier"})
@@ -270,7 +270,7 @@ def decide(
     )
 
 
-def _scores(model: Any, frame: Any, contract: Contract, params: Params) -> np.ndarray:
+def _scores(model: Any, frame: Any, contract: Contract, params: PromotionParams) -> np.ndarray:
     needed = [str(c) for c in getattr(model, "feature_names_in_", [])] or contract.feature_columns(
         params.featurize.exclude_columns
     )
@@ -283,7 +283,7 @@ def _scores(model: Any, frame: Any, contract: Contract, params: Params) -> np.nd
         raise ChampionUnscorable(f"scoring failed: {err}") from None
 
 
-def run(params: Params, contract: Contract, paths: Layout) -> GateResult:
+def run(params: PromotionParams, contract: Contract, paths: Layout) -> GateResult:
     """Decide, write reports/gate.json and return the result (passed or not)."""
     try:
         metrics = json.loads(paths.metrics.read_text())

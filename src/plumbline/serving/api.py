@@ -25,11 +25,11 @@ import numpy as np
 import orjson
 
 from plumbline.core.contract import Contract
-from plumbline.core.settings import Params
 from plumbline.serving.explaining import explain_batch, explained_output
 from plumbline.serving.loop import AdaptiveBatchLoop
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog_writer import Batch, PredictionLog
+from plumbline.serving.settings import ServingParams
 from plumbline.serving.source import ModelSource, SourceSettings
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ NOT_READY = orjson.dumps({"detail": "no model is loaded yet; see GET /ready"})
 class ServeSettings:
     """Everything a server process needs, resolved once in the main process (picklable)."""
 
-    params: Params
+    params: ServingParams
     contract: Contract
     features: list[str]
     root: Path

@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 
 from plumbline.core.contract import Contract
 from plumbline.core.predlog import IN_PROGRESS, PREFIX, finished_files, log_schema
-from plumbline.core.settings import PredictionLogConfig
 from plumbline.serving.metrics import ServeMetrics
+from plumbline.serving.settings import PredictionLogConfig
 
 log = logging.getLogger(__name__)
 

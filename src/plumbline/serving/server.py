@@ -916,11 +916,11 @@ def build_settings(
 ) -> ServeSettings:
     from plumbline.core.contract import load_contract
     from plumbline.core.paths import project_root
-    from plumbline.core.settings import load_params
     from plumbline.core.tracking import tracking_uri
+    from plumbline.serving.settings import load_serving_params
 
     root = project_root()
-    params = load_params(params_path or root / "params.yaml")
+    params = load_serving_params(params_path or root / "params.yaml")
     contract = load_contract(params.resolve(params.data.contract))
     features = contract.feature_columns(params.featurize.exclude_columns)
     log_dir = params.serve.prediction_log.dir

@@ -317,7 +317,7 @@ def running(stack: Stack, bootstrapped: Any, tmp_path_factory: pytest.TempPathFa
 def champion(stack: Stack) -> str:
     from mlflow import MlflowClient
 
-    from plumbline.core.settings import load_params
+    from plumbline.monitoring.settings import load_params
 
     name = load_params(REPO / "params.yaml").mlflow.model_name
     client = MlflowClient(tracking_uri=stack.url("mlflow"), registry_uri=stack.url("mlflow"))
@@ -349,8 +349,8 @@ def test_bootstrap_gives_a_new_registry_a_champion_and_a_second_run_changes_noth
 
 def test_the_api_serves_the_champion_loaded_from_mlflow_over_http(running: Stack) -> None:
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
     from plumbline.model.artifact import load_model, positive_proba
+    from plumbline.monitoring.settings import load_params
 
     ready = requests.get(running.url("api") + "/ready", timeout=10).json()
     assert ready["model"]["source"] == "registry"

@@ -27,7 +27,7 @@ from support.project import STAGES, make_repo, ran_stages, sh
 
 from plumbline.cli import main as cli
 from plumbline.core import yamlfile
-from plumbline.core.settings import Params
+from plumbline.monitoring.settings import Params
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +133,36 @@ def test_each_stage_reads_exactly_the_params_dvc_yaml_declares(
         mismatches
     )
     assert (project / "models/lineage.json").is_file()  # it was a real run, MLflow included
+
+
+def test_editing_serving_or_monitoring_settings_leaves_the_pipeline_up_to_date(
+    project: Path, stage_reads: dict[str, set[str]]
+) -> None:
+    """Settings per consumer: no stage reads these values or imports their models' code."""
+    sh(project, "dvc", "commit", "--force")
+    assert sh(project, "dvc", "status").strip().endswith("up to date.")
+    set_params(
+        project,
+        **{
+            "gate.min_roc_auc": 0.6,
+            "serve.threshold": 0.4,
+            "serve.rollout.mode": "shadow",
+            "monitor.interval_s": 5.0,
+            "retrain.cooldown_s": 60.0,
+            "retrain.comparison.seed": 7,
+        },
+    )
+    for consumer in ("promotion", "serving", "monitoring"):
+        settings = project / "src/plumbline" / consumer / "settings.py"
+        settings.write_text(settings.read_text() + "\n# a new setting's model goes here\n")
+    status = sh(project, "dvc", "status")
+    assert status.strip().endswith("up to date."), status
+    # The pipeline's own settings code is a dep of the stages that read it.
+    pipeline_settings = project / "src/plumbline/pipeline/settings.py"
+    pipeline_settings.write_text(pipeline_settings.read_text() + "\n# changed\n")
+    status = sh(project, "dvc", "status")
+    assert "train:" in status and "evaluate:" in status and "ingest:" not in status, status
+    sh(project, "git", "checkout", "--", "src", "params.yaml")
 
 
 def test_profile_quantiles_change_reruns_train_and_changes_the_score_profile(

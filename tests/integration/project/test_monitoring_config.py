@@ -12,7 +12,7 @@ from support.monitoring import AMTOOL, PROMTOOL, RULE_FILES, RULE_TEST_FILES, al
 from support.paths import MONITORING, REPO
 
 from plumbline.core import yamlfile
-from plumbline.core.settings import load_params
+from plumbline.monitoring.settings import load_params
 
 # In CI a missing tool is a broken install step, never a reason to skip.
 IN_CI = bool(os.environ.get("CI"))

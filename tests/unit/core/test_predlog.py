@@ -12,11 +12,12 @@ from support.paths import REPO
 
 from plumbline.core.contract import Contract, load_contract
 from plumbline.core.predlog import ROLLOUT_COLUMNS, read_log
-from plumbline.core.settings import PredictionLogConfig, load_params
+from plumbline.monitoring.settings import load_params
 from plumbline.monitoring.store import MonitorStore
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.scorer import smoke_rows
+from plumbline.serving.settings import PredictionLogConfig
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,11 @@ from support.paths import BANK_CONTRACT, REPO
 from plumbline.cli.main import main
 from plumbline.core import yamlfile
 from plumbline.core.contract import ContractError, load_contract
-from plumbline.core.settings import ConfigError, load_params
+from plumbline.core.settings import SECTIONS, ConfigError, ParamsView, parse_params
+from plumbline.monitoring.settings import Params, load_params
+from plumbline.pipeline.settings import PipelineParams
+from plumbline.promotion.settings import PromotionParams
+from plumbline.serving.settings import ServingParams
 
 
 def real_params() -> dict[str, Any]:
@@ -157,3 +161,50 @@ def test_cli_reports_config_errors_without_traceback(
     assert expected in err
     assert "Traceback" not in err
     assert not (tmp_path / "data").exists()  # stopped before any work
+
+
+# --- settings per consumer -----------------------------------------------------------------
+
+VIEWS = [PipelineParams, PromotionParams, ServingParams, Params]
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.__name__)
+def test_every_view_reads_the_shipped_params(view: type[ParamsView]) -> None:
+    params = parse_params(real_params(), view)
+    assert params.featurize.exclude_columns == ["duration"]
+    assert set(view.sections) <= set(SECTIONS)
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.__name__)
+def test_a_misspelt_section_is_refused_by_every_view(view: type[ParamsView]) -> None:
+    raw = real_params()
+    raw["trian"] = raw.pop("train")
+    with pytest.raises(ConfigError, match="trian: unknown key"):
+        parse_params(raw, view)
+
+
+def test_the_pipeline_does_not_read_the_serving_or_monitoring_sections() -> None:
+    raw = real_params()
+    raw["serve"]["threshold"] = 7
+    raw["monitor"]["no_such_key"] = 1
+    raw["retrain"]["window"]["live_rows"] = -1
+    pipeline = parse_params(raw, PipelineParams)
+    assert not hasattr(pipeline, "serve") and not hasattr(pipeline, "monitor")
+    # The gates read retrain.gate and retrain.comparison, not the monitor's retrain keys.
+    assert parse_params(raw, PromotionParams).retrain.comparison.primary_metric == "roc_auc"
+    with pytest.raises(ConfigError) as whole:
+        parse_params(raw, Params)
+    assert "serve.threshold" in str(whole.value)
+    assert "monitor.no_such_key: unknown key" in str(whole.value)
+    assert "retrain.window.live_rows" in str(whole.value)
+
+
+def test_a_view_still_checks_its_own_sections() -> None:
+    raw = real_params()
+    raw["retrain"]["comparison"]["confidence"] = 2.0
+    with pytest.raises(ConfigError, match=r"retrain\.comparison\.confidence"):
+        parse_params(raw, PromotionParams)
+    raw = real_params()
+    raw["serve"]["threshold"] = 7
+    with pytest.raises(ConfigError, match=r"serve\.threshold"):
+        parse_params(raw, ServingParams)

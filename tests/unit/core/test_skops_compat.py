@@ -148,8 +148,8 @@ def test_the_trusted_list_alone_loads_both_estimators_and_the_imputer(tmp_path: 
     every type our models hold; anything else is refused."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from plumbline.core.settings import TrainConfig
     from plumbline.model.artifact import ModelLoadError, assemble, build_estimator, load_model
+    from plumbline.model.settings import TrainConfig
 
     frame, y, transformer = _frame_and_transformer()
     x = transformer.transform(frame)

@@ -18,7 +18,6 @@ from sklearn.preprocessing import StandardScaler
 from support.serve import artifacts
 
 from plumbline.core.contract import Contract
-from plumbline.core.settings import FeaturizeConfig, TrainConfig
 from plumbline.model.artifact import assemble, build_estimator, load_model
 from plumbline.model.explain import (
     BASELINE_ATTR,
@@ -30,6 +29,7 @@ from plumbline.model.explain import (
     explanation_json,
 )
 from plumbline.model.features import build_transformer
+from plumbline.model.settings import FeaturizeConfig, TrainConfig
 
 RECORDS = 200
 

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from support.serve import artifacts
 
 from plumbline.core.contract import Contract, SliceSpec
-from plumbline.core.settings import FairnessLimits, GateConfig
 from plumbline.model.artifact import load_model, positive_proba
 from plumbline.model.fairness import fairness_checks, fairness_report, plot_rows, slice_values
 from plumbline.promotion.gate import decide
+from plumbline.promotion.settings import FairnessLimits, GateConfig
 
 SYNTHETIC = {
     "name": "synthetic",

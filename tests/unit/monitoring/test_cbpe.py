@@ -107,7 +107,6 @@ def test_train_calibration_wraps_the_estimator_and_the_artifact_loads(tmp_path: 
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import StandardScaler
 
-    from plumbline.core.settings import TrainConfig
     from plumbline.model.artifact import (
         assemble,
         build_estimator,
@@ -115,6 +114,7 @@ def test_train_calibration_wraps_the_estimator_and_the_artifact_loads(tmp_path: 
         positive_proba,
         save_model,
     )
+    from plumbline.model.settings import TrainConfig
 
     x, y = sample(3000, 0.0, 1.0, 3)
     frame = pd.DataFrame(x, columns=["a", "b", "c"])

@@ -9,8 +9,8 @@ from pathlib import Path
 from support.paths import BANK_CONTRACT, REPO
 
 from plumbline.core.contract import load_contract
-from plumbline.core.settings import load_params
 from plumbline.monitoring.monitor import Monitor, Snapshot
+from plumbline.monitoring.settings import load_params
 
 
 def test_an_older_refresh_never_replaces_a_newer_snapshot(tmp_path: Path) -> None:

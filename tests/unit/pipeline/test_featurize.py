@@ -14,8 +14,9 @@ from support.data import data_config
 from support.paths import BANK_SMALL, REPO
 
 from plumbline.core.contract import SOURCE_ROW, Contract
-from plumbline.core.settings import FeaturizeConfig, load_params
 from plumbline.model.artifact import TRUSTED_TYPES
+from plumbline.model.settings import FeaturizeConfig
+from plumbline.monitoring.settings import load_params
 from plumbline.pipeline import featurize, ingest
 from plumbline.pipeline.featurize import SplitError
 

@@ -10,8 +10,8 @@ from support.serve import artifacts
 
 from plumbline.core import skops_compat
 from plumbline.core.contract import Contract
-from plumbline.core.settings import load_params
 from plumbline.model.artifact import TRUSTED_TYPES, positive_proba
+from plumbline.monitoring.settings import load_params
 from plumbline.pipeline import train
 
 

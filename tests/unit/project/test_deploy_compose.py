@@ -27,7 +27,7 @@ from support.deploy import (
 from support.paths import REPO
 
 from plumbline.core import yamlfile
-from plumbline.core.settings import load_params
+from plumbline.monitoring.settings import load_params
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
 TEAMS = {"postgres", "minio", "minio-buckets"}

@@ -124,7 +124,7 @@ def test_the_pipeline_image_has_every_input_that_dvc_yaml_names() -> None:
     """bootstrap runs `dvc repro` on the image's copy of the project: every dependency of
     every stage that is not a pipeline output must be in it."""
 
-    from plumbline.core.settings import load_params
+    from plumbline.monitoring.settings import load_params
 
     params = load_params(REPO / "params.yaml")
     spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())

@@ -12,9 +12,9 @@ from support.monitoring import DASHBOARD, RULE_FILES, RULE_TEST_FILES, RULES, al
 from support.paths import MONITORING, REPO
 
 from plumbline.core import yamlfile
-from plumbline.core.settings import RetrainConfig, load_params
 from plumbline.monitoring.monitor import METRICS
 from plumbline.monitoring.rollout.arms import ROLLOUT_METRICS
+from plumbline.monitoring.settings import RetrainConfig, load_params
 
 
 def dashboard() -> dict[str, Any]:

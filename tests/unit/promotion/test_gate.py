@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from support.paths import REPO
 
-from plumbline.core.settings import GateConfig, load_params
+from plumbline.monitoring.settings import load_params
 from plumbline.promotion.gate import ChampionScore, decide
+from plumbline.promotion.settings import GateConfig
 
 # reports/metrics.json of the default model on the full data (see the commit that chose it).
 DEFAULT_MODEL = {"roc_auc": 0.748403, "pr_auc": 0.527354, "brier": 0.190549, "rows": 8235.0}

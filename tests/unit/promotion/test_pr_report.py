@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from plumbline.core.paths import Layout
-from plumbline.core.settings import GateConfig
 from plumbline.promotion.gate import ChampionScore, decide
 from plumbline.promotion.pr_report import PLOTS, gate_section, plots_section
+from plumbline.promotion.settings import GateConfig
 
 GATE = GateConfig(min_roc_auc=0.7, min_pr_auc=0.45, max_brier=0.21, max_regression=0.01)
 

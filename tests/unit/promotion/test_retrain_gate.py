@@ -9,9 +9,10 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from support.paths import REPO
 
-from plumbline.core.settings import GateConfig, RetrainComparisonConfig, load_params
+from plumbline.monitoring.settings import load_params
 from plumbline.promotion.gate import decide as offline_decide
 from plumbline.promotion.retrain_gate import decide, paired_bootstrap
+from plumbline.promotion.settings import GateConfig, RetrainComparisonConfig
 
 FLOORS = GateConfig(min_roc_auc=0.55, min_pr_auc=0.0, max_brier=0.35, max_regression=0.01)
 CFG = RetrainComparisonConfig()

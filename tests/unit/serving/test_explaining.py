@@ -26,9 +26,9 @@ def test_k_must_be_a_feature_count() -> None:
 def _boosted(contract: Contract):  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from plumbline.core.settings import FeaturizeConfig, TrainConfig
     from plumbline.model.artifact import assemble, build_estimator
     from plumbline.model.features import build_transformer
+    from plumbline.model.settings import FeaturizeConfig, TrainConfig
 
     a = artifacts()
     train = pd.read_parquet(a.root / "train.parquet")

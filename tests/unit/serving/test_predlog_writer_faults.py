@@ -18,10 +18,11 @@ from support.paths import REPO
 
 from plumbline.core.contract import Contract
 from plumbline.core.predlog import read_log
-from plumbline.core.settings import PredictionLogConfig, load_params
+from plumbline.monitoring.settings import load_params
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.scorer import smoke_rows
+from plumbline.serving.settings import PredictionLogConfig
 
 
 class CountingMetrics(ServeMetrics):

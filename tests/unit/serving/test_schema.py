@@ -9,7 +9,7 @@ import pytest
 from support.paths import REPO
 
 from plumbline.core.contract import Contract
-from plumbline.core.settings import load_params
+from plumbline.monitoring.settings import load_params
 from plumbline.serving.schema import RequestInvalid, RequestValidator
 from plumbline.serving.scorer import smoke_rows
 

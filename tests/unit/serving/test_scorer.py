@@ -14,9 +14,10 @@ from support.paths import REPO
 from support.serve import artifacts
 
 from plumbline.core.contract import Contract
-from plumbline.core.settings import FeaturizeConfig, TrainConfig, load_params
 from plumbline.model.artifact import assemble, build_estimator, load_model, positive_proba
 from plumbline.model.features import build_transformer
+from plumbline.model.settings import FeaturizeConfig, TrainConfig
+from plumbline.monitoring.settings import load_params
 from plumbline.serving.scorer import (
     FastScorer,
     IncompatibleModel,

@@ -7,8 +7,9 @@ import pydantic
 import pytest
 from starlette.requests import Request
 
-from plumbline.core.settings import ConfigError, ServeConfig
+from plumbline.core.settings import ConfigError
 from plumbline.serving.server import _check_bearer, _predict_token
+from plumbline.serving.settings import ServeConfig
 
 
 def _request(authorization: str | None) -> Request:

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plumbline.core.settings import RolloutDecideConfig
 from plumbline.model.stats import METRICS, UNDECIDED, Comparison, compare_many, metric
 from plumbline.monitoring.store import MonitorStore
+from plumbline.serving.settings import RolloutDecideConfig
 
 ROLLOUT_METRICS: dict[str, str] = {
     "plumbline_rollout_live_roc_auc": "ROC AUC of each arm on the rollout's labelled rows",

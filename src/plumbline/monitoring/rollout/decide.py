@@ -38,10 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from plumbline.core.settings import GateConfig, Params
 from plumbline.model.stats import BETTER, WORSE
 from plumbline.monitoring.rollout.arms import ArmsReport, evaluate, rollout_key
+from plumbline.monitoring.settings import Params
 from plumbline.monitoring.store import MonitorStore
+from plumbline.promotion.settings import GateConfig
 
 log = logging.getLogger("plumbline.monitor")
 

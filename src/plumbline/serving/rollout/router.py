@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from plumbline.core.settings import RolloutConfig
 from plumbline.serving.metrics import ArmMetrics
 from plumbline.serving.predlog_writer import Batch, PredictionLog
 from plumbline.serving.reload import ModelManager
+from plumbline.serving.settings import RolloutConfig
 from plumbline.serving.source import ServedModel
 
 log = logging.getLogger("plumbline.serving")

@@ -283,8 +283,8 @@ def test_a_better_challenger_is_promoted_in_the_registry_and_the_rollout_ends(
     from support.paths import REPO
 
     from plumbline.core.contract import load_contract
-    from plumbline.core.settings import load_params
     from plumbline.monitoring.rollout.decide import Decider, RegistryMover, ServerControl
+    from plumbline.monitoring.settings import load_params
     from plumbline.monitoring.store import MonitorStore
     from plumbline.promotion.registry import Registry
 

@@ -15,10 +15,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from support.paths import REPO
 
 from plumbline.core.contract import load_contract
-from plumbline.core.settings import Params, load_params
 from plumbline.model.stats import BETTER, UNDECIDED, WORSE, compare, metric
 from plumbline.monitoring.rollout.arms import collect, evaluate
 from plumbline.monitoring.rollout.decide import Decider, decide, gate_refusal, limits_broken
+from plumbline.monitoring.settings import Params, load_params
 from plumbline.monitoring.store import MonitorStore
 
 SEEDS = range(20)

@@ -15,13 +15,13 @@ from support.paths import REPO
 from support.serve import artifacts
 
 from plumbline.core.contract import Contract, load_contract
-from plumbline.core.settings import RolloutConfig
 from plumbline.model.artifact import load_model
 from plumbline.serving.api import PredictAPI
 from plumbline.serving.metrics import ArmMetrics, ServeMetrics
 from plumbline.serving.predlog_writer import Batch
 from plumbline.serving.rollout.router import ArmChooser, Rollout, RolloutState, sticky_share
 from plumbline.serving.scorer import compile_scorer
+from plumbline.serving.settings import RolloutConfig
 from plumbline.serving.source import ServedModel
 
 THRESHOLD = 0.5

@@ -6,7 +6,9 @@ import pytest
 from support.paths import REPO
 
 from plumbline.core import yamlfile
-from plumbline.core.settings import ConfigError, load_params, parse_params
+from plumbline.core.settings import ConfigError, parse_params
+from plumbline.monitoring.settings import load_params
+from plumbline.serving.settings import ServingParams
 
 
 def _raw(rollout: str) -> dict:
@@ -22,8 +24,12 @@ def test_the_repository_params_roll_nothing_out() -> None:
 
 
 def test_a_bare_off_means_off_and_the_modes_parse() -> None:
-    assert parse_params(_raw("{mode: off}")).serve.rollout.mode == "off"  # YAML: false
-    cfg = parse_params(_raw("{mode: canary, canary_fraction: 0.2, sticky_key: X-User}"))
+    assert (
+        parse_params(_raw("{mode: off}"), ServingParams).serve.rollout.mode == "off"
+    )  # YAML: false
+    cfg = parse_params(
+        _raw("{mode: canary, canary_fraction: 0.2, sticky_key: X-User}"), ServingParams
+    )
     assert (cfg.serve.rollout.mode, cfg.serve.rollout.canary_fraction) == ("canary", 0.2)
     assert cfg.serve.rollout.sticky_key == "X-User"
 
@@ -39,13 +45,15 @@ def test_a_bare_off_means_off_and_the_modes_parse() -> None:
 )
 def test_wrong_rollout_settings_are_named(section: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        parse_params(_raw(section))
+        parse_params(_raw(section), ServingParams)
 
 
 def test_a_window_smaller_than_the_rows_a_verdict_needs_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"window_rows \(400\) < min_labelled_rows \(500\)"):
-        parse_params(_raw("{decide: {window_rows: 400, min_labelled_rows: 500}}"))
-    decide = parse_params(_raw("{decide: {min_labelled_rows: 300, max_looks: 3}}")).serve.rollout
+        parse_params(_raw("{decide: {window_rows: 400, min_labelled_rows: 500}}"), ServingParams)
+    decide = parse_params(
+        _raw("{decide: {min_labelled_rows: 300, max_looks: 3}}"), ServingParams
+    ).serve.rollout
     assert decide.decide.look_rows() == [300, 600, 1200]
     assert decide.decide.confidence == pytest.approx(1 - 0.05 / 3)
     assert decide.decide.margin > 0  # an equal challenger cannot clear the default

@@ -1,0 +1,93 @@
+"""Promotion's part of params.yaml: the gate's thresholds (``gate:``) and those of the
+automatic retrain's gate (``retrain.gate`` and ``retrain.comparison``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from plumbline.core.settings import StrictModel, load_view
+from plumbline.pipeline.settings import PipelineParams
+
+
+class FairnessLimits(StrictModel):
+    """Largest disparity allowed in any contract slice (reports/fairness.json); None = no limit."""
+
+    max_demographic_parity_difference: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_equalized_odds_difference: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class GateConfig(StrictModel):
+    """What a candidate model must score on the test split to be promoted (``plumbline gate``)."""
+
+    min_roc_auc: float = Field(default=0.70, ge=0.0, le=1.0)
+    min_pr_auc: float = Field(default=0.45, ge=0.0, le=1.0)
+    max_brier: float = Field(default=0.21, ge=0.0, le=1.0)
+    max_regression: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much worse than the champion (re-scored on the same test split) the "
+        "candidate may be on ROC AUC, PR AUC and Brier score, in absolute units",
+    )
+    fairness: FairnessLimits | None = Field(
+        default=None, description="Optional per-slice disparity limits; off by default"
+    )
+
+
+class RetrainComparisonConfig(StrictModel):
+    """The fair gate of automatic retrains (``plumbline gate --retrain``): the challenger and
+    the re-scored champion on the same newest labelled rows (the window's test split, which
+    neither trained on), compared with a paired bootstrap so that a lucky window cannot
+    promote. Used instead of ``gate.max_regression``; the absolute floors still apply."""
+
+    enabled: bool = True
+    primary_metric: Literal["roc_auc", "pr_auc", "brier"] = "roc_auc"
+    min_improvement: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="The challenger must beat the champion on the primary metric by this much",
+    )
+    confidence: float = Field(
+        default=0.90,
+        gt=0.5,
+        lt=1.0,
+        description="... and the lower end of this paired-bootstrap interval of the difference "
+        "must be above 0",
+    )
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    tolerance: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How much worse than the champion the challenger may be on the other "
+        "metrics (ROC AUC, PR AUC, Brier score)",
+    )
+    seed: int = 0
+
+
+class RetrainGateConfig(StrictModel):
+    """The gate part of ``retrain:``; the monitor's view adds the trigger and the window."""
+
+    gate: GateConfig | None = Field(
+        default=None, description="Gate thresholds for automatic retrains; null = the gate section"
+    )
+    comparison: RetrainComparisonConfig = RetrainComparisonConfig()
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PromotionParams(PipelineParams):
+    """params.yaml as the gates, the registry and the promotion commands read it."""
+
+    gate: GateConfig = GateConfig()
+    retrain: RetrainGateConfig = RetrainGateConfig()
+
+    sections: ClassVar[tuple[str, ...]] = (*PipelineParams.sections, "gate", "retrain")
+
+
+def load_promotion_params(path: Path | None = None) -> PromotionParams:
+    return load_view(PromotionParams, path)
