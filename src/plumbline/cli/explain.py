@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from plumbline.cli.context import Command, Context
 from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout
@@ -121,3 +122,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", type=Path, default=None, help="a skops model file")
     which.add_argument("--version", default=None, help="a registry version")
+
+
+def cmd_explain(ctx: Context, args: argparse.Namespace) -> str:
+    return run(ctx.params, ctx.contract, ctx.paths, args)
+
+
+COMMANDS = [
+    Command(
+        "explain",
+        "per-row contributions of a Parquet/CSV file of records",
+        cmd_explain,
+        add_arguments,
+    ),
+]

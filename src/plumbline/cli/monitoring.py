@@ -1,7 +1,6 @@
 """The monitoring subcommands of ``plumbline``: monitor, drift-report, retrain, replay.
 
-Kept out of :mod:`plumbline.cli` so that the stage commands do not import any of this; the CLI
-calls :func:`add_arguments` while building its parser and :func:`run` for these commands.
+Their code is imported when one of them runs, so the other commands do not load it.
 """
 
 from __future__ import annotations
@@ -10,12 +9,11 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
 
+from plumbline.cli.context import Command, Context
 from plumbline.core.errors import MissingInput, PlumblineError
-
-COMMANDS = ("monitor", "drift-report", "retrain", "replay")
 
 
 class MonitoringError(PlumblineError):
@@ -78,17 +76,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--summary", type=Path, default=None, help="also write it as JSON")
 
 
-def run(ctx: Any, args: argparse.Namespace) -> str:
-    handler = {
-        "monitor": _monitor,
-        "drift-report": _drift_report,
-        "retrain": _retrain,
-        "replay": _replay,
-    }[args.command]
-    return handler(ctx, args)
-
-
-def _monitor(ctx: Any, args: argparse.Namespace) -> str:
+def _monitor(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.monitoring.service import serve
 
     port = args.port or ctx.params.monitor.port
@@ -96,7 +84,7 @@ def _monitor(ctx: Any, args: argparse.Namespace) -> str:
     return "stopped"
 
 
-def _drift_report(ctx: Any, args: argparse.Namespace) -> str:
+def _drift_report(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.monitoring import livereport
     from plumbline.monitoring.monitor import Monitor
 
@@ -111,7 +99,7 @@ def _drift_report(ctx: Any, args: argparse.Namespace) -> str:
     )
 
 
-def _retrain(ctx: Any, args: argparse.Namespace) -> str:
+def _retrain(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.monitoring.service import build
 
     monitor, retrainer = build(ctx.params, ctx.contract, ctx.root)
@@ -128,7 +116,7 @@ def _retrain(ctx: Any, args: argparse.Namespace) -> str:
     return f"retrain {result.run_id} {result.status}: {result.reason}"
 
 
-def _replay(ctx: Any, args: argparse.Namespace) -> str:
+def _replay(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.core.settings import CsvSource
     from plumbline.monitoring.replay import Replay, load_rows
 
@@ -184,3 +172,31 @@ def _replay(ctx: Any, args: argparse.Namespace) -> str:
         f"{summary.ok_rows} rows answered, {summary.feedback_posted} outcomes posted, "
         "no failed requests"
     )
+
+
+COMMANDS = [
+    Command(
+        "monitor",
+        "run the monitor: feedback, drift/live metrics, retrain trigger",
+        _monitor,
+        partial(add_arguments, "monitor"),
+    ),
+    Command(
+        "drift-report",
+        "write the drift + live-performance report (md, PNG)",
+        _drift_report,
+        partial(add_arguments, "drift-report"),
+    ),
+    Command(
+        "retrain",
+        "retrain on the newest labelled window, then gate and promote",
+        _retrain,
+        partial(add_arguments, "retrain"),
+    ),
+    Command(
+        "replay",
+        "send the later part of the data as traffic, then its labels",
+        _replay,
+        partial(add_arguments, "replay"),
+    ),
+]

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+from plumbline.cli.context import Command, Context
 from plumbline.core.errors import PlumblineError
 
 ACTIONS = ("status", "shadow", "canary", "off")
@@ -95,7 +96,7 @@ def unreachable(decide: Any, mode: str, fraction: float) -> str | None:
     )
 
 
-def _local_report(ctx: Any) -> dict[str, Any] | None:
+def _local_report(ctx: Context) -> dict[str, Any] | None:
     from plumbline.monitoring.rollout.arms import evaluate
     from plumbline.monitoring.store import MonitorStore
 
@@ -124,7 +125,7 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
     return parsed.lines()
 
 
-def run(ctx: Any, args: argparse.Namespace) -> str:
+def run(ctx: Context, args: argparse.Namespace) -> str:
     import requests
 
     from plumbline.monitoring.rollout.decide import ServerControl, server_url
@@ -171,3 +172,13 @@ def run(ctx: Any, args: argparse.Namespace) -> str:
         print("\n".join(_report_lines(report)) if report else "no rollout rows logged yet")
     verdict = report["verdict"] if report else "no rollout yet"
     return f"mode {server['mode'] if server else 'unknown'}; verdict: {verdict}"
+
+
+COMMANDS = [
+    Command(
+        "rollout",
+        "challenger beside the champion: status | shadow | canary | off",
+        run,
+        add_arguments,
+    ),
+]

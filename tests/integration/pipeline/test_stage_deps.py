@@ -26,6 +26,7 @@ from support.paths import REPO
 from support.project import STAGES, make_repo, ran_stages, sh
 
 from plumbline.cli import main as cli
+from plumbline.cli.context import Context
 from plumbline.core import yamlfile
 from plumbline.monitoring.settings import Params
 
@@ -104,12 +105,12 @@ def stage_reads(project: Path) -> dict[str, set[str]]:
             # MLflow exports the store's URI to the environment once a stage has configured
             # it; separate `plumbline` processes do not inherit that, so neither may this one.
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-            ctx = cli.StageContext(None)
+            ctx = Context(None)
             real = ctx.params
             if data_override:
                 real = real.model_copy(update={"data": real.data.model_copy(update=data_override)})
             ctx.params = Recorder(real, "", reads[stage])  # type: ignore[assignment]
-            handler, _ = cli.COMMANDS[stage]
+            handler = cli.COMMANDS[stage].run
             handler(ctx, argparse.Namespace(no_mlflow=False))
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         return reads
@@ -122,7 +123,7 @@ def test_each_stage_reads_exactly_the_params_dvc_yaml_declares(
     monkeypatch.chdir(project)
     mismatches = []
     for stage in STAGES:
-        real = cli.StageContext(None).params
+        real = Context(None).params
         read, declared = expand(stage_reads[stage], real), declared_params(stage, real)
         if read != declared:
             mismatches.append(
