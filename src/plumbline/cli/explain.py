@@ -9,7 +9,6 @@ one ``contribution.<feature>`` column per feature and the top-K explanation as J
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from plumbline.cli.context import Command, Context
 from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout
-from plumbline.model.explain import Explainer, ExplainUnsupported, explanation_json
+from plumbline.model.explain import ExplainUnsupported, explanation_table
 from plumbline.monitoring.settings import Params
 
 
@@ -57,25 +56,6 @@ def read_records(path: Path, contract: Contract, features: list[str], sep: str) 
     return pd.DataFrame(typed)
 
 
-def explain_frame(model: Any, frame: pd.DataFrame, features: list[str], k: int) -> pd.DataFrame:
-    explainer = Explainer(model, features)
-    attribution = explainer.explain_frame(frame)
-    rows = list(frame[features].astype(object).itertuples(index=False, name=None))
-    top = explanation_json(attribution, rows, features, k)
-    out = pd.DataFrame(
-        {
-            "row": np.arange(len(frame), dtype=np.int64),
-            "probability": 1.0 / (1.0 + np.exp(-attribution.log_odds)),
-            "log_odds": attribution.log_odds,
-            "base": np.full(len(frame), attribution.base),
-        }
-    )
-    for j, name in enumerate(features):
-        out[f"contribution.{name}"] = attribution.contributions[:, j]
-    out["explanation"] = [json.dumps(e, default=str) for e in top]
-    return out
-
-
 def run(params: Params, contract: Contract, paths: Layout, args: argparse.Namespace) -> str:
     from plumbline.model.artifact import load_model
 
@@ -97,7 +77,7 @@ def run(params: Params, contract: Contract, paths: Layout, args: argparse.Namesp
         raise ExplainInputError(f"--top must be from 1 to {len(features)}")
     frame = read_records(args.input, contract, features, args.sep)
     try:
-        out = explain_frame(model, frame, features, args.top)
+        out = explanation_table(model, frame, features, args.top)
     except ExplainUnsupported as err:
         raise ExplainInputError(f"{which} cannot be explained: {err}") from None
     output: Path = args.output or args.input.with_name(args.input.stem + ".explained.parquet")

@@ -18,12 +18,16 @@ the global importance table of evaluate.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE_ATTR = "plumbline_baseline_"  # mean transformed training row, on the LR estimator
 SPACE = "log_odds"
@@ -191,6 +195,30 @@ def explanation_json(
                 "space": SPACE,
             }
         )
+    return out
+
+
+def explanation_table(model: Any, frame: pd.DataFrame, features: list[str], k: int) -> pd.DataFrame:
+    """One row per record of ``frame``: its position, probability, log-odds, base, one
+    ``contribution.<feature>`` column per feature and the top-``k`` explanation as JSON (what
+    ``plumbline explain`` writes)."""
+    import pandas as pd
+
+    explainer = Explainer(model, features)
+    attribution = explainer.explain_frame(frame)
+    rows = list(frame[features].astype(object).itertuples(index=False, name=None))
+    top = explanation_json(attribution, rows, features, k)
+    out = pd.DataFrame(
+        {
+            "row": np.arange(len(frame), dtype=np.int64),
+            "probability": 1.0 / (1.0 + np.exp(-attribution.log_odds)),
+            "log_odds": attribution.log_odds,
+            "base": np.full(len(frame), attribution.base),
+        }
+    )
+    for j, name in enumerate(features):
+        out[f"contribution.{name}"] = attribution.contributions[:, j]
+    out["explanation"] = [json.dumps(e, default=str) for e in top]
     return out
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from support.serve import artifacts
 
-from plumbline.cli.explain import ExplainInputError, explain_frame, read_records
+from plumbline.cli.explain import ExplainInputError, read_records
 from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput
 from plumbline.model.artifact import load_model
-from plumbline.model.explain import Explainer
+from plumbline.model.explain import Explainer, explanation_table
 
 
 def test_csv_and_parquet_give_the_same_explanations(contract: Contract, tmp_path: Path) -> None:
@@ -25,8 +25,8 @@ def test_csv_and_parquet_give_the_same_explanations(contract: Contract, tmp_path
     model = load_model(a.model)
     from_csv = read_records(tmp_path / "rows.csv", contract, a.features, ";")
     from_parquet = read_records(tmp_path / "rows.parquet", contract, a.features, ",")
-    out_csv = explain_frame(model, from_csv, a.features, 3)
-    out_parquet = explain_frame(model, from_parquet, a.features, 3)
+    out_csv = explanation_table(model, from_csv, a.features, 3)
+    out_parquet = explanation_table(model, from_parquet, a.features, 3)
     pd.testing.assert_frame_equal(out_csv, out_parquet)
     reference = Explainer(model, a.features).explain_frame(test)
     np.testing.assert_allclose(out_csv["log_odds"], reference.log_odds, atol=1e-12)
