@@ -52,17 +52,19 @@ class StrictModel(BaseModel):
 
 
 class CsvSource(StrictModel):
-    kind: Literal["csv"] = "csv"
-    path: Path
-    sep: str = ","
-    encoding: str = "utf-8"
+    kind: Literal["csv"] = Field(default="csv", description="A delimited text file")
+    path: Path = Field(description="The file, relative to the project root")
+    sep: str = Field(default=",", description="Field separator")
+    encoding: str = Field(default="utf-8", description="Text encoding of the file")
 
 
 class SqlSource(StrictModel):
-    kind: Literal["sql"]
+    kind: Literal["sql"] = Field(description="A database table or query, read through SQLAlchemy")
     url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///data/raw/rows.db")
-    table: str | None = None
-    query: str | None = None
+    table: str | None = Field(default=None, description="Read this whole table; or give query")
+    query: str | None = Field(
+        default=None, description="Read the rows this SELECT returns; give exactly one of the two"
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SqlSource:
@@ -79,16 +81,27 @@ class HttpSource(StrictModel):
     Paging stops at the first page with fewer than ``page_size`` records.
     """
 
-    kind: Literal["http"]
-    url: str
-    records_key: str | None = "records"
-    page_param: str = "page"
-    page_size_param: str = "page_size"
-    page_size: int = Field(default=1000, gt=0)
-    first_page: int = 1
-    max_pages: int = Field(default=100_000, gt=0)
-    timeout_s: float = Field(default=30.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+    kind: Literal["http"] = Field(description="Records read over HTTP")
+    url: str = Field(description="The endpoint, without the paging parameters")
+    records_key: str | None = Field(
+        default="records",
+        description="Key of the list of records in each page's body; null = the body is the list",
+    )
+    page_param: str = Field(default="page", description="Query parameter of the page number")
+    page_size_param: str = Field(
+        default="page_size", description="Query parameter of the page size"
+    )
+    page_size: int = Field(default=1000, gt=0, description="Records asked for per page")
+    first_page: int = Field(
+        default=1, description="Number of the first page (APIs count from 0 or 1)"
+    )
+    max_pages: int = Field(
+        default=100_000, gt=0, description="Still full pages after this many: the read fails"
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="Timeout of each page's request")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="HTTP headers sent with every request"
+    )
 
 
 Source = Annotated[CsvSource | SqlSource | HttpSource, Field(discriminator="kind")]
@@ -96,22 +109,27 @@ Source = Annotated[CsvSource | SqlSource | HttpSource, Field(discriminator="kind
 
 class DataConfig(StrictModel):
     contract: Path = Field(description="Data contract file (columns, types, ranges, target)")
-    source: Source
+    source: Source = Field(description="Where the raw rows come from; `kind` picks the reader")
     resample_rows: int | None = Field(
         default=None,
         gt=0,
         description="Benchmark switch: resample the source to this many rows (time order kept)",
     )
-    resample_seed: int = 0
+    resample_seed: int = Field(default=0, description="Random seed of that resampling")
 
 
 class MlflowConfig(StrictModel):
-    experiment: str = "plumbline"
+    experiment: str = Field(
+        default="plumbline", description="MLflow experiment that training and evaluation log to"
+    )
     tracking_uri: str | None = Field(
         default=None,
         description="Defaults to SQLite inside the project; MLFLOW_TRACKING_URI overrides both",
     )
-    model_name: str = "plumbline-classifier"
+    model_name: str = Field(
+        default="plumbline-classifier",
+        description="Registered model name; its aliases (champion, challenger) pick what is served",
+    )
 
 
 # --- views and loading ---------------------------------------------------------------------
@@ -120,8 +138,13 @@ class MlflowConfig(StrictModel):
 class ParamsView(BaseModel):
     """A consumer's part of params.yaml: its sections are strict, the others are ignored."""
 
-    data: DataConfig
-    mlflow: MlflowConfig = MlflowConfig()
+    data: DataConfig = Field(
+        description="The raw data: its source, and the contract its rows must satisfy"
+    )
+    mlflow: MlflowConfig = Field(
+        default=MlflowConfig(),
+        description="The MLflow tracking store, experiment and registered model",
+    )
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
     # Not a field: the sections this view checks (the rest of the file is some other layer's).

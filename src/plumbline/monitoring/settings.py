@@ -33,7 +33,7 @@ class DriftConfig(StrictModel):
 class EstimateConfig(StrictModel):
     """Estimated live performance from the scores alone (CBPE), before outcomes arrive."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: no estimated performance")
     max_ece: float = Field(
         default=0.05,
         ge=0.0,
@@ -47,7 +47,12 @@ class EstimateConfig(StrictModel):
 class MonitorConfig(StrictModel):
     """``plumbline monitor``: drift and live performance from the prediction log + feedback."""
 
-    port: int = Field(default=8001, ge=1, le=65535)
+    port: int = Field(
+        default=8001,
+        ge=1,
+        le=65535,
+        description="HTTP port of the monitor (/metrics, /alerts, ...)",
+    )
     state_dir: Path = Field(
         default=Path("logs/monitor"),
         description="SQLite store (predictions, feedback, retrains), lock, "
@@ -82,8 +87,11 @@ class MonitorConfig(StrictModel):
         default="PLUMBLINE_MONITOR_TOKEN",
         description="If this variable is set, POST /alerts and /feedback need it as bearer token",
     )
-    drift: DriftConfig = DriftConfig()
-    estimate: EstimateConfig = EstimateConfig()
+    drift: DriftConfig = Field(default=DriftConfig(), description="The drift verdicts")
+    estimate: EstimateConfig = Field(
+        default=EstimateConfig(),
+        description="The estimated ROC AUC, precision and recall the monitor exports",
+    )
 
 
 class RetrainWindowConfig(StrictModel):
@@ -101,7 +109,12 @@ class RetrainWindowConfig(StrictModel):
         description="Newest rows of the project's validated data "
         "(data/interim/valid.parquet) placed before them",
     )
-    max_history_per_live: float = Field(default=1.0, ge=0.0)
+    max_history_per_live: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="History rows per live row at most, so that live rows reach the training "
+        "split too, not only the test split",
+    )
     min_live_rows: int = Field(
         default=2000, ge=1, description="Fewer labelled live rows: no retrain"
     )
@@ -116,7 +129,10 @@ class RetrainWindowConfig(StrictModel):
 class RetrainConfig(RetrainGateConfig):
     """What the monitor does when Alertmanager posts a firing alert to POST /alerts."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True,
+        description="false: no retrain starts, from an alert or from `plumbline retrain`",
+    )
     trigger_alerts: list[str] = Field(
         default_factory=lambda: [
             "PlumblineDataDrift",
@@ -137,7 +153,9 @@ class RetrainConfig(RetrainGateConfig):
     )
     timeout_s: float = Field(default=1800.0, gt=0, description="Whole retrain, all stages")
     keep_runs: int = Field(default=5, ge=1, description="Work directories kept")
-    window: RetrainWindowConfig = RetrainWindowConfig()
+    window: RetrainWindowConfig = Field(
+        default=RetrainWindowConfig(), description="The rows a retrain trains and is gated on"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -145,8 +163,16 @@ class RetrainConfig(RetrainGateConfig):
 class Params(ServingParams):
     """params.yaml, every section."""
 
-    monitor: MonitorConfig = MonitorConfig()
-    retrain: RetrainConfig = RetrainConfig()
+    monitor: MonitorConfig = Field(
+        default=MonitorConfig(),
+        description="The monitor (docs/monitoring.md): drift of the newest logged rows against "
+        "the serving model's training profile, and live performance from delayed labels",
+    )
+    retrain: RetrainConfig = Field(
+        default=RetrainConfig(),
+        description="Automatic retraining, started by a firing alert (POST /alerts from "
+        "Alertmanager) or by `plumbline retrain`",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     sections: ClassVar[tuple[str, ...]] = (*ServingParams.sections, "monitor")

@@ -17,22 +17,51 @@ from plumbline.model.settings import FeaturizeConfig, TrainConfig
 
 
 class ValidateConfig(StrictModel):
-    max_bad_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
-    check_duplicates: bool = True
+    max_bad_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Fail the stage when more than this share of rows is quarantined",
+    )
+    check_duplicates: bool = Field(
+        default=True, description="Quarantine rows that repeat an earlier row exactly"
+    )
 
 
 class EvaluateConfig(StrictModel):
-    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    calibration_bins: int = Field(default=10, ge=2)
+    threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Probability at or above which a row is predicted positive (precision, "
+        "recall, F1, the confusion matrix)",
+    )
+    calibration_bins: int = Field(
+        default=10, ge=2, description="Bins of the calibration curve and of the ECE"
+    )
 
 
 class PipelineParams(ParamsView):
     """params.yaml as the pipeline's stages read it."""
 
-    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
-    featurize: FeaturizeConfig = FeaturizeConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
+    validate_: ValidateConfig = Field(
+        default=ValidateConfig(),
+        alias="validate",
+        description="The validate stage: the contract's checks, and how many failing rows "
+        "(quarantined) fail the stage",
+    )
+    featurize: FeaturizeConfig = Field(
+        default=FeaturizeConfig(),
+        description="The featurize stage: the train/test split, the feature transformer and "
+        "the training profile that drift is measured against",
+    )
+    train: TrainConfig = Field(
+        default=TrainConfig(), description="The train stage: the estimator and its settings"
+    )
+    evaluate: EvaluateConfig = Field(
+        default=EvaluateConfig(),
+        description="The evaluate stage: the test split's metrics and plots (reports/)",
+    )
 
     sections: ClassVar[tuple[str, ...]] = (
         *ParamsView.sections,

@@ -15,16 +15,30 @@ from plumbline.pipeline.settings import PipelineParams
 class FairnessLimits(StrictModel):
     """Largest disparity allowed in any contract slice (reports/fairness.json); None = no limit."""
 
-    max_demographic_parity_difference: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_equalized_odds_difference: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_demographic_parity_difference: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Largest difference in selection (predicted positive) rate between the groups "
+        "of a slice",
+    )
+    max_equalized_odds_difference: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Largest equalized odds difference (the larger of the true and false "
+        "positive rate gaps between the groups of a slice)",
+    )
 
 
 class GateConfig(StrictModel):
     """What a candidate model must score on the test split to be promoted (``plumbline gate``)."""
 
-    min_roc_auc: float = Field(default=0.70, ge=0.0, le=1.0)
-    min_pr_auc: float = Field(default=0.45, ge=0.0, le=1.0)
-    max_brier: float = Field(default=0.21, ge=0.0, le=1.0)
+    min_roc_auc: float = Field(default=0.70, ge=0.0, le=1.0, description="ROC AUC at least")
+    min_pr_auc: float = Field(
+        default=0.45, ge=0.0, le=1.0, description="PR AUC (average precision) at least"
+    )
+    max_brier: float = Field(default=0.21, ge=0.0, le=1.0, description="Brier score at most")
     max_regression: float = Field(
         default=0.01,
         ge=0.0,
@@ -43,8 +57,14 @@ class RetrainComparisonConfig(StrictModel):
     neither trained on), compared with a paired bootstrap so that a lucky window cannot
     promote. Used instead of ``gate.max_regression``; the absolute floors still apply."""
 
-    enabled: bool = True
-    primary_metric: Literal["roc_auc", "pr_auc", "brier"] = "roc_auc"
+    enabled: bool = Field(
+        default=True,
+        description="false: the offline rule judges retrains (no regression beyond "
+        "gate.max_regression against the re-scored champion)",
+    )
+    primary_metric: Literal["roc_auc", "pr_auc", "brier"] = Field(
+        default="roc_auc", description="The metric the challenger must improve"
+    )
     min_improvement: float = Field(
         default=0.005,
         ge=0.0,
@@ -58,7 +78,9 @@ class RetrainComparisonConfig(StrictModel):
         description="... and the lower end of this paired-bootstrap interval of the difference "
         "must be above 0",
     )
-    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    bootstrap_samples: int = Field(
+        default=1000, ge=100, le=100_000, description="Bootstrap resamples of the rows"
+    )
     tolerance: float = Field(
         default=0.01,
         ge=0.0,
@@ -66,7 +88,7 @@ class RetrainComparisonConfig(StrictModel):
         description="How much worse than the champion the challenger may be on the other "
         "metrics (ROC AUC, PR AUC, Brier score)",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Random seed of the bootstrap")
 
 
 class RetrainGateConfig(StrictModel):
@@ -75,7 +97,10 @@ class RetrainGateConfig(StrictModel):
     gate: GateConfig | None = Field(
         default=None, description="Gate thresholds for automatic retrains; null = the gate section"
     )
-    comparison: RetrainComparisonConfig = RetrainComparisonConfig()
+    comparison: RetrainComparisonConfig = Field(
+        default=RetrainComparisonConfig(),
+        description="The challenger against the re-scored champion",
+    )
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -83,8 +108,14 @@ class RetrainGateConfig(StrictModel):
 class PromotionParams(PipelineParams):
     """params.yaml as the gates, the registry and the promotion commands read it."""
 
-    gate: GateConfig = GateConfig()
-    retrain: RetrainGateConfig = RetrainGateConfig()
+    gate: GateConfig = Field(
+        default=GateConfig(),
+        description="The promotion gate: the bar a model must clear before `plumbline promote` "
+        "moves the champion alias to it",
+    )
+    retrain: RetrainGateConfig = Field(
+        default=RetrainGateConfig(), description="Automatic retraining: promotion reads its gate"
+    )
 
     sections: ClassVar[tuple[str, ...]] = (*PipelineParams.sections, "gate", "retrain")
 

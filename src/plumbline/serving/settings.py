@@ -15,7 +15,9 @@ from plumbline.promotion.settings import PromotionParams
 class PredictionLogConfig(StrictModel):
     """Where the server appends every request's inputs and outputs (Parquet, rotated)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="false: no log (no drift or feedback for this server)"
+    )
     dir: Path = Field(
         default=Path("logs/predictions"),
         description="Finished files are <dir>/predictions-*.parquet",
@@ -153,7 +155,9 @@ class RolloutConfig(StrictModel):
         description="Shadow batches waiting for the challenger; a batch beyond them is logged "
         "without its shadow score",
     )
-    decide: RolloutDecideConfig = RolloutDecideConfig()
+    decide: RolloutDecideConfig = Field(
+        default=RolloutDecideConfig(), description="The rollout's verdict"
+    )
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -199,7 +203,9 @@ class ServeConfig(StrictModel):
     )
     api_servers: int = Field(default=2, ge=1, description="HTTP processes")
     inference_workers: int = Field(default=1, ge=1, description="Scoring processes")
-    request_timeout_s: float = Field(default=30.0, gt=0)
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request not scored within this gets 504"
+    )
     metrics: bool = Field(default=True, description="Prometheus /metrics and instrumentation")
     admin_token_env: str = Field(
         default="PLUMBLINE_ADMIN_TOKEN",
@@ -227,8 +233,12 @@ class ServeConfig(StrictModel):
         gt=0,
         description="A process that ran this long before dying is restarted at once",
     )
-    prediction_log: PredictionLogConfig = PredictionLogConfig()
-    rollout: RolloutConfig = RolloutConfig()
+    prediction_log: PredictionLogConfig = Field(
+        default=PredictionLogConfig(), description="The prediction log, which the monitor reads"
+    )
+    rollout: RolloutConfig = Field(
+        default=RolloutConfig(), description="The rollout of a challenger (docs/rollout.md)"
+    )
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> ServeConfig:
@@ -240,7 +250,10 @@ class ServeConfig(StrictModel):
 class ServingParams(PromotionParams):
     """params.yaml as the prediction server reads it."""
 
-    serve: ServeConfig = ServeConfig()
+    serve: ServeConfig = Field(
+        default=ServeConfig(),
+        description="The prediction server (docs/serving.md); no pipeline stage reads it",
+    )
 
     sections: ClassVar[tuple[str, ...]] = (*PromotionParams.sections, "serve")
 
