@@ -1,4 +1,5 @@
-"""Small slices of the real bank data, and data configs pointing at them."""
+"""Small slices of the real bank data, data configs pointing at them, and the ingest stage's
+reading and typing of a source in memory."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from plumbline.core.contract import Contract
 from plumbline.core.settings import DataConfig
+from plumbline.pipeline import ingest
 from support.paths import BANK_CONTRACT, BANK_SMALL
 
 
@@ -25,6 +28,12 @@ def bank_text(rows: int = 300) -> pd.DataFrame:
 
 def data_config(source: dict[str, Any], **extra: Any) -> DataConfig:
     return DataConfig.model_validate({"contract": str(BANK_CONTRACT), "source": source, **extra})
+
+
+def ingested(data: DataConfig, contract: Contract, root: Path) -> ingest.Ingested:
+    """The source ``data`` names (relative to ``root``), read and typed as the ingest stage
+    does it, without writing its outputs."""
+    return ingest.ingest(ingest.read(data, contract, root), contract, data)
 
 
 def to_sqlite(frame: pd.DataFrame, path: Path) -> None:

@@ -10,7 +10,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plumbline.core.errors import MissingInput
 from plumbline.core.paths import Layout, layout, project_root
 
 if TYPE_CHECKING:
@@ -49,10 +48,3 @@ class Command:
     help: str
     run: Callable[[Context, argparse.Namespace], str]
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
-
-
-def need(*paths: Path, hint: str = "run `dvc repro`") -> None:
-    """Inputs that are missing are the user's to make: say which, and how."""
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise MissingInput(f"{', '.join(missing)} not found: {hint}")

@@ -1,83 +1,112 @@
-"""The pipeline's subcommands: the five DVC stages (what ``dvc.yaml`` runs) and check-config."""
+"""The pipeline's subcommands: the five DVC stages (what ``dvc.yaml`` runs) and check-config.
+
+Every stage command is the same: load the pipeline's part of params.yaml and the contract, run
+the stage (``plumbline.pipeline.<stage>.run``, which reads its inputs and writes its outputs)
+and print a one-line summary of what it made. :data:`STAGES` says what differs per stage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from plumbline.cli.context import Command, Context, need
+from plumbline.cli.context import Command, Context
+
+if TYPE_CHECKING:
+    from plumbline.model.runrecord import RunRecord
+    from plumbline.pipeline.evaluate import Evaluated
+    from plumbline.pipeline.featurize import Featurized
+    from plumbline.pipeline.ingest import Ingested
+    from plumbline.pipeline.train import Trained
+    from plumbline.pipeline.validate import Validated
 
 
-def cmd_ingest(ctx: Context, args: argparse.Namespace) -> str:
-    from plumbline.pipeline import ingest
+def _no_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
 
-    record = ingest.run(
-        ctx.params.data, ctx.contract, ctx.root, ctx.paths.ingested, ctx.paths.ingest_record
-    )
+
+@dataclass(frozen=True)
+class Stage:
+    """A DVC stage as a subcommand. ``summary`` turns what the stage's ``run`` returned into
+    the line the CLI prints; ``options`` maps the command's own options (added to the parser
+    by ``arguments``) to keyword arguments of ``run``."""
+
+    name: str
+    help: str
+    summary: Callable[[Any], str]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    options: Callable[[argparse.Namespace], dict[str, Any]] = _no_options
+
+    def run(self, ctx: Context, args: argparse.Namespace) -> str:
+        from plumbline.core.contract import load_contract
+        from plumbline.pipeline.settings import load_pipeline_params
+
+        # Only the pipeline's sections: a serving or monitoring setting cannot stop a stage.
+        params = load_pipeline_params(ctx.params_path)
+        contract = load_contract(params.resolve(params.data.contract))
+        # Imported here: `plumbline --help` and the other commands need no stage's libraries.
+        stage = importlib.import_module(f"plumbline.pipeline.{self.name}")
+        return self.summary(stage.run(params, contract, ctx.paths, **self.options(args)))
+
+    def command(self) -> Command:
+        return Command(self.name, self.help, self.run, self.arguments)
+
+
+def _ingested(out: Ingested) -> str:
+    record = out.record
     return (
         f"ingested {record.rows} rows from {record.source.get('kind')} source; "
         f"{record.cells_failing_type} cells failed type coercion"
     )
 
 
-def cmd_validate(ctx: Context, args: argparse.Namespace) -> str:
-    import pandas as pd
-
-    from plumbline.pipeline import validate
-
-    need(ctx.paths.ingested, hint="run `plumbline ingest` (or `dvc repro`) first")
-    frame = pd.read_parquet(ctx.paths.ingested)
-    cfg = ctx.params.validate_
-    report = validate.run(
-        frame,
-        ctx.contract,
-        cfg.max_bad_fraction,
-        cfg.check_duplicates,
-        ctx.paths.valid,
-        ctx.paths.quarantine,
-        ctx.paths.validation_report,
-        ctx.paths.expectation_suite,
-        ctx.paths.data_docs,
-    )
+def _validated(out: Validated) -> str:
+    report = out.report
     return (
         f"{report.rows_in} rows in: {report.rows_valid} valid, {report.rows_quarantined} "
         f"quarantined ({report.quarantined_fraction:.2%})"
     )
 
 
-def cmd_featurize(ctx: Context, args: argparse.Namespace) -> str:
-    import pandas as pd
-
-    from plumbline.pipeline import featurize
-
-    need(ctx.paths.valid, hint="run `plumbline validate` (or `dvc repro`) first")
-    frame = pd.read_parquet(ctx.paths.valid)
-    split = featurize.run(
-        frame,
-        ctx.contract,
-        ctx.params.featurize,
-        ctx.paths.train_split,
-        ctx.paths.test_split,
-        ctx.paths.transformer,
-        ctx.paths.reference_profile,
-    )
-    return f"split ({split.order}): {len(split.train)} train rows, {len(split.test)} test rows"
+def _featurized(out: Featurized) -> str:
+    return f"split ({out.order}): {len(out.train)} train rows, {len(out.test)} test rows"
 
 
-def cmd_train(ctx: Context, args: argparse.Namespace) -> str:
-    from plumbline.pipeline import train
-
-    need(ctx.paths.train_split, ctx.paths.transformer, hint="run `plumbline featurize` first")
-    card, record = train.run(ctx.params, ctx.contract, ctx.paths)
-    return f"trained {card.estimator} at commit {record.git_commit or '(not in git)'}"
+def _trained(out: tuple[Trained, RunRecord]) -> str:
+    trained, record = out
+    commit = record.git_commit or "(not in git)"
+    return f"trained {trained.metadata.estimator} at commit {commit}"
 
 
-def cmd_evaluate(ctx: Context, args: argparse.Namespace) -> str:
-    from plumbline.pipeline import evaluate
+def _evaluated(out: Evaluated) -> str:
+    return json.dumps({k: round(v, 4) for k, v in out.metrics.items()})
 
-    need(ctx.paths.model, ctx.paths.test_split, hint="run `plumbline train` first")
-    metrics = evaluate.run(ctx.params, ctx.contract, ctx.paths, mlflow_logging=not args.no_mlflow)
-    return json.dumps({k: round(v, 4) for k, v in metrics.items()})
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+
+
+def _evaluate_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"mlflow_logging": not args.no_mlflow}
+
+
+STAGES = [
+    Stage("ingest", "read the configured source into typed Parquet", _ingested),
+    Stage("validate", "run the contract's GX suite, quarantine failing rows", _validated),
+    Stage("featurize", "time-ordered split, fit the transformer, profile", _featurized),
+    Stage("train", "fit the model, save models/model.skops and its lineage record", _trained),
+    Stage(
+        "evaluate",
+        "metrics and plots on the test split; log the run to MLflow",
+        _evaluated,
+        _evaluate_arguments,
+        _evaluate_options,
+    ),
+]
 
 
 def cmd_check_config(ctx: Context, args: argparse.Namespace) -> str:
@@ -85,20 +114,7 @@ def cmd_check_config(ctx: Context, args: argparse.Namespace) -> str:
     return f"params.yaml and contract {ctx.contract.name!r} are valid; {len(features)} features"
 
 
-def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
-
-
 COMMANDS = [
-    Command("ingest", "read the configured source into typed Parquet", cmd_ingest),
-    Command("validate", "run the contract's GX suite, quarantine failing rows", cmd_validate),
-    Command("featurize", "time-ordered split, fit the transformer, profile", cmd_featurize),
-    Command("train", "fit the model, save models/model.skops and its lineage record", cmd_train),
-    Command(
-        "evaluate",
-        "metrics and plots on the test split; log the run to MLflow",
-        cmd_evaluate,
-        _evaluate_arguments,
-    ),
+    *(stage.command() for stage in STAGES),
     Command("check-config", "validate params.yaml and the contract, then exit", cmd_check_config),
 ]

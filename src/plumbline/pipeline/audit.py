@@ -8,18 +8,19 @@
 * ``reports/model_card.md`` (:mod:`plumbline.pipeline.model_card`).
 
 Everything is a pure function of the model, the data and the params (fixed seeds), so the
-files hash the same on every run.
+files hash the same on every run. :func:`audit` computes the reports in memory,
+:func:`write_reports` writes them.
 """
 
 from __future__ import annotations
 
-import json
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from plumbline.core.artifacts import write_json
 from plumbline.core.contract import SOURCE_ROW, Contract
@@ -70,23 +71,21 @@ def render_fairness_figure(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+@dataclass
+class Audit:
+    fairness: dict[str, Any]  # reports/fairness.json; its plot rows are fairness.csv
+    importance: pd.DataFrame  # reports/plots/importance.csv
+    model_card: str  # reports/model_card.md
+
+
 def _row_range(values: pd.Series) -> str:
     return f"{int(values.min())}-{int(values.max())}" if len(values) else "-"
 
 
-def _record(path: Path) -> dict[str, Any]:
-    """A stage's JSON record; empty when that stage has not run here (the card says so)."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def split_facts(
-    params: PipelineParams, contract: Contract, paths: Layout, test: pd.DataFrame
+    params: PipelineParams, contract: Contract, train_rows: pd.Series, test: pd.DataFrame
 ) -> dict[str, Any]:
-    train_rows = (
-        pq.read_table(paths.train_split, columns=[SOURCE_ROW]).column(0).to_pandas()
-        if paths.train_split.is_file()
-        else pd.Series([], dtype="int64")
-    )
+    """The card's split section; ``train_rows``: the training split's source rows."""
     cfg = params.featurize
     order = (
         f"Time-ordered by `{contract.time_column}`"
@@ -106,45 +105,59 @@ def split_facts(
     }
 
 
-def write_reports(
+def _as_written(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as its CSV holds it (rounded as written), which is what the card shows."""
+    return pd.read_csv(io.StringIO(table.to_csv(index=False, float_format="%.6f")))
+
+
+def audit(
     params: PipelineParams,
     contract: Contract,
-    paths: Layout,
     model: Any,
     test: pd.DataFrame,
     y: np.ndarray,
     p: np.ndarray,
     metrics: dict[str, float],
+    card: ModelMetadata,
+    train_rows: pd.Series,
+    ingest: dict[str, Any],
+    validation: dict[str, Any],
     transformed: np.ndarray | None = None,
-) -> list[Path]:
-    """Write the audit reports; returns the PNGs (for MLflow). ``transformed``: the test rows
-    through the model's transformer, when the caller has them."""
+) -> Audit:
+    """The audit reports of the model's scores ``p`` on the test rows. ``card``, ``train_rows``
+    (the training split's source rows), ``ingest`` and ``validation`` (those stages' records,
+    empty when they have not run here) are what the model card tells of the earlier stages;
+    ``transformed``: the test rows through the model's transformer, when the caller has them."""
     threshold = params.evaluate.threshold
     features = contract.feature_columns(params.featurize.exclude_columns)
     fairness = fairness_report(test.reset_index(drop=True), y, p, contract, threshold)
-    write_json(fairness, paths / FAIRNESS_FILE)
-    plot_rows(fairness).to_csv(paths / FAIRNESS_CSV, index=False, float_format="%.6f")
     importance = global_importance(model, test, y, features, SEED, transformed)
-    importance.to_csv(paths / IMPORTANCE_CSV, index=False, float_format="%.6f")
-    figures = [
-        render_figure(importance, paths.figures / "importance.png"),
-        render_fairness_figure(fairness, paths.figures / "fairness.png"),
-    ]
-    card = ModelMetadata.read(paths.model_metadata)
     inputs = CardInputs(
         estimator=card.estimator,
         contract=contract,
         features=features,
         excluded=list(params.featurize.exclude_columns),
-        ingest=_record(paths.ingest_record),
-        validation=_record(paths.validation_report),
-        split=split_facts(params, contract, paths, test),
+        ingest=ingest,
+        validation=validation,
+        split=split_facts(params, contract, train_rows, test),
         metrics={k: round(v, 6) for k, v in metrics.items()},
         intervals=bootstrap_intervals(y, p, threshold, SEED),
         fairness=fairness,
-        # the card shows what the CSV holds (rounded as written)
-        importance=pd.read_csv(paths / IMPORTANCE_CSV),
+        importance=_as_written(importance),
         data_hashes=dict(sorted(card.data_hashes.items())),
     )
-    (paths / MODEL_CARD_FILE).write_text(render(inputs))
+    return Audit(fairness=fairness, importance=importance, model_card=render(inputs))
+
+
+def write_reports(reports: Audit, paths: Layout) -> list[Path]:
+    """Write the audit reports; returns the PNGs (for MLflow)."""
+    write_json(reports.fairness, paths / FAIRNESS_FILE)
+    (paths / FAIRNESS_CSV).parent.mkdir(parents=True, exist_ok=True)
+    plot_rows(reports.fairness).to_csv(paths / FAIRNESS_CSV, index=False, float_format="%.6f")
+    reports.importance.to_csv(paths / IMPORTANCE_CSV, index=False, float_format="%.6f")
+    figures = [
+        render_figure(reports.importance, paths.figures / "importance.png"),
+        render_fairness_figure(reports.fairness, paths.figures / "fairness.png"),
+    ]
+    (paths / MODEL_CARD_FILE).write_text(reports.model_card)
     return figures

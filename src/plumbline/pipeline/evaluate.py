@@ -2,22 +2,27 @@
 
 Writes ``reports/metrics.json`` (DVC metrics), the data behind the ROC, PR, confusion and
 calibration plots (DVC plots) and PNG renderings of them (viewable offline), and the audit
-reports of :mod:`plumbline.pipeline.audit` (fairness per slice, global importance, the model card);
-logs
-the model's MLflow run: train's params and metrics from the lineage record, the model, the test
-metrics and the figures.
+reports of :mod:`plumbline.pipeline.audit` (fairness per slice, global importance, the model
+card); logs the model's MLflow run: train's params and metrics from the lineage record, the
+model, the test metrics and the figures.
+
+:func:`evaluate` computes the metrics, the plot data and the reports in memory; :func:`run`,
+the stage, reads the model and the records the card cites, writes every report and figure and
+logs to MLflow.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     precision_recall_curve,
@@ -26,7 +31,8 @@ from sklearn.metrics import (
 
 from plumbline.core import skops_compat
 from plumbline.core.artifacts import write_json
-from plumbline.core.contract import Contract
+from plumbline.core.contract import SOURCE_ROW, Contract
+from plumbline.core.errors import need
 from plumbline.core.paths import Layout
 from plumbline.core.timing import phase
 from plumbline.core.tracking import md5_file
@@ -46,11 +52,30 @@ from plumbline.model.runrecord import (
     current_record,
     find_train_run,
 )
-from plumbline.pipeline.audit import write_reports
+from plumbline.pipeline.audit import Audit, audit, write_reports
 from plumbline.pipeline.settings import PipelineParams
 
 log = logging.getLogger(__name__)
 CONFUSION_LABELS = ["negative", "positive"]
+
+
+@dataclass
+class EvaluateInputs:
+    model: Any  # the scikit-learn Pipeline train saved
+    card: ModelMetadata  # models/model.json: the estimator and the data hashes
+    test: pd.DataFrame
+    # What the model card tells of the earlier stages: the training split's source rows, and
+    # the ingest and validation records ({} when that stage has not run here).
+    train_rows: pd.Series
+    ingest: dict[str, Any]
+    validation: dict[str, Any]
+
+
+@dataclass
+class Evaluated:
+    metrics: dict[str, float]  # reports/metrics.json holds them rounded to 6 places
+    plots: dict[str, pd.DataFrame]  # reports/plots/<name>.csv
+    audit: Audit  # fairness, importance, the model card
 
 
 def _thin(frame: pd.DataFrame, max_points: int = 500) -> pd.DataFrame:
@@ -233,31 +258,78 @@ def _log_training(
     record.mlflow_model_uri = info.model_uri
 
 
-def run(
-    params: PipelineParams, contract: Contract, paths: Layout, mlflow_logging: bool = True
-) -> dict[str, float]:
-    model = load_model(paths.model)
-    test = pd.read_parquet(paths.test_split)
+def evaluate(inputs: EvaluateInputs, contract: Contract, params: PipelineParams) -> Evaluated:
+    """The test metrics (ECE included), the plot data and the audit reports."""
+    test = inputs.test
     features = contract.feature_columns(params.featurize.exclude_columns)
     y = contract.encode_target(test[contract.target.column])
     # The test rows go through the transformer once: for the scores here and the permutation
     # importance of the audit.
-    transformed, p = transform_and_score(model, test[features])
+    transformed, p = transform_and_score(inputs.model, test[features])
     metrics = classification_metrics(y, p, params.evaluate.threshold)
     # How far the probabilities are from calibrated: the monitor's CBPE estimate needs it.
     metrics["ece"] = expected_calibration_error(y, p, params.evaluate.calibration_bins)
-    write_json({k: round(v, 6) for k, v in metrics.items()}, paths.metrics)
-    data = plot_data(y, p, params.evaluate.threshold, params.evaluate.calibration_bins)
+    plots = plot_data(y, p, params.evaluate.threshold, params.evaluate.calibration_bins)
+    reports = audit(
+        params,
+        contract,
+        inputs.model,
+        test,
+        y,
+        p,
+        metrics,
+        inputs.card,
+        inputs.train_rows,
+        inputs.ingest,
+        inputs.validation,
+        transformed,
+    )
+    return Evaluated(metrics=metrics, plots=plots, audit=reports)
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A stage's JSON record; empty when that stage has not run here (the card says so)."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_inputs(paths: Layout) -> EvaluateInputs:
+    """The stage's inputs. The training split, the ingest and validation records only feed
+    the model card, which says when one is missing."""
+    train_rows = (
+        pq.read_table(paths.train_split, columns=[SOURCE_ROW]).column(0).to_pandas()
+        if paths.train_split.is_file()
+        else pd.Series([], dtype="int64")
+    )
+    return EvaluateInputs(
+        model=load_model(paths.model),
+        card=ModelMetadata.read(paths.model_metadata),
+        test=pd.read_parquet(paths.test_split),
+        train_rows=train_rows,
+        ingest=_record(paths.ingest_record),
+        validation=_record(paths.validation_report),
+    )
+
+
+def run(
+    params: PipelineParams, contract: Contract, paths: Layout, mlflow_logging: bool = True
+) -> Evaluated:
+    """The stage: evaluate the model; write the metrics, plots, figures and audit reports;
+    log the model's MLflow run unless ``mlflow_logging`` is off."""
+    need(paths.model, paths.model_metadata, paths.test_split, hint="run `plumbline train` first")
+    inputs = read_inputs(paths)
+    out = evaluate(inputs, contract, params)
+    write_json({k: round(v, 6) for k, v in out.metrics.items()}, paths.metrics)
     paths.plots.mkdir(parents=True, exist_ok=True)
-    for name, frame in data.items():
+    for name, frame in out.plots.items():
         frame.to_csv(paths.plots / f"{name}.csv", index=False, float_format="%.6f")
-    figures = render_figures(data, metrics, paths.figures)
-    # fairness.json, importance, their figures and the model card
-    figures += write_reports(params, contract, paths, model, test, y, p, metrics, transformed)
+    figures = render_figures(out.plots, out.metrics, paths.figures)
+    figures += write_reports(out.audit, paths)
     if mlflow_logging:
+        features = contract.feature_columns(params.featurize.exclude_columns)
+        example = inputs.test[features].head(5)
         try:
             with phase("mlflow"):
-                log_to_mlflow(params, paths, model, test[features].head(5), metrics, figures)
+                log_to_mlflow(params, paths, inputs.model, example, out.metrics, figures)
         except Exception as err:  # the metrics files are the record; MLflow is a mirror
             log.warning("could not log evaluation to MLflow: %s", err)
-    return metrics
+    return out

@@ -2,12 +2,15 @@
 
 The split is by position after ordering by time (never a shuffle when the contract says rows
 are time-ordered: a random split would let the model see the future).
+
+:func:`featurize` does it in memory; :func:`run`, the stage, reads the valid rows and writes
+the two splits, the fitted transformer and the reference profile.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,9 +20,11 @@ from sklearn.compose import ColumnTransformer
 from plumbline.core import skops_compat
 from plumbline.core.artifacts import write_json, write_parquet
 from plumbline.core.contract import SOURCE_ROW, Contract
-from plumbline.core.errors import PlumblineError
+from plumbline.core.errors import PlumblineError, need
+from plumbline.core.paths import Layout
 from plumbline.model.features import build_transformer, reference_profile
 from plumbline.model.settings import FeaturizeConfig
+from plumbline.pipeline.settings import PipelineParams
 
 
 class SplitError(PlumblineError):
@@ -31,6 +36,16 @@ class Split:
     train: pd.DataFrame
     test: pd.DataFrame
     order: str
+
+
+@dataclass
+class Featurized:
+    # The splits as written: the source row, the features and the target.
+    train: pd.DataFrame
+    test: pd.DataFrame
+    order: str  # how the rows were ordered before the split
+    transformer: ColumnTransformer  # fitted on the training split
+    profile: dict[str, Any]  # the training features' distributions, the baseline of drift
 
 
 def time_ordered_split(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig) -> Split:
@@ -72,24 +87,12 @@ def fit_transformer(
     return transformer
 
 
-def run(
-    frame: pd.DataFrame,
-    contract: Contract,
-    cfg: FeaturizeConfig,
-    train_path: Path,
-    test_path: Path,
-    transformer_path: Path,
-    profile_path: Path,
-) -> Split:
+def featurize(frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig) -> Featurized:
+    """Split the valid rows, fit the transformer on the training part and profile it."""
     split = time_ordered_split(frame, contract, cfg)
     features = contract.feature_columns(cfg.exclude_columns)
     keep = [SOURCE_ROW, *features, contract.target.column]
-    schema = contract.arrow_schema()
-    part_schema = pa.schema([schema.field(c) for c in keep], metadata=schema.metadata)
-    write_parquet(split.train[keep], train_path, part_schema)
-    write_parquet(split.test[keep], test_path, part_schema)
     transformer = fit_transformer(split.train, contract, cfg)
-    skops_compat.dump(transformer, transformer_path)
     profile = reference_profile(
         split.train,
         contract,
@@ -108,5 +111,23 @@ def run(
         ),
         positive_rate_test=float(contract.encode_target(split.test[contract.target.column]).mean()),
     )
-    write_json(profile, profile_path)
-    return split
+    return Featurized(
+        train=split.train[keep],
+        test=split.test[keep],
+        order=split.order,
+        transformer=transformer,
+        profile=profile,
+    )
+
+
+def run(params: PipelineParams, contract: Contract, paths: Layout) -> Featurized:
+    """The stage: featurize the valid rows; write the splits, the transformer, the profile."""
+    need(paths.valid, hint="run `plumbline validate` (or `dvc repro`) first")
+    out = featurize(pd.read_parquet(paths.valid), contract, params.featurize)
+    schema = contract.arrow_schema()
+    part_schema = pa.schema([schema.field(c) for c in out.train.columns], metadata=schema.metadata)
+    write_parquet(out.train, paths.train_split, part_schema)
+    write_parquet(out.test, paths.test_split, part_schema)
+    skops_compat.dump(out.transformer, paths.transformer)
+    write_json(out.profile, paths.reference_profile)
+    return out

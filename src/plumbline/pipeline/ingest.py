@@ -3,6 +3,9 @@
 The output follows the contract's Arrow schema exactly. Cells that do not parse as their
 column's type are kept (as null plus the original text in ``_type_errors``) so that validate
 can quarantine them with a reason; nothing is dropped here.
+
+:func:`ingest` types the rows a source gave (:class:`Raw`) in memory; :func:`run`, the stage,
+reads the source (:func:`read`) and writes the Parquet file and ``reports/ingest.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import pyarrow as pa
 from plumbline.core.artifacts import write_json, write_parquet
 from plumbline.core.contract import SOURCE_ROW, Contract, ContractError
 from plumbline.core.errors import PlumblineError
-from plumbline.core.settings import CsvSource, DataConfig, HttpSource, SqlSource
+from plumbline.core.paths import Layout
+from plumbline.core.settings import CsvSource, DataConfig, HttpSource, ParamsView, SqlSource
 
 
 class SourceError(PlumblineError):
@@ -222,7 +226,40 @@ def read_source(data: DataConfig, contract: Contract, root: Path) -> pd.DataFram
     return read_http(source)
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Raw:
+    """The rows as the source gave them (not yet typed), and what is known of the source."""
+
+    frame: pd.DataFrame
+    label: str  # how messages name the source
+    sha256: str | None = None  # of the file, when the source is one
+
+
+def read(data: DataConfig, contract: Contract, root: Path) -> Raw:
+    """The stage's input: the configured source, read (paths are relative to ``root``)."""
+    frame = read_source(data, contract, root)
+    sha256 = None
+    if isinstance(data.source, CsvSource):
+        path = data.source.path if data.source.path.is_absolute() else root / data.source.path
+        sha256 = file_sha256(path)
+    return Raw(frame=frame, label=source_label(data.source, root), sha256=sha256)
+
+
 # --- the stage ----------------------------------------------------------------------------
+
+
+@dataclass
+class Ingested:
+    frame: pd.DataFrame  # in the contract's types, with the bookkeeping columns
+    record: IngestRecord
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -231,14 +268,6 @@ def content_hash(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(",".join(map(str, frame.columns)).encode())
     return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -250,42 +279,40 @@ def resample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return out
 
 
-def ingest(data: DataConfig, contract: Contract, root: Path) -> tuple[pd.DataFrame, IngestRecord]:
-    raw = read_source(data, contract, root)
-    label = source_label(data.source, root)
-    if raw.empty:
-        raise SourceError(f"{label} returned no rows")
+def ingest(raw: Raw, contract: Contract, data: DataConfig) -> Ingested:
+    """The source's rows in the contract's types (resampled when the config says so), and
+    their record."""
+    if raw.frame.empty:
+        raise SourceError(f"{raw.label} returned no rows")
     try:
-        typed = contract.coerce(raw)
+        typed = contract.coerce(raw.frame)
     except ContractError as err:  # e.g. a wrong separator: one column named 'a;b;c'
-        found = [str(c) for c in raw.columns[:10]]
-        raise ContractError(f"{label}: {err}; the source has columns {found}") from None
+        found = [str(c) for c in raw.frame.columns[:10]]
+        raise ContractError(f"{raw.label}: {err}; the source has columns {found}") from None
     resampled_from = None
     if data.resample_rows is not None:
         resampled_from = len(typed)
         typed = resample(typed, data.resample_rows, data.resample_seed)
-    source_sha = None
-    if isinstance(data.source, CsvSource):
-        path = data.source.path if data.source.path.is_absolute() else root / data.source.path
-        source_sha = file_sha256(path)
     record = IngestRecord(
         source=describe_source(data.source),
         rows=len(typed),
         columns=list(contract.columns),
-        dropped_columns=[c for c in raw.columns if c not in contract.columns],
+        dropped_columns=[c for c in raw.frame.columns if c not in contract.columns],
         cells_failing_type=int(typed["_type_errors"].notna().sum()),
         content_sha256=content_hash(typed),
-        source_sha256=source_sha,
+        source_sha256=raw.sha256,
         resampled_from=resampled_from,
         contract=contract.name,
     )
-    return typed, record
+    return Ingested(frame=typed, record=record)
 
 
-def run(
-    data: DataConfig, contract: Contract, root: Path, out: Path, record_path: Path
-) -> IngestRecord:
-    frame, record = ingest(data, contract, root)
-    write_parquet(frame, out, contract.arrow_schema())
-    write_json(asdict(record), record_path)
-    return record
+# ``ParamsView``, the part of the params every view shares: ingest reads only ``data``, so the
+# pipeline's settings module (the other stages' sections) is not a dependency of this stage.
+def run(params: ParamsView, contract: Contract, paths: Layout) -> Ingested:
+    """The stage: read the source, type its rows, write them and the record."""
+    data = params.data
+    out = ingest(read(data, contract, paths.root), contract, data)
+    write_parquet(out.frame, paths.ingested, contract.arrow_schema())
+    write_json(asdict(out.record), paths.ingest_record)
+    return out

@@ -4,12 +4,17 @@ Saves one artifact, ``models/model.skops`` (transformer + estimator), and a mode
 it (both DVC outputs, byte-reproducible), and writes the run's lineage record
 (``models/lineage.json``, untracked): the commit, the params and the training metrics. Evaluate
 logs all of it, with the model, to one MLflow run, so a pipeline run starts MLflow once.
+
+:func:`train` fits in memory; :func:`run`, the stage, reads the training split and the
+transformer, writes the model and its card, and the lineage record (the commit and the time
+are this run's facts, not the model's).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from plumbline.core import skops_compat
 from plumbline.core.contract import Contract
+from plumbline.core.errors import need
 from plumbline.core.paths import Layout
 from plumbline.core.tracking import git_commit, md5_file
 from plumbline.model.artifact import (
@@ -36,6 +42,14 @@ from plumbline.pipeline.settings import PipelineParams
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Trained:
+    model: Any  # the scikit-learn Pipeline: the transformer, then the estimator
+    metadata: ModelMetadata  # models/model.json
+    params: dict[str, Any]  # train's and featurize's settings, flattened: the run's params
+    metrics: dict[str, float]  # on the training split
+
+
 def flatten(prefix: str, obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
@@ -46,12 +60,12 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
 
 
 def fit(
-    train: pd.DataFrame, transformer: Any, contract: Contract, params: PipelineParams
+    rows: pd.DataFrame, transformer: Any, contract: Contract, params: PipelineParams
 ) -> tuple[Any, np.ndarray]:
     """The fitted pipeline, and the positive-class probability of each training row."""
     features = contract.feature_columns(params.featurize.exclude_columns)
-    x = transformer.transform(train[features])
-    y = contract.encode_target(train[contract.target.column])
+    x = transformer.transform(rows[features])
+    y = contract.encode_target(rows[contract.target.column])
     estimator = build_estimator(params.train)
     estimator.fit(x, y)
     model = assemble(transformer, estimator)
@@ -61,7 +75,50 @@ def fit(
     return model, positive_proba(estimator, x)
 
 
+def train(
+    rows: pd.DataFrame,
+    transformer: Any,
+    contract: Contract,
+    params: PipelineParams,
+    data_hashes: dict[str, str],
+) -> Trained:
+    """Fit the configured estimator on the training split's ``rows`` through ``transformer``;
+    ``data_hashes`` (of the inputs' files) go into the model card."""
+    model, p = fit(rows, transformer, contract, params)
+    features = contract.feature_columns(params.featurize.exclude_columns)
+    y = contract.encode_target(rows[contract.target.column])
+    metrics = {
+        "train_roc_auc": float(roc_auc_score(y, p)),
+        "train_log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))),
+        "train_rows": float(len(rows)),
+    }
+    metadata = ModelMetadata(
+        contract=contract.name,
+        features=features,
+        target=contract.target.column,
+        positive_label=contract.target.positive,
+        estimator=params.train.estimator,
+        data_hashes=data_hashes,
+        score_profile=numeric_profile(
+            p,
+            params.featurize.profile_quantiles,
+            params.featurize.profile_sample_size,
+            np.random.default_rng(params.train.seed),
+        ),
+    )
+    settings = flatten(
+        "",
+        {
+            "train": params.train.model_dump(mode="json"),
+            "featurize": params.featurize.model_dump(mode="json"),
+        },
+    )
+    return Trained(model=model, metadata=metadata, params=settings, metrics=metrics)
+
+
 def data_hashes(paths: Layout) -> dict[str, str]:
+    """The inputs' files, for the model card: the splits and the transformer (MD5, as DVC
+    has them), the ingested content and the source (from the ingest record)."""
     hashes = {
         name: md5_file(path)
         for name, path in (
@@ -79,48 +136,21 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
-def run(
-    params: PipelineParams, contract: Contract, paths: Layout
-) -> tuple[ModelMetadata, RunRecord]:
-    train = pd.read_parquet(paths.train_split)
+def run(params: PipelineParams, contract: Contract, paths: Layout) -> tuple[Trained, RunRecord]:
+    """The stage: train on the training split; write the model, its card and the lineage
+    record, which is returned with what train made."""
+    need(paths.train_split, paths.transformer, hint="run `plumbline featurize` first")
+    rows = pd.read_parquet(paths.train_split)
     transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
-    model, p = fit(train, transformer, contract, params)
-    save_model(model, paths.model)
-
-    features = contract.feature_columns(params.featurize.exclude_columns)
-    y = contract.encode_target(train[contract.target.column])
-    train_metrics = {
-        "train_roc_auc": float(roc_auc_score(y, p)),
-        "train_log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))),
-        "train_rows": float(len(train)),
-    }
-    card = ModelMetadata(
-        contract=contract.name,
-        features=features,
-        target=contract.target.column,
-        positive_label=contract.target.positive,
-        estimator=params.train.estimator,
-        data_hashes=data_hashes(paths),
-        score_profile=numeric_profile(
-            p,
-            params.featurize.profile_quantiles,
-            params.featurize.profile_sample_size,
-            np.random.default_rng(params.train.seed),
-        ),
-    )
-    card.write(paths.model_metadata)
+    out = train(rows, transformer, contract, params, data_hashes(paths))
+    save_model(out.model, paths.model)
+    out.metadata.write(paths.model_metadata)
     record = RunRecord(
         model_md5=md5_file(paths.model),
         git_commit=git_commit(paths.root),
         trained_at=now(),
-        train_params=flatten(
-            "",
-            {
-                "train": params.train.model_dump(mode="json"),
-                "featurize": params.featurize.model_dump(mode="json"),
-            },
-        ),
-        train_metrics=train_metrics,
+        train_params=out.params,
+        train_metrics=out.metrics,
     )
     record.write(paths.run_record)
-    return card, record
+    return out, record

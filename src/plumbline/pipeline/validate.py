@@ -3,6 +3,10 @@
 Every row ends up in exactly one of two files: the valid rows, or the quarantine with the
 list of failed checks per row. ``reports/validation.json`` counts rows per check and always
 satisfies ``rows_in == rows_valid + rows_quarantined``.
+
+:func:`validate` checks a frame in memory; :func:`run`, the stage, reads the ingested rows,
+writes the two files, the report and the suite, builds GX Data Docs in ``reports/data_docs/``
+and fails the stage when too many rows were quarantined.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import pyarrow as pa
 
 from plumbline.core.artifacts import write_json, write_parquet
 from plumbline.core.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
-from plumbline.core.errors import PlumblineError
+from plumbline.core.errors import PlumblineError, need
+from plumbline.core.paths import Layout
+from plumbline.pipeline.settings import PipelineParams, ValidateConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +51,17 @@ class ValidationReport:
 
 
 @dataclass
-class ValidationResult:
+class Validated:
     valid: pd.DataFrame
-    quarantine: pd.DataFrame
+    quarantine: pd.DataFrame  # the failing rows, their failed checks in ``_quarantine_reasons``
     report: ValidationReport
-    gx_result: Any = None
+    suite: dict[str, Any]  # the expectation suite as reports/expectation_suite.json holds it
+    # The in-memory GX context that ran the suite: it holds the suite and the result, which is
+    # what Data Docs are built from.
+    gx_context: Any
 
 
-def _gx_context(data_docs_dir: Path | None) -> Any:
+def _gx_context() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
@@ -61,51 +70,41 @@ def _gx_context(data_docs_dir: Path | None) -> Any:
     context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
     for site in list(context.list_data_docs_sites()):
         context.delete_data_docs_site(site)
-    if data_docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="reports",
-            site_config={  # type: ignore[typeddict-unknown-key]
-                "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(data_docs_dir.resolve()),  # GX wants it absolute
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
     return context
 
 
-def run_suite(
-    frame: pd.DataFrame,
-    contract: Contract,
-    check_duplicates: bool,
-    data_docs_dir: Path | None = None,
-) -> Any:
-    """Validate the frame with the contract's GX suite; per-row failures come back as indices."""
+def run_suite(frame: pd.DataFrame, contract: Contract, check_duplicates: bool) -> tuple[Any, Any]:
+    """Validate the frame with the contract's GX suite in an in-memory GX context; returns the
+    context and the result, whose per-row failures are indices."""
     import great_expectations as gx
 
-    context = _gx_context(data_docs_dir)
+    context = _gx_context()
     asset = context.data_sources.add_pandas(contract.name).add_dataframe_asset("rows")
     batch_definition = asset.add_batch_definition_whole_dataframe("all_rows")
     suite = context.suites.add(contract.expectation_suite(check_duplicates))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{contract.name}_rows", data=batch_definition, suite=suite)
     )
-    actions: list[Any] = []
-    if data_docs_dir is not None:
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reports"]))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=f"{contract.name}_checkpoint",
             validation_definitions=[definition],
-            actions=actions,
             result_format={"result_format": "COMPLETE"},
         )
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
-    return next(iter(result.run_results.values()))
+    return context, next(iter(result.run_results.values()))
+
+
+def suite_json(contract: Contract, check_duplicates: bool) -> dict[str, Any]:
+    """The contract's expectation suite as JSON, without GX's IDs: they are random per run, and
+    the readable suite should not churn."""
+    suite: dict[str, Any] = dict(contract.expectation_suite(check_duplicates).to_json_dict())
+    suite.pop("id", None)
+    expectation: dict[str, Any]
+    for expectation in suite.get("expectations", []):
+        expectation.pop("id", None)
+    return suite
 
 
 def quarantine_reasons(
@@ -155,16 +154,12 @@ def quarantine_reasons(
     return {i: row for i, row in reasons.items() if row}, dict(sorted(counts.items()))
 
 
-def validate(
-    frame: pd.DataFrame,
-    contract: Contract,
-    max_bad_fraction: float,
-    check_duplicates: bool = True,
-    data_docs_dir: Path | None = None,
-) -> ValidationResult:
+def validate(frame: pd.DataFrame, contract: Contract, cfg: ValidateConfig) -> Validated:
+    """Every row of ``frame`` either valid or quarantined with its failed checks, and the
+    report; ``report.passed`` says whether few enough rows failed."""
     frame = frame.reset_index(drop=True)
-    suite_result = run_suite(frame, contract, check_duplicates, data_docs_dir)
-    reasons, counts = quarantine_reasons(frame, suite_result, check_duplicates)
+    context, suite_result = run_suite(frame, contract, cfg.check_duplicates)
+    reasons, counts = quarantine_reasons(frame, suite_result, cfg.check_duplicates)
     failing = sorted(reasons)
     bad = np.zeros(len(frame), dtype=bool)
     bad[failing] = True
@@ -182,14 +177,18 @@ def validate(
         rows_valid=len(valid),
         rows_quarantined=len(quarantine),
         quarantined_fraction=round(fraction, 6),
-        max_bad_fraction=max_bad_fraction,
-        passed=fraction <= max_bad_fraction and len(valid) > 0,
+        max_bad_fraction=cfg.max_bad_fraction,
+        passed=fraction <= cfg.max_bad_fraction and len(valid) > 0,
         checks=counts,
         gx_statistics={k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()},
     )
     assert report.rows_in == report.rows_valid + report.rows_quarantined
-    return ValidationResult(
-        valid=valid, quarantine=quarantine, report=report, gx_result=suite_result
+    return Validated(
+        valid=valid,
+        quarantine=quarantine,
+        report=report,
+        suite=suite_json(contract, cfg.check_duplicates),
+        gx_context=context,
     )
 
 
@@ -197,37 +196,44 @@ def quarantine_schema(contract: Contract) -> pa.Schema:
     return contract.arrow_schema().append(pa.field(REASONS, pa.list_(pa.string())))
 
 
-def run(
-    frame: pd.DataFrame,
-    contract: Contract,
-    max_bad_fraction: float,
-    check_duplicates: bool,
-    valid_path: Path,
-    quarantine_path: Path,
-    report_path: Path,
-    suite_path: Path,
-    data_docs_dir: Path,
-) -> ValidationReport:
-    if data_docs_dir.exists():
-        shutil.rmtree(data_docs_dir)
-    result = validate(frame, contract, max_bad_fraction, check_duplicates, data_docs_dir)
-    write_parquet(result.valid, valid_path, contract.arrow_schema())
-    write_parquet(result.quarantine, quarantine_path, quarantine_schema(contract))
-    write_json(asdict(result.report), report_path)
-    suite: dict[str, Any] = dict(contract.expectation_suite(check_duplicates).to_json_dict())
-    suite.pop("id", None)
-    expectation: dict[str, Any]
-    for expectation in suite.get("expectations", []):
-        expectation.pop("id", None)  # random per run; the readable suite should not churn
-    write_json(suite, suite_path)
-    report = result.report
+def write_data_docs(context: Any, out: Path) -> None:
+    """GX Data Docs (the suite and the run's result, as HTML) in ``out``."""
+    context.add_data_docs_site(
+        site_name="reports",
+        site_config={
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(out.resolve()),  # GX wants it absolute
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    context.build_data_docs(site_names=["reports"])
+
+
+def run(params: PipelineParams, contract: Contract, paths: Layout) -> Validated:
+    """The stage: validate the ingested rows and write both parts, the report, the suite and
+    the Data Docs; then fail if too many rows were quarantined (the evidence is written)."""
+    need(paths.ingested, hint="run `plumbline ingest` (or `dvc repro`) first")
+    if paths.data_docs.exists():  # a failed run must not leave the previous run's docs
+        shutil.rmtree(paths.data_docs)
+    cfg = params.validate_
+    out = validate(pd.read_parquet(paths.ingested), contract, cfg)
+    write_parquet(out.valid, paths.valid, contract.arrow_schema())
+    write_parquet(out.quarantine, paths.quarantine, quarantine_schema(contract))
+    write_json(asdict(out.report), paths.validation_report)
+    write_json(out.suite, paths.expectation_suite)
+    write_data_docs(out.gx_context, paths.data_docs)
+    report = out.report
     if not report.passed:
         top = sorted(report.checks.items(), key=lambda kv: -kv[1])[:5]
         raise ValidationFailed(
             f"{report.rows_quarantined} of {report.rows_in} rows "
             f"({report.quarantined_fraction:.2%}) failed the contract, above "
-            f"validate.max_bad_fraction={max_bad_fraction:.2%}; most failed checks: "
+            f"validate.max_bad_fraction={report.max_bad_fraction:.2%}; most failed checks: "
             + ", ".join(f"{k} ({v})" for k, v in top)
-            + f". The rows and their reasons are in {quarantine_path}."
+            + f". The rows and their reasons are in {paths.quarantine}."
         )
-    return report
+    return out

@@ -13,11 +13,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
-from support.data import bank_text, data_config, to_sqlite, typed, with_bad_cells
+from support.data import bank_text, data_config, ingested, to_sqlite, typed, with_bad_cells
 from support.net import free_port
 
 from plumbline.core.contract import TYPE_ERRORS, Contract
-from plumbline.pipeline import ingest
 from plumbline.pipeline.ingest import SourceError
 
 
@@ -95,25 +94,26 @@ def test_same_rows_same_hash_from_csv_sql_and_http(
         "sql": {"kind": "sql", "url": "sqlite:///rows.db", "table": "rows"},
         "http": {"kind": "http", "url": f"{server.base}/rows", "page_size": 64},
     }
-    results = {k: ingest.ingest(data_config(s), contract, tmp_path) for k, s in sources.items()}
-    hashes = {k: record.content_sha256 for k, (_, record) in results.items()}
+    results = {k: ingested(data_config(s), contract, tmp_path) for k, s in sources.items()}
+    hashes = {k: out.record.content_sha256 for k, out in results.items()}
     assert len(set(hashes.values())) == 1, hashes
-    assert {record.rows for _, record in results.values()} == {300}
+    assert {out.record.rows for out in results.values()} == {300}
     # 300 rows in pages of 64: four full pages, then a partial one that ends the paging.
     assert server.pages == [1, 2, 3, 4, 5]
-    frame = results["http"][0]
+    frame = results["http"].frame
     assert frame["_source_row"].tolist() == list(range(300))
     assert frame["age"].tolist()[:3] == [int(a) for a in text["age"][:3]]
 
 
 def test_http_stops_at_an_empty_page_after_full_pages(contract: Contract, server: Rows) -> None:
     serve(server, bank_text(128))  # exactly two full pages; every value a JSON string
-    frame, record = ingest.ingest(
+    out = ingested(
         data_config({"kind": "http", "url": f"{server.base}/rows", "page_size": 64}),
         contract,
         Path("."),
     )
-    assert record.rows == 128
+    frame = out.frame
+    assert out.record.rows == 128
     assert server.pages == [1, 2, 3]
     assert frame["age"].dtype == "int64"
     assert frame[TYPE_ERRORS].isna().all()
@@ -134,14 +134,13 @@ def test_json_booleans_read_like_csv_text(tmp_path: Path, server: Rows) -> None:
     frame = pd.DataFrame({"n": [1, 2, 3], "flag": [True, False, True]})
     (tmp_path / "flags.csv").write_text("n,flag\n1,true\n2,false\n3,true\n")
     serve(server, frame)
-    from_csv, csv_record = ingest.ingest(
+    csv = ingested(
         data_config({"kind": "csv", "path": str(tmp_path / "flags.csv")}), flags, tmp_path
     )
-    from_http, http_record = ingest.ingest(
-        data_config({"kind": "http", "url": f"{server.base}/rows"}), flags, tmp_path
-    )
+    http = ingested(data_config({"kind": "http", "url": f"{server.base}/rows"}), flags, tmp_path)
+    from_csv, from_http = csv.frame, http.frame
     assert from_http["flag"].tolist() == from_csv["flag"].tolist() == ["true", "false", "true"]
-    assert http_record.content_sha256 == csv_record.content_sha256
+    assert http.record.content_sha256 == csv.record.content_sha256
     assert flags.encode_target(from_http["flag"]).tolist() == [1, 0, 1]
 
 
@@ -188,6 +187,6 @@ def test_unreadable_source_names_it(
         ),
     }[case]
     with pytest.raises(SourceError) as err:
-        ingest.ingest(data_config(source), contract, tmp_path)
+        ingested(data_config(source), contract, tmp_path)
     assert name in str(err.value)
     assert not (tmp_path / "nope.db").exists()  # SQLite must not create a missing database

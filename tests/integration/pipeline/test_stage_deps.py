@@ -1,11 +1,12 @@
 """The params half of the stage dependency check, from a real run of every stage.
 
-Each stage's CLI handler runs in-process on the small bank file in a throwaway project, with
-the validated config wrapped in a recorder that logs every ``section.key`` the stage reads
-(a whole section when the stage dumps it, e.g. to log it to MLflow). That set must equal
-the params dvc.yaml declares for the stage, expanded to ``section.key``. ``data.contract`` is
-read by the CLI for every stage (to load the contract) and is declared as the templated file
-dep ``${data.contract}``, so a change of it reruns every stage either way.
+Each stage's runner (``plumbline.pipeline.<stage>.run``, all that its CLI command calls) runs
+in-process on the small bank file in a throwaway project, with the pipeline's validated params
+wrapped in a recorder that logs every ``section.key`` the stage reads (a whole section when the
+stage dumps it, e.g. to log it to MLflow). That set must equal the params dvc.yaml declares for
+the stage, expanded to ``section.key``. ``data.contract`` is read by the CLI for every stage (to
+load the contract it passes the runner) and is declared as the templated file dep
+``${data.contract}``, so a change of it reruns every stage either way.
 
 Then what a user sees, from those outputs (recorded with ``dvc commit``): changing
 ``featurize.profile_quantiles`` reruns train, and the model card's score profile has the new
@@ -14,7 +15,7 @@ number of bins.
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,16 @@ from support.params import set_params
 from support.paths import REPO
 from support.project import STAGES, make_repo, ran_stages, sh
 
-from plumbline.cli import main as cli
-from plumbline.cli.context import Context
 from plumbline.core import yamlfile
-from plumbline.monitoring.settings import Params
+from plumbline.core.contract import load_contract
+from plumbline.core.paths import layout
+from plumbline.pipeline.settings import PipelineParams, load_pipeline_params
 
 pytestmark = pytest.mark.slow
 
 
 class Recorder:
-    """Stands in for the Params object; records ``section.key`` on every read."""
+    """Stands in for the params object; records ``section.key`` on every read."""
 
     def __init__(self, target: Any, path: str, seen: set[str]) -> None:
         object.__setattr__(self, "_target", target)
@@ -60,7 +61,7 @@ class Recorder:
         raise AttributeError("the config is frozen")
 
 
-def declared_params(stage: str, params: Params) -> set[str]:
+def declared_params(stage: str, params: PipelineParams) -> set[str]:
     spec = yamlfile.safe_load((REPO / "dvc.yaml").read_text())
     out: set[str] = set()
     for entry in spec["stages"][stage].get("params") or []:
@@ -74,7 +75,7 @@ def declared_params(stage: str, params: Params) -> set[str]:
     return out
 
 
-def expand(seen: set[str], params: Params) -> set[str]:
+def expand(seen: set[str], params: PipelineParams) -> set[str]:
     out: set[str] = set()
     for entry in seen:
         if "." in entry:
@@ -92,7 +93,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stage_reads(project: Path) -> dict[str, set[str]]:
-    """Every stage's CLI handler run in ``project`` (outputs and MLflow run included), with the
+    """Every stage's runner run in ``project`` (outputs and MLflow run included), with the
     ``section.key`` names each one read."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("PLUMBLINE_ROOT", str(project))
@@ -105,13 +106,13 @@ def stage_reads(project: Path) -> dict[str, set[str]]:
             # MLflow exports the store's URI to the environment once a stage has configured
             # it; separate `plumbline` processes do not inherit that, so neither may this one.
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-            ctx = Context(None)
-            real = ctx.params
+            # What the stage's command does: load the params and the contract, run the stage.
+            real = load_pipeline_params(project / "params.yaml")
+            contract = load_contract(real.resolve(real.data.contract))
             if data_override:
                 real = real.model_copy(update={"data": real.data.model_copy(update=data_override)})
-            ctx.params = Recorder(real, "", reads[stage])  # type: ignore[assignment]
-            handler = cli.COMMANDS[stage].run
-            handler(ctx, argparse.Namespace(no_mlflow=False))
+            runner = importlib.import_module(f"plumbline.pipeline.{stage}").run
+            runner(Recorder(real, "", reads[stage]), contract, layout(project))
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         return reads
 
@@ -123,7 +124,7 @@ def test_each_stage_reads_exactly_the_params_dvc_yaml_declares(
     monkeypatch.chdir(project)
     mismatches = []
     for stage in STAGES:
-        real = Context(None).params
+        real = load_pipeline_params(project / "params.yaml")
         read, declared = expand(stage_reads[stage], real), declared_params(stage, real)
         if read != declared:
             mismatches.append(
@@ -158,11 +159,14 @@ def test_editing_serving_or_monitoring_settings_leaves_the_pipeline_up_to_date(
         settings.write_text(settings.read_text() + "\n# a new setting's model goes here\n")
     status = sh(project, "dvc", "status")
     assert status.strip().endswith("up to date."), status
-    # The pipeline's own settings code is a dep of the stages that read it.
+    # The pipeline's own settings code is a dep of the stages that read their settings through
+    # it; ingest reads only the shared `data` section, whose model is in core.
     pipeline_settings = project / "src/plumbline/pipeline/settings.py"
     pipeline_settings.write_text(pipeline_settings.read_text() + "\n# changed\n")
     status = sh(project, "dvc", "status")
-    assert "train:" in status and "evaluate:" in status and "ingest:" not in status, status
+    for stage in ("validate", "featurize", "train", "evaluate"):
+        assert f"{stage}:" in status, status
+    assert "ingest:" not in status, status
     sh(project, "git", "checkout", "--", "src", "params.yaml")
 
 

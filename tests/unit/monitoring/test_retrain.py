@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.data import ingested
 from support.monitoring import labelled_project, live_records
 from support.paths import REPO
 
@@ -26,7 +27,6 @@ from plumbline.monitoring.retrain import (
     window_contract,
     write_window,
 )
-from plumbline.pipeline import ingest
 
 
 def test_window_policy(tmp_path: Path) -> None:
@@ -61,9 +61,9 @@ def test_window_policy(tmp_path: Path) -> None:
     data = DataConfig(
         contract=tmp_path / "c.yaml", source=CsvSource(path=tmp_path / "window.csv", sep=",")
     )
-    typed, record = ingest.ingest(data, derived, tmp_path)
-    assert record.rows == 750 and record.cells_failing_type == 0
-    assert typed["y"].tolist() == window.frame["y"].tolist()
+    out = ingested(data, derived, tmp_path)
+    assert out.record.rows == 750 and out.record.cells_failing_type == 0
+    assert out.frame["y"].tolist() == window.frame["y"].tolist()
 
     # History so long that the training split would hold no live row: refused.
     greedy = params.model_copy(

@@ -1,5 +1,6 @@
 """Featurize splits in time order, leaves out `duration`, fits the transformer the model will
-carry and profiles the training features for drift checks."""
+carry and profiles the training features for drift checks: in memory, and in the files the
+stage writes."""
 
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
-from support.data import data_config
+from support.data import data_config, ingested
 from support.paths import BANK_SMALL, REPO
 
+from plumbline.core.artifacts import write_parquet
 from plumbline.core.contract import SOURCE_ROW, Contract
+from plumbline.core.paths import layout
 from plumbline.model.artifact import TRUSTED_TYPES
 from plumbline.model.settings import FeaturizeConfig
 from plumbline.monitoring.settings import load_params
-from plumbline.pipeline import featurize, ingest
+from plumbline.pipeline import featurize
 from plumbline.pipeline.featurize import SplitError
+from plumbline.pipeline.settings import PipelineParams
 
 
 @pytest.fixture(scope="module")
 def rows(contract: Contract) -> pd.DataFrame:
     """The 4,119-row bank file, ingested (it is clean: every row is valid)."""
-    frame, _ = ingest.ingest(
-        data_config({"kind": "csv", "path": str(BANK_SMALL), "sep": ";"}), contract, REPO
-    )
-    return frame
+    data = data_config({"kind": "csv", "path": str(BANK_SMALL), "sep": ";"})
+    return ingested(data, contract, REPO).frame
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +40,56 @@ def repo_cfg() -> FeaturizeConfig:
 def run(
     tmp_path: Path, frame: pd.DataFrame, contract: Contract, cfg: FeaturizeConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    featurize.run(
-        frame,
-        contract,
-        cfg,
-        tmp_path / "train.parquet",
-        tmp_path / "test.parquet",
-        tmp_path / "transformer.skops",
-        tmp_path / "profile.json",
-    )
+    """The featurize stage on ``frame`` as the valid rows of project ``tmp_path``: the splits
+    and the profile it wrote."""
+    paths = layout(tmp_path)
+    write_parquet(frame, paths.valid, contract.arrow_schema())
+    params = PipelineParams(data=data_config({"kind": "csv", "path": "x.csv"}), featurize=cfg)
+    featurize.run(params, contract, paths)
     return (
-        pd.read_parquet(tmp_path / "train.parquet"),
-        pd.read_parquet(tmp_path / "test.parquet"),
-        json.loads((tmp_path / "profile.json").read_text()),
+        pd.read_parquet(paths.train_split),
+        pd.read_parquet(paths.test_split),
+        json.loads(paths.reference_profile.read_text()),
+    )
+
+
+def test_featurize_in_memory(
+    rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
+) -> None:
+    out = featurize.featurize(rows, contract, repo_cfg)
+    n = len(rows)
+    assert (len(out.train), len(out.test)) == (int(0.8 * n), n - int(0.8 * n))
+    assert out.train[SOURCE_ROW].max() < out.test[SOURCE_ROW].min()
+    features = contract.feature_columns(repo_cfg.exclude_columns)
+    assert list(out.train.columns) == list(out.test.columns) == [SOURCE_ROW, *features, "y"]
+    assert out.order == out.profile["split_order"] == "source row order"
+    assert (out.profile["rows_train"], out.profile["rows_test"]) == (len(out.train), len(out.test))
+    assert out.profile["positive_rate_train"] == pytest.approx(
+        contract.encode_target(out.train["y"]).mean()
+    )
+    assert list(out.profile["features"]) == features
+    assert list(out.transformer.feature_names_in_) == features
+    assert len(out.transformer.transform(out.test[features])) == len(out.test)
+
+    # Fractions below 1 in total leave rows out, between the two splits.
+    gap = repo_cfg.model_copy(update={"train_fraction": 0.5, "test_fraction": 0.25})
+    out = featurize.featurize(rows, contract, gap)
+    assert (len(out.train), len(out.test)) == (int(0.5 * n), int(0.25 * n))
+    assert len(out.train) + len(out.test) < n
+
+
+def test_the_stage_writes_what_featurize_returns(
+    tmp_path: Path, rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
+) -> None:
+    train, test, profile = run(tmp_path, rows, contract, repo_cfg)
+    out = featurize.featurize(rows, contract, repo_cfg)
+    pd.testing.assert_frame_equal(train, out.train)
+    pd.testing.assert_frame_equal(test, out.test)
+    assert profile == json.loads(json.dumps(out.profile, default=str))
+    written = sio.load(layout(tmp_path).transformer, trusted=TRUSTED_TYPES)
+    features = contract.feature_columns(repo_cfg.exclude_columns)
+    np.testing.assert_array_equal(
+        written.transform(test[features]), out.transformer.transform(out.test[features])
     )
 
 
@@ -83,7 +122,7 @@ def test_duration_is_not_a_model_feature(
     tmp_path: Path, rows: pd.DataFrame, contract: Contract, repo_cfg: FeaturizeConfig
 ) -> None:
     train, _, profile = run(tmp_path, rows, contract, repo_cfg)
-    transformer = sio.load(tmp_path / "transformer.skops", trusted=TRUSTED_TYPES)
+    transformer = sio.load(layout(tmp_path).transformer, trusted=TRUSTED_TYPES)
     features = list(transformer.feature_names_in_)
     assert "duration" not in features
     assert features == [c for c in contract.columns if c not in ("duration", "y")]

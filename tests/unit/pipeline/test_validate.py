@@ -1,5 +1,6 @@
-"""Validate quarantines each injected bad row with the right reason and drops nothing; the
-Pydantic record model rejects what the GX suite rejects."""
+"""Validate quarantines each injected bad row with the right reason and drops nothing (in
+memory, and in the files the stage writes); the Pydantic record model rejects what the GX
+suite rejects."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from support.paths import BANK_CONTRACT, BANK_SMALL
 from plumbline.cli.main import main
 from plumbline.core import yamlfile
 from plumbline.core.contract import REASONS, SOURCE_ROW, TYPE_ERRORS, Contract
+from plumbline.core.paths import Layout, layout
 from plumbline.pipeline import ingest, validate
+from plumbline.pipeline.settings import PipelineParams, ValidateConfig
 from plumbline.pipeline.validate import ValidationFailed
 
 # Source row -> the reasons it must be quarantined with.
@@ -36,7 +39,8 @@ EXPECTED = {
 }
 
 
-def bad_rows_csv(path: Path) -> Path:
+def bad_rows_text() -> pd.DataFrame:
+    """The first 300 bank rows as text, with the bad cells and rows of ``EXPECTED``."""
     text = bank_text()
     edits = {
         3: ("age", ""),
@@ -50,40 +54,76 @@ def bad_rows_csv(path: Path) -> Path:
         text.loc[row, column] = value
     text.loc[11, ["age", "job"]] = ["500", "astronaut"]
     again = text.iloc[[5]].assign(age="xyz")
-    pd.concat([text, text.iloc[[10]], again], ignore_index=True).to_csv(path, sep=";", index=False)
+    return pd.concat([text, text.iloc[[10]], again], ignore_index=True)
+
+
+def bad_rows_csv(path: Path) -> Path:
+    bad_rows_text().to_csv(path, sep=";", index=False)
     return path
 
 
 @dataclass
 class Outputs:
-    dir: Path
+    paths: Layout
     frame: pd.DataFrame  # what validate read
 
-    valid = property(lambda self: self.dir / "valid.parquet")
-    quarantine = property(lambda self: self.dir / "quarantine.parquet")
-    report_file = property(lambda self: self.dir / "validation.json")
-    suite = property(lambda self: self.dir / "suite.json")
-    docs = property(lambda self: self.dir / "data_docs")
+    valid = property(lambda self: self.paths.valid)
+    quarantine = property(lambda self: self.paths.quarantine)
+    report_file = property(lambda self: self.paths.validation_report)
+    suite = property(lambda self: self.paths.expectation_suite)
+    docs = property(lambda self: self.paths.data_docs)
 
 
 def run_validate(dir: Path, contract: Contract, max_bad_fraction: float) -> Outputs:
+    """The ingest and validate stages on the bad rows, in project ``dir``."""
     csv = bad_rows_csv(dir / "rows.csv")
-    frame, _ = ingest.ingest(
-        data_config({"kind": "csv", "path": str(csv), "sep": ";"}), contract, dir
+    params = PipelineParams.model_validate(
+        {
+            "data": data_config({"kind": "csv", "path": str(csv), "sep": ";"}),
+            "validate": {"max_bad_fraction": max_bad_fraction, "check_duplicates": True},
+        }
     )
-    out = Outputs(dir, frame)
-    validate.run(
-        frame,
-        contract,
-        max_bad_fraction,
-        True,
-        out.valid,
-        out.quarantine,
-        out.report_file,
-        out.suite,
-        out.docs,
-    )
+    paths = layout(dir)
+    out = Outputs(paths, ingest.run(params, contract, paths).frame)
+    validate.run(params, contract, paths)
     return out
+
+
+@pytest.fixture(scope="module")
+def bad_rows(contract: Contract) -> pd.DataFrame:
+    """The bad rows, typed by ingest in memory."""
+    raw = ingest.Raw(frame=bad_rows_text(), label="the bad rows")
+    return ingest.ingest(raw, contract, data_config({"kind": "csv", "path": "rows.csv"})).frame
+
+
+def test_validate_in_memory_splits_every_row_once(
+    bad_rows: pd.DataFrame, contract: Contract
+) -> None:
+    out = validate.validate(bad_rows, contract, ValidateConfig(max_bad_fraction=0.05))
+    report = out.report
+    assert len(out.valid) + len(out.quarantine) == len(bad_rows) == report.rows_in == 302
+    assert (report.rows_valid, report.rows_quarantined) == (len(out.valid), len(out.quarantine))
+    assert sorted([*out.valid[SOURCE_ROW], *out.quarantine[SOURCE_ROW]]) == list(range(302))
+    got = dict(zip(out.quarantine[SOURCE_ROW], map(sorted, out.quarantine[REASONS]), strict=True))
+    assert got == EXPECTED
+    assert REASONS not in out.valid.columns
+    assert report.passed and report.quarantined_fraction == pytest.approx(9 / 302, abs=1e-6)
+    assert "id" not in out.suite and all("id" not in e for e in out.suite["expectations"])
+    assert {"not_null:age", "duplicate"} <= {e["meta"]["check"] for e in out.suite["expectations"]}
+
+
+def test_validate_in_memory_follows_its_settings(
+    bad_rows: pd.DataFrame, contract: Contract
+) -> None:
+    # Too many bad rows: the report says so; failing the stage is the runner's part.
+    strict = validate.validate(bad_rows, contract, ValidateConfig(max_bad_fraction=0.01))
+    assert not strict.report.passed and strict.report.max_bad_fraction == 0.01
+    assert strict.report.rows_quarantined == 9
+    # Without the duplicate check the copy of row 10 is valid, and the suite has no such check.
+    keep = validate.validate(bad_rows, contract, ValidateConfig(check_duplicates=False))
+    assert keep.report.rows_quarantined == 8 and 300 in set(keep.valid[SOURCE_ROW])
+    assert "duplicate" not in keep.report.checks
+    assert "duplicate" not in {e["meta"]["check"] for e in keep.suite["expectations"]}
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +188,9 @@ def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, contract: C
         "9 of 302 rows (2.98%) failed the contract, above validate.max_bad_fraction=1.00%"
     )
     assert "type:age (2)" in message
-    assert str(tmp_path / "quarantine.parquet") in message
+    assert str(layout(tmp_path).quarantine) in message
     # The evidence is written before the stage fails.
-    assert len(pd.read_parquet(tmp_path / "quarantine.parquet")) == 9
+    assert len(pd.read_parquet(layout(tmp_path).quarantine)) == 9
 
 
 def test_cli_exits_1_when_too_many_rows_fail(
