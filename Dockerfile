@@ -7,7 +7,7 @@
 # One image, three long-running or one-shot commands (see docker-compose.yml):
 #
 #   mlflow server ...                  tracking server + model registry (port 5000)
-#   python -m plumbline.promotion.first_champion      one-shot: dvc repro, gate, promote in /workspace
+#   plumbline bootstrap                one-shot: dvc repro, gate, promote in /workspace
 #   plumbline monitor                  feedback, drift and live metrics, retrain trigger (8001)
 #
 # They share every dependency (the monitor retrains with the pipeline's stages, bootstrap
@@ -71,4 +71,4 @@ EXPOSE 5000 8001
 # GET /health on 8001; bootstrap is a one-shot), so the image declares none.
 HEALTHCHECK NONE
 ENTRYPOINT ["tini", "--"]
-CMD ["python", "-m", "plumbline.promotion.first_champion"]
+CMD ["plumbline", "bootstrap"]

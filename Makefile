@@ -64,13 +64,13 @@ lint: setup ## ruff (lint and format) and mypy
 	$(BIN)/mypy
 
 serve: setup ## the prediction server on :8000 (models:/<name>@champion, else models/model.skops)
-	$(BIN)/python serve/app.py --port 8000
+	plumbline serve --port 8000
 
 monitor: setup ## the monitor on :8001 (feedback, drift and live metrics, retrain trigger)
 	plumbline monitor --port 8001
 
 demo: setup ## the closed loop on the shipped defaults and data (drift, retrain, gate, promote, reload); writes reports/loop/
-	$(BIN)/python -m plumbline.monitoring.demo
+	plumbline demo
 
 bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
 	$(BIN)/python benchmarks/pipeline_bench.py

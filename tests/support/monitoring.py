@@ -1,5 +1,5 @@
 """Helpers of the monitoring tests: a small project built by the real pipeline, and the real
-processes around it on free loopback ports: the prediction server (``serve/app.py``, started
+processes around it on free loopback ports: the prediction server (``plumbline serve``, started
 through support.serve.Server), the monitor (``plumbline monitor``), Prometheus and Alertmanager
 (Debian's binaries) with configurations derived from the files in monitoring/.
 

@@ -1,5 +1,5 @@
 """Helpers of the serving tests: real models from the real pipeline code, a real MLflow store,
-and the real server (``python serve/app.py``) as a subprocess on a free port.
+and the real server (``plumbline serve``) as a subprocess on a free port.
 
 Everything expensive is built once per test session in a temporary directory: the featurize
 stage and the train code run on the small committed bank file (4,119 rows), so the tests need
@@ -25,7 +25,7 @@ import yaml
 from plumbline.core import yamlfile
 from support.cli import forget_mlflow_uris
 from support.mlflowstore import new_store
-from support.paths import APP, BANK_SMALL, REPO
+from support.paths import BANK_SMALL, REPO
 from support.process import Process
 
 ADMIN_TOKEN = "test-admin-token"
@@ -60,14 +60,21 @@ class Artifacts:
 
 @cache
 def artifacts() -> Artifacts:
-    """ingest -> featurize -> train on the small bank file, with the stages' own functions."""
-    from plumbline.core.contract import load_contract
-    from plumbline.model.artifact import save_model
-    from plumbline.monitoring.settings import load_params
-    from plumbline.pipeline import featurize, ingest, train
+    """ingest -> featurize -> train on the small bank file, with the stages' own functions.
 
-    root = session_dir() / "pipeline"
-    params = load_params(REPO / "params.yaml")
+    Rows with a type error are left out instead of validating (GX is the slow part, and no
+    other row of the file fails the contract); the featurize stage writes the splits and the
+    transformer (``root``: the folder holding train.parquet and transformer.skops)."""
+    from plumbline.core.artifacts import write_parquet
+    from plumbline.core.contract import load_contract
+    from plumbline.core.paths import layout
+    from plumbline.model.artifact import save_model
+    from plumbline.pipeline import featurize, train
+    from plumbline.pipeline.settings import load_pipeline_params
+    from support.data import ingested
+
+    paths = layout(session_dir() / "pipeline")
+    params = load_pipeline_params(REPO / "params.yaml")
     data = params.data.model_copy(
         update={
             "source": params.data.source.model_copy(update={"path": BANK_SMALL}),
@@ -75,20 +82,11 @@ def artifacts() -> Artifacts:
         }
     )
     contract = load_contract(REPO / params.data.contract)
-    frame, _ = ingest.ingest(data, contract, REPO)
+    frame = ingested(data, contract, REPO).frame
     frame = frame[frame["_type_errors"].isna()].reset_index(drop=True)
-    paths = {name: root / f"{name}.parquet" for name in ("train", "test")}
-    featurize.run(
-        frame,
-        contract,
-        params.featurize,
-        paths["train"],
-        paths["test"],
-        root / "transformer.skops",
-        root / "profile.json",
-    )
-    train_rows = pd.read_parquet(paths["train"])
-    from plumbline.pipeline.featurize import fit_transformer
+    write_parquet(frame, paths.valid, contract.arrow_schema())
+    featurize.run(params, contract, paths)
+    train_rows = pd.read_parquet(paths.train_split)
 
     models = {}
     for name, weight in (("model", None), ("other", "balanced")):
@@ -103,13 +101,14 @@ def artifacts() -> Artifacts:
                 )
             }
         )
-        transformer = fit_transformer(train_rows, contract, params.featurize)
-        models[name] = root / f"{name}.skops"
-        model, _ = train.fit(train_rows, transformer, contract, cfg)
-        save_model(model, models[name])
+        # A transformer of its own: the model carries it (and its explanation baseline).
+        transformer = featurize.fit_transformer(train_rows, contract, params.featurize)
+        models[name] = paths.root / "models" / f"{name}.skops"
+        trained = train.train(train_rows, transformer, contract, cfg, data_hashes={})
+        save_model(trained.model, models[name])
     return Artifacts(
-        root=root,
-        test_split=paths["test"],
+        root=paths.train_split.parent,
+        test_split=paths.test_split,
         model=models["model"],
         other_model=models["other"],
         features=contract.feature_columns(params.featurize.exclude_columns),
@@ -208,7 +207,7 @@ def write_params(directory: Path, tracking_uri: str | None = None, **serve: Any)
 
 
 class Server(Process):
-    """``python serve/app.py`` on a free port; stopped (and checked) on exit."""
+    """``plumbline serve`` on a free port; stopped (and checked) on exit."""
 
     name = "server"
 
@@ -232,9 +231,11 @@ class Server(Process):
     def argv(self) -> list[str]:
         return [
             sys.executable,
-            str(APP),
+            "-m",
+            "plumbline",
             "--params",
             str(self.params),
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",

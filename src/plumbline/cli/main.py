@@ -1,6 +1,7 @@
 """The ``plumbline`` command: a table of subcommands, one module per group.
 
-Each group module (pipeline, promotion, explain, monitoring, rollout) lists its
+Each group module (pipeline, promotion, explain, serving, monitoring, rollout,
+params_reference) lists its
 :class:`~plumbline.cli.context.Command` rows; this module builds the parser from them and runs
 the chosen one. Errors that a user can fix (bad config, unreadable source, too many bad rows)
 print one clear message and exit with status 1, without a traceback.
@@ -14,7 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from plumbline.cli import explain, monitoring, pipeline, promotion, rollout
+from plumbline.cli import (
+    explain,
+    monitoring,
+    params_reference,
+    pipeline,
+    promotion,
+    rollout,
+    serving,
+)
 from plumbline.cli.context import Command, Context
 from plumbline.core.errors import PlumblineError
 from plumbline.core.timing import spent
@@ -22,7 +31,7 @@ from plumbline.core.timing import spent
 log = logging.getLogger("plumbline")
 
 # In the order of the data flow; `plumbline --help` lists them so.
-GROUPS = (pipeline, promotion, explain, monitoring, rollout)
+GROUPS = (pipeline, promotion, explain, serving, monitoring, rollout, params_reference)
 COMMANDS: dict[str, Command] = {c.name: c for group in GROUPS for c in group.COMMANDS}
 
 

@@ -1,4 +1,4 @@
-"""The monitoring subcommands of ``plumbline``: monitor, drift-report, retrain, replay.
+"""The monitoring subcommands of ``plumbline``: monitor, drift-report, retrain, replay, demo.
 
 Their code is imported when one of them runs, so the other commands do not load it.
 """
@@ -74,6 +74,16 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
             help="request ids are <prefix>-<row> (default: replay-<unix time>)",
         )
         p.add_argument("--summary", type=Path, default=None, help="also write it as JSON")
+    elif name == "demo":
+        p.add_argument("--out", type=Path, default=None, help="default: reports/loop")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="another timing setting, e.g. replay.rate=40 (decision thresholds are refused)",
+        )
+        p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
 def _monitor(ctx: Context, args: argparse.Namespace) -> str:
@@ -174,6 +184,20 @@ def _replay(ctx: Context, args: argparse.Namespace) -> str:
     )
 
 
+def _demo(ctx: Context, args: argparse.Namespace) -> str:
+    from plumbline.monitoring import demo
+
+    settings = demo.parse_settings(args.set)
+    out = args.out or ctx.root / "reports/loop"
+    record = demo.run(out, settings, args.keep)
+    retrains = record.get("retrains", [])
+    promoted = sum(r["status"] == "promoted" for r in retrains)
+    return (
+        f"{record['replay']['ok_rows']} rows answered, {len(retrains)} "
+        f"retrain{'s' if len(retrains) != 1 else ''} ({promoted} promoted); report in {out}"
+    )
+
+
 COMMANDS = [
     Command(
         "monitor",
@@ -198,5 +222,11 @@ COMMANDS = [
         "send the later part of the data as traffic, then its labels",
         _replay,
         partial(add_arguments, "replay"),
+    ),
+    Command(
+        "demo",
+        "the closed loop on the shipped defaults and data (make demo); writes reports/loop/",
+        _demo,
+        partial(add_arguments, "demo"),
     ),
 ]

@@ -1,9 +1,10 @@
-"""The promotion subcommands: gate, promote, rollback, models, report, lineage."""
+"""The promotion subcommands: gate, promote, rollback, models, report, lineage, bootstrap."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from plumbline.cli.context import Command, Context
@@ -132,6 +133,13 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
     return f"the lineage of {what} is complete ({len(chain.links)} links)"
 
 
+def cmd_bootstrap(ctx: Context, args: argparse.Namespace) -> str:
+    from plumbline.promotion.first_champion import bootstrap
+
+    champion = bootstrap(ctx.root, args.source)
+    return f"champion is version {champion}; the API can serve it"
+
+
 def _gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retrain",
@@ -181,6 +189,16 @@ def _lineage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _bootstrap_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
+        help="project files to lay out in the workspace first "
+        "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)",
+    )
+
+
 COMMANDS = [
     Command(
         "gate",
@@ -209,5 +227,11 @@ COMMANDS = [
         "a version's or a prediction's chain: run, commit, params, data",
         cmd_lineage,
         _lineage_arguments,
+    ),
+    Command(
+        "bootstrap",
+        "a new stack's first champion: dvc repro, gate, promote (the compose one-shot)",
+        cmd_bootstrap,
+        _bootstrap_arguments,
     ),
 ]

@@ -21,7 +21,6 @@ files, and each difference is recorded under ``overrides`` in loop.json;
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -698,28 +697,3 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
         settings[key.strip()] = yamlfile.safe_load(value)
     check_overrides(settings)
     return settings
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--out", type=Path, default=None, help="default: reports/loop")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another timing setting, e.g. replay.rate=40 (decision thresholds are refused)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args(argv)
-    try:
-        settings = parse_settings(args.set)
-        run(args.out or project_root() / "reports/loop", settings, args.keep)
-    except DemoError as err:
-        print(f"plumbline demo: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

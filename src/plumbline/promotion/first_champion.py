@@ -1,4 +1,4 @@
-"""The one-shot that gives a new stack a champion: ``python -m plumbline.promotion.first_champion``.
+"""The one-shot that gives a new stack a champion: ``plumbline bootstrap``.
 
 The ``bootstrap`` service of docker-compose.yml runs it before the API starts, so that a fresh
 ``docker compose up`` serves predictions with no manual step:
@@ -20,7 +20,6 @@ itself and ``promote`` finds the version it registered before.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -101,36 +100,3 @@ def bootstrap(root: Path, source: Path | None) -> str:
             "has nothing to serve"
         )
     return champion
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m plumbline.promotion.first_champion", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
-        help="project files to lay out in the workspace first "
-        "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from plumbline.core.paths import project_root
-
-    root = project_root()
-    try:
-        champion = bootstrap(root, args.source)
-    except PlumblineError as err:
-        print(f"bootstrap: error: {err}", file=sys.stderr)
-        return 1
-    print(f"bootstrap: champion is version {champion}; the API can serve it")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,12 +6,11 @@ container paths become directories of a temporary "container filesystem" (named 
 shared directories, as in Docker; files the images copy are copied the same way).
 
 * ``mlflow``: the tracking server on SQLite with proxied artifacts (the compose default);
-* ``bootstrap``: ``python -m plumbline.promotion.first_champion``: the real pipeline on the real
-data
-  (``dvc repro``), gate and promote, all over HTTP; run twice, as two ``docker compose up``
-  would;
-* ``api``: ``python serve/app.py`` loading ``@champion`` from MLflow over HTTP, with an
-  interpreter that has only what ``pip install ".[serve]"`` installs (the serving image);
+* ``bootstrap``: ``plumbline bootstrap``: the real pipeline on the real data (``dvc repro``),
+  gate and promote, all over HTTP; run twice, as two ``docker compose up`` would;
+* ``api``: ``python serve/app.py`` (``plumbline serve``) loading ``@champion`` from MLflow over
+  HTTP, with an interpreter that has only what ``pip install ".[serve]"`` installs (the
+  serving image);
 * ``monitor``: ``plumbline monitor``;
 * ``prometheus``: Debian's Prometheus with monitoring/prometheus.yml, scraping api and monitor
   (scrape interval shortened to 1 s).

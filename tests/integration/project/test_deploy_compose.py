@@ -57,7 +57,9 @@ def test_the_schema_check_rejects_a_broken_file(tmp_path: Path) -> None:
     assert "healthchek" in done.stdout + done.stderr
 
 
-def test_the_api_command_is_the_image_command_and_the_one_the_serving_tests_start() -> None:
+def test_the_api_command_is_the_image_command_and_runs_plumbline_serve() -> None:
+    """serve/app.py: the wrapper of `plumbline serve`, the command the serving tests start
+    (test_entry_points.py checks that the wrapper runs it)."""
     from support.paths import APP
 
     argv = command(service("api"))
@@ -81,6 +83,7 @@ def test_the_api_command_is_the_image_command_and_the_one_the_serving_tests_star
         [sys.executable, str(APP), *argv[2:], "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: plumbline serve ")
     assert "--port" in done.stdout and "--host" in done.stdout
 
 

@@ -102,6 +102,7 @@ where = dataclasses.replace(settings.source_settings(), fallback=Path({str(model
 served = ModelSource(where, settings.contract, settings.features).load_local()
 from plumbline.promotion.registry import Registry
 Registry("m", "http://127.0.0.1:9")
+import plumbline.cli.main  # serve/app.py runs `plumbline serve`: every command module loads
 for name in ("dvc", "great_expectations", "matplotlib", "sqlalchemy"):
     try:
         __import__(name)

@@ -1,6 +1,6 @@
 """The `make demo` report writer (plumbline.monitoring.loopreport) on a recorded run's
-loop.json (tests/unit/monitoring/data/loop_recorded.json: the `make demo` run quoted in the
-README)."""
+loop.json (tests/unit/monitoring/data/loop_recorded.json: the `make demo` run quoted in
+docs/monitoring.md)."""
 
 from __future__ import annotations
 

@@ -36,10 +36,11 @@ def test_other_programs_are_not_measured(argv: list[str]) -> None:
         [f"{VENV}/python", f"{VENV}/plumbline", "train"],
         [f"{VENV}/python", "-m", "plumbline", "--params", "p.yaml", "retrain"],
         [f"{VENV}/python", "serve/app.py", "--port", "8000"],
+        [f"{VENV}/python", f"{VENV}/plumbline", "serve", "--port", "8000"],
         [f"{VENV}/python", "-W", "ignore", "-m", "plumbline", "gate"],
         [f"{VENV}/python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
         [f"{VENV}/python", f"{VENV}/mlflow", "models", "serve", "-m", "models:/x@champion"],
-        [f"{VENV}/python", "-m", "plumbline.promotion.first_champion"],
+        [f"{VENV}/python", f"{VENV}/plumbline", "bootstrap"],
     ],
 )
 def test_plumbline_processes_are_measured(argv: list[str]) -> None:

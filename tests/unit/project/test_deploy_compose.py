@@ -146,8 +146,11 @@ def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
 def test_pipeline_image_services_run_real_entry_points() -> None:
     from plumbline.cli.main import build_parser
 
-    assert command(service("bootstrap")) == ["python", "-m", "plumbline.promotion.first_champion"]
-    assert (REPO / "src/plumbline/promotion/first_champion.py").is_file()
+    bootstrap = command(service("bootstrap"))
+    assert bootstrap == ["plumbline", "bootstrap"]
+    # The pipeline image's default command is the one-shot too.
+    assert parse_dockerfile(PIPELINE_DOCKERFILE).final.all("CMD")[-1].exec_form() == bootstrap
+    assert build_parser().parse_args(bootstrap[1:]).command == "bootstrap"
     monitor = command(service("monitor"))
     assert monitor[:2] == ["plumbline", "monitor"]
     args = build_parser().parse_args(monitor[1:])
