@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from plumbline.cli.context import Command, Context
-from plumbline.core.contract import Contract
 from plumbline.core.errors import MissingInput, PlumblineError
-from plumbline.core.paths import Layout
-from plumbline.model.explain import ExplainUnsupported, explanation_table
-from plumbline.monitoring.settings import Params
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plumbline.core.contract import Contract
+    from plumbline.core.paths import Layout
+    from plumbline.monitoring.settings import Params
 
 
 class ExplainInputError(PlumblineError):
@@ -29,6 +29,10 @@ class ExplainInputError(PlumblineError):
 
 def read_records(path: Path, contract: Contract, features: list[str], sep: str) -> pd.DataFrame:
     """The feature columns of a Parquet or CSV file, typed as the contract types them."""
+    # Imported here, not at the top: every `plumbline` command imports this module.
+    import numpy as np
+    import pandas as pd
+
     if not path.is_file():
         raise MissingInput(f"{path} not found")
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -58,6 +62,7 @@ def read_records(path: Path, contract: Contract, features: list[str], sep: str) 
 
 def run(params: Params, contract: Contract, paths: Layout, args: argparse.Namespace) -> str:
     from plumbline.model.artifact import load_model
+    from plumbline.model.explain import ExplainUnsupported, explanation_table
 
     if args.version is not None:
         from plumbline.promotion.registry import Registry
