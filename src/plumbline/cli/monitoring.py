@@ -84,6 +84,13 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
             help="another timing setting, e.g. replay.rate=40 (decision thresholds are refused)",
         )
         p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+        p.add_argument(
+            "--render",
+            type=Path,
+            default=None,
+            metavar="LOOP_JSON",
+            help="no run: write loop.md and its PNGs again beside a recorded loop.json",
+        )
 
 
 def _monitor(ctx: Context, args: argparse.Namespace) -> str:
@@ -185,6 +192,13 @@ def _replay(ctx: Context, args: argparse.Namespace) -> str:
 
 
 def _demo(ctx: Context, args: argparse.Namespace) -> str:
+    if args.render is not None:
+        from plumbline.monitoring import loopreport
+
+        if not args.render.is_file():
+            raise MissingInput(f"{args.render} not found")
+        written = loopreport.write(json.loads(args.render.read_text()), args.render.parent)
+        return f"wrote {len(written)} files in {args.render.parent}"
     from plumbline.monitoring import demo
 
     settings = demo.parse_settings(args.set)

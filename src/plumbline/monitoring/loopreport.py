@@ -1,14 +1,12 @@
 """The report of a ``make demo`` run: ``loop.md`` and its PNGs, from the run's ``loop.json``.
 
 A pure function of the record (:func:`write`), so a recorded run renders the same way again
-(``python -m plumbline.monitoring.loopreport reports/loop/loop.json``).
+(``plumbline demo --render reports/loop/loop.json``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -254,9 +252,3 @@ def write(record: dict[str, Any], out: Path) -> list[Path]:
         lines += [f"![{title}]({name})", ""]
     (out / "loop.md").write_text("\n".join(lines))
     return [out / "loop.md", *written]
-
-
-if __name__ == "__main__":
-    source = Path(sys.argv[1])
-    for path in write(json.loads(source.read_text()), source.parent):
-        print(path)

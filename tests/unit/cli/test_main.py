@@ -30,7 +30,7 @@ def _options(name: str) -> set[str]:
 def test_every_entry_point_is_a_subcommand() -> None:
     assert {"serve", "demo", "bootstrap"} <= set(COMMANDS)
     assert _options("serve") == {"--params", "--host", "--port", "--log-level"}
-    assert _options("demo") == {"--out", "--set", "--keep"}
+    assert _options("demo") == {"--out", "--set", "--keep", "--render"}
     assert _options("bootstrap") == {"--source"}
 
 

@@ -98,3 +98,14 @@ def test_estimate_errors_compare_the_samples_both_series_have() -> None:
     assert errors["2"]["samples"] == 2
     assert errors["2"]["mean"] == pytest.approx((0.02 + 0.04) / 2)
     assert errors["2"]["max"] == pytest.approx(0.04)
+
+
+def test_plumbline_demo_render_rewrites_the_report_of_a_recorded_run(tmp_path: Path) -> None:
+    from plumbline.cli.main import main
+
+    recorded = tmp_path / "loop.json"
+    recorded.write_text(RECORDED.read_text())
+    assert main(["demo", "--render", str(recorded)]) == 0
+    assert (tmp_path / "loop.md").is_file()
+    assert {f"{name}" for name in PLOTS} <= {p.name for p in tmp_path.iterdir()}
+    assert main(["demo", "--render", str(tmp_path / "missing.json")]) == 1
