@@ -39,9 +39,9 @@ def one_thread_per_process(environ: MutableMapping[str, str] | None = None) -> b
 
     Scoring runs one small batch at a time per worker: extra BLAS/OpenMP threads only fight
     the HTTP processes for the cores (and make HistGradientBoosting crawl). The variables act
-    when a library loads: serve/app.py calls this before numpy is imported. ``plumbline``
-    itself imports the other commands' modules first, and some of them load numpy, so then
-    the BLAS is limited at run time (the forked workers and HTTP processes inherit that).
+    when a library loads: serve/app.py and ``plumbline serve`` call this before numpy is
+    imported (building the CLI's parser loads none). Where a caller loaded numpy already, the
+    BLAS is limited at run time (the forked workers and HTTP processes inherit that).
     """
     env = os.environ if environ is None else environ
     unset = [name for name in THREAD_VARIABLES if name not in env]
