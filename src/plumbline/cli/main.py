@@ -17,6 +17,7 @@ from pathlib import Path
 
 from plumbline.cli import (
     explain,
+    governance,
     monitoring,
     params_reference,
     pipeline,
@@ -31,7 +32,16 @@ from plumbline.core.timing import spent
 log = logging.getLogger("plumbline")
 
 # In the order of the data flow; `plumbline --help` lists them so.
-GROUPS = (pipeline, promotion, explain, serving, monitoring, rollout, params_reference)
+GROUPS = (
+    pipeline,
+    promotion,
+    explain,
+    serving,
+    monitoring,
+    rollout,
+    governance,
+    params_reference,
+)
 COMMANDS: dict[str, Command] = {c.name: c for group in GROUPS for c in group.COMMANDS}
 
 

@@ -37,6 +37,9 @@ SECTIONS = (
     "serve",
     "monitor",
     "retrain",
+    "promotion",
+    "audit",
+    "auth",
 )
 
 

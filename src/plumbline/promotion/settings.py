@@ -1,5 +1,7 @@
 """Promotion's part of params.yaml: the gate's thresholds (``gate:``) and those of the
-automatic retrain's gate (``retrain.gate`` and ``retrain.comparison``)."""
+automatic retrain's gate (``retrain.gate`` and ``retrain.comparison``), and governance's
+sections (``promotion:``, ``audit:``, ``auth:``; models in :mod:`plumbline.governance.settings`),
+which promotion is the first layer to read."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from plumbline.core.settings import StrictModel, load_view
+from plumbline.governance.settings import AuditConfig, AuthConfig, PromotionConfig
 from plumbline.pipeline.settings import PipelineParams
 
 
@@ -117,7 +120,28 @@ class PromotionParams(PipelineParams):
         default=RetrainGateConfig(), description="Automatic retraining: promotion reads its gate"
     )
 
-    sections: ClassVar[tuple[str, ...]] = (*PipelineParams.sections, "gate", "retrain")
+    promotion: PromotionConfig = Field(
+        default=PromotionConfig(),
+        description="Governed promotion (docs/governance.md): approvals between a passing gate "
+        "and the champion alias",
+    )
+    audit: AuditConfig = Field(
+        default=AuditConfig(),
+        description="The audit trail of every state change, and how long it is kept",
+    )
+    auth: AuthConfig = Field(
+        default=AuthConfig(),
+        description="Identities and roles for the privileged commands and routes",
+    )
+
+    sections: ClassVar[tuple[str, ...]] = (
+        *PipelineParams.sections,
+        "gate",
+        "retrain",
+        "promotion",
+        "audit",
+        "auth",
+    )
 
 
 def load_promotion_params(path: Path | None = None) -> PromotionParams:

@@ -17,6 +17,7 @@ PACKAGE = REPO / "src" / "plumbline"
 LAYERS: dict[str, int] = {
     "__init__": 0,  # the package itself: it only pins the BLAS kernels before numpy loads
     "core": 0,  # contract, settings, paths, errors, file formats, MLflow set-up
+    "governance": 1,  # identities, roles and the audit trail (a SQL hash chain)
     "model": 1,  # features, the artifact, metrics, explanations, fairness, statistics
     "pipeline": 2,  # the DVC stages and evaluate's reports
     "promotion": 3,  # gates, registry, lineage, the pull-request report
