@@ -1,4 +1,9 @@
-"""The promotion subcommands: gate, promote, rollback, models, report, lineage, bootstrap."""
+"""The promotion subcommands: gate, promote, rollback, models, approvals, approve, reject,
+report, lineage, bootstrap.
+
+Commands that change the registry act as the person ``PLUMBLINE_TOKEN`` names (else the local
+operating-system user, recorded as such) and record what they did in the audit trail.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,46 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plumbline.cli.context import Command, Context
 from plumbline.core.errors import MissingInput
+
+if TYPE_CHECKING:
+    from plumbline.governance.identity import Actor
+    from plumbline.governance.settings import Role
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.promotion.registry import Registry
+
+
+def _governed(ctx: Context, needs: Role, named: bool = False) -> tuple[Registry, Actor]:
+    """The registry on the project's audit trail, and who runs the command (refused without
+    the role ``needs``; ``named``: a local actor is refused once any user exists)."""
+    from plumbline.governance.identity import Forbidden, Users, cli_actor, role_allows
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.promotion.registry import Registry
+
+    trail = AuditTrail.for_project(ctx.params.audit, ctx.root)
+    users = Users(trail.engine)
+    actor = cli_actor(users, os.environ)
+    if named and actor.via == "local" and not users.empty():
+        raise Forbidden(
+            f"{actor.name} is not a named person: set PLUMBLINE_TOKEN to your own token "
+            "(`plumbline users token NAME`)",
+            actor,
+            needs,
+        )
+    if not role_allows(actor.role, needs):
+        raise Forbidden(
+            f"role {needs} needed; {actor.name} (via {actor.via}) is {actor.role}", actor, needs
+        )
+    return Registry.from_params(ctx.params, ctx.root, trail), actor
+
+
+def _trail(ctx: Context) -> AuditTrail:
+    from plumbline.governance.trail import AuditTrail
+
+    return AuditTrail.for_project(ctx.params.audit, ctx.root)
 
 
 def cmd_gate(ctx: Context, args: argparse.Namespace) -> str:
@@ -29,16 +71,27 @@ def cmd_gate(ctx: Context, args: argparse.Namespace) -> str:
 def cmd_promote(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.model.verdict import GATE_FILE, GateResult
     from plumbline.pipeline.model_card import MODEL_CARD_FILE, attach
-    from plumbline.promotion.registry import CHALLENGER, CHAMPION, Registry
+    from plumbline.promotion.approvals import promote_candidate
+    from plumbline.promotion.registry import CHALLENGER, CHAMPION
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
-    registry = Registry.from_params(ctx.params, ctx.root)
-    done = registry.promote(ctx.params, ctx.paths, verdict, args.challenger_only)
+    registry, actor = _governed(ctx, "operator")
+    done, request = promote_candidate(
+        registry, ctx.params, ctx.paths, verdict, actor, args.challenger_only
+    )
     card = attach(registry.client, registry.name, done.version, ctx.paths / MODEL_CARD_FILE)
     what = (
         f"{'found' if done.reused else 'registered'} {registry.name!r} version "
         f"{done.version}; {CHALLENGER} -> {done.version}; model card: {card or 'none'}"
     )
+    if request is not None:
+        return (
+            f"{what}; gate passed, version {done.version} waits for {request.missing} "
+            f"approval{'s' if request.missing != 1 else ''} ({len(request.approvals)} of "
+            f"{request.required} so far; `plumbline approvals`, `plumbline approve "
+            f"{done.version} --comment ...`); {CHAMPION} stays "
+            f"{'version ' + done.champion_before if done.champion_before else 'unset'}"
+        )
     if args.challenger_only:
         return (
             f"{what}; {CHAMPION} stays "
@@ -56,10 +109,10 @@ def cmd_promote(ctx: Context, args: argparse.Namespace) -> str:
 
 
 def cmd_rollback(ctx: Context, args: argparse.Namespace) -> str:
-    from plumbline.promotion.registry import CHAMPION, Registry
+    from plumbline.promotion.registry import CHAMPION
 
-    registry = Registry.from_params(ctx.params, ctx.root)
-    event = registry.rollback(args.reason)
+    registry, actor = _governed(ctx, "approver")
+    event = registry.rollback(args.reason, actor)
     return (
         f"{registry.name!r}: {CHAMPION} rolled back from version {event.from_version} "
         f"to version {event.to_version}"
@@ -68,17 +121,27 @@ def cmd_rollback(ctx: Context, args: argparse.Namespace) -> str:
 
 def cmd_models(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.pipeline.model_card import CARD_TAG
+    from plumbline.promotion.approvals import pending
     from plumbline.promotion.registry import CHAMPION, Registry, history_lines, versions_table
 
-    registry = Registry.from_params(ctx.params, ctx.root)
+    trail = _trail(ctx)
+    registry = Registry.from_params(ctx.params, ctx.root, trail)
     rows = registry.versions()
     if not rows:
         return f"registered model {registry.name!r} has no versions in {registry.uri}"
     print(versions_table(rows))
     events = registry.history()
     if events:
-        print(f"\n{CHAMPION} history (latest last):")
+        print(f"\n{CHAMPION} history (latest last, from the audit trail):")
         print("\n".join(history_lines(events)))
+    waiting = pending(trail, registry, ctx.params.promotion.approvals)
+    if waiting:
+        print("\npending approval:")
+        for p in waiting:
+            print(
+                f"  version {p.version}: {len(p.approvals)} of {p.required} approvals "
+                f"(by {p.author} at {p.requested_at}; expires {p.expires_at})"
+            )
     champion = registry.alias_version(CHAMPION)
     card = next((r.tags.get(CARD_TAG) for r in rows if r.version == champion), None)
     if card:
@@ -88,6 +151,52 @@ def cmd_models(ctx: Context, args: argparse.Namespace) -> str:
         f"{CHAMPION}: "
         f"{'version ' + champion if champion else 'none'}"
     )
+
+
+def cmd_approvals(ctx: Context, args: argparse.Namespace) -> str:
+    from plumbline.promotion.approvals import pending, pending_text
+    from plumbline.promotion.registry import Registry
+
+    trail = _trail(ctx)
+    registry = Registry.from_params(ctx.params, ctx.root, trail)
+    waiting = pending(trail, registry, ctx.params.promotion.approvals)
+    if args.json:
+        print(json.dumps([p.to_json() for p in waiting], indent=2))
+    elif waiting:
+        print(pending_text(waiting))
+    required = ctx.params.promotion.approvals.required
+    if not waiting:
+        return (
+            f"no version of {registry.name!r} waits for approval "
+            f"(promotion.approvals.required: {required})"
+        )
+    return f"{len(waiting)} version{'s' if len(waiting) != 1 else ''} of {registry.name!r} wait"
+
+
+def _decide(ctx: Context, args: argparse.Namespace, approving: bool) -> str:
+    from plumbline.promotion import approvals
+
+    registry, actor = _governed(ctx, "approver", named=True)
+    decide = approvals.approve if approving else approvals.reject
+    decision = decide(
+        registry.trail,
+        registry,
+        args.version,
+        actor,
+        args.comment,
+        ctx.params.promotion.approvals,
+        ctx.params,
+        ctx.paths,
+    )
+    return f"{registry.name!r}: {decision.message}"
+
+
+def cmd_approve(ctx: Context, args: argparse.Namespace) -> str:
+    return _decide(ctx, args, approving=True)
+
+
+def cmd_reject(ctx: Context, args: argparse.Namespace) -> str:
+    return _decide(ctx, args, approving=False)
 
 
 def cmd_report(ctx: Context, args: argparse.Namespace) -> str:
@@ -108,7 +217,8 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
         raise MissingInput("give a model VERSION or --request-id ID (one of them)")
     from plumbline.monitoring.workspace import SNAPSHOT_DIR
 
-    registry = Registry.from_params(ctx.params, ctx.root)
+    trail = _trail(ctx)
+    registry = Registry.from_params(ctx.params, ctx.root, trail)
     # Retrains of a project outside git commit to a snapshot repository in the state dir.
     repos = [ctx.root, ctx.params.resolve(ctx.params.monitor.state_dir) / SNAPSHOT_DIR]
     if args.request_id is not None:
@@ -118,7 +228,7 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
             or ctx.params.serve.prediction_log.dir
         )
         chain = trace_request(
-            lambda name: Registry(name, registry.uri), log_dir, args.request_id, repos
+            lambda name: Registry(name, registry.uri, trail), log_dir, args.request_id, repos
         )
         what = f"request {args.request_id}"
     else:
@@ -161,6 +271,15 @@ def _rollback_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reason", default="manual rollback", help="why (kept in the promotion history)"
     )
+
+
+def _approvals_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _decision_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("version", help="registered model version")
+    p.add_argument("--comment", required=True, help="what you checked (kept in the audit trail)")
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
@@ -219,6 +338,24 @@ COMMANDS = [
         _rollback_arguments,
     ),
     Command("models", "list registered versions with aliases, metrics, verdicts", cmd_models),
+    Command(
+        "approvals",
+        "candidates waiting for approval, with their evidence",
+        cmd_approvals,
+        _approvals_arguments,
+    ),
+    Command(
+        "approve",
+        "approve a pending candidate (the last approval moves champion)",
+        cmd_approve,
+        _decision_arguments,
+    ),
+    Command(
+        "reject",
+        "reject a pending candidate (it stays registered, loses challenger)",
+        cmd_reject,
+        _decision_arguments,
+    ),
     Command(
         "report", "write report.md: gate, metrics/params diff, plots", cmd_report, _report_arguments
     ),

@@ -12,13 +12,16 @@ data source, the contract (columns the server does not log may be empty),
 committed code), then ``plumbline gate`` and ``plumbline promote`` against the same MLflow
 registry that the server polls, so a retrained version has the lineage of a manual one: a clean
 commit, its params, the dvc.lock hashes and an MLflow run. The input commit, with dvc.lock on
-top, is kept as ``refs/plumbline/retrains/<run>``. ``promote`` moves ``champion`` only when
-the gate passed, so a rejected or failed retrain leaves the champion in place. The project's
-own files are never written.
+top, is kept as ``refs/plumbline/retrains/<run>``. The promote step runs in this process as the
+actor ``monitor`` (via ``system``) and records into the project's audit trail; it moves
+``champion`` only when the gate passed, so a rejected or failed retrain leaves the champion in
+place. With ``promotion.approvals.required`` >= 1 a passing candidate waits as ``challenger``
+for approvals instead (status ``pending_approval``). The project's own files are never written.
 
 One retrain at a time, across processes: a run holds an exclusive ``flock`` on
 ``<state_dir>/retrain.lock`` from its checks to its end; a concurrent request is refused as
-``busy``. Every run (promoted / rejected / failed) is recorded in the monitor's store.
+``busy``. Every run (promoted / pending_approval / rejected / failed) is recorded in the
+monitor's store.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +52,12 @@ from plumbline.monitoring.references import References
 from plumbline.monitoring.settings import Params
 from plumbline.monitoring.store import MonitorStore
 from plumbline.monitoring.workspace import Workspace, WorkspaceError
+
+if TYPE_CHECKING:
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.model.verdict import GateResult
+    from plumbline.promotion.approvals import Pending
+    from plumbline.promotion.registry import Promotion, Registry
 
 log = logging.getLogger("plumbline.retrain")
 
@@ -117,7 +126,7 @@ class Decision:
 @dataclass
 class RunResult:
     run_id: int
-    status: str  # promoted | rejected | failed
+    status: str  # promoted | pending_approval | rejected | failed
     reason: str
     version: str | None = None
     champion_before: str | None = None
@@ -268,7 +277,9 @@ class Retrainer:
                 f"{labelled} labelled live rows; "
                 f"retrain.window.min_live_rows is {cfg.window.min_live_rows}",
             )
-        completed = [r for r in finished if r.status in ("promoted", "rejected")]
+        completed = [
+            r for r in finished if r.status in ("promoted", "pending_approval", "rejected")
+        ]
         if not force and completed and completed[0].newest_live_at is not None:
             new = self.store.count_labelled(since=completed[0].newest_live_at)
             if new < cfg.min_new_labels:
@@ -419,10 +430,17 @@ class Retrainer:
         )
         return window, ws
 
+    def _trail(self) -> AuditTrail:
+        from plumbline.governance.trail import AuditTrail
+
+        return AuditTrail.for_project(self.params.audit, self.root)
+
     def _env(self, workdir: Path) -> dict[str, str]:
         from plumbline.core.tracking import tracking_uri
 
         env = dict(os.environ)
+        # Anything the workspace records goes to the project's trail, not one in the workspace.
+        env["PLUMBLINE_AUDIT_URL"] = self._trail().url
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # The stages run the workspace's committed code: the files dvc.yaml hashes.
         python_path = [str(workdir / "src"), env.get("PYTHONPATH", "")]
@@ -494,16 +512,18 @@ class Retrainer:
             raise RetrainError(f"stage {stage} failed: {self._tail(workdir, stage)}")
 
     def _pipeline(self, ws: Workspace, result: RunResult, deadline: float) -> None:
-        from plumbline.core.tracking import configure, md5_file
+        from plumbline.core.tracking import configure
         from plumbline.model.verdict import GATE_FILE, GateResult
-        from plumbline.promotion.registry import CHAMPION, MODEL_MD5_TAG, Registry
+        from plumbline.promotion.registry import CHAMPION, Registry
 
         workdir = ws.path
         env = self._env(workdir)
         # The experiment must exist with its artifacts in the project, not in the work
         # directory (train would create it there, and old work directories are deleted).
         configure(self.params.mlflow, self.root)
-        registry = Registry(self.params.mlflow.model_name, env["MLFLOW_TRACKING_URI"])
+        registry = Registry(
+            self.params.mlflow.model_name, env["MLFLOW_TRACKING_URI"], self._trail()
+        )
         result.champion_before = registry.alias_version(CHAMPION)
         self._repro(workdir, env, deadline)
         plumbline = [sys.executable, "-m", "plumbline"]
@@ -514,19 +534,28 @@ class Retrainer:
         verdict = GateResult.read(gate_file)
         if code not in (0, 1) or (code == 1) == verdict.passed:
             raise RetrainError(f"gate exited {code}: {self._tail(workdir, 'gate')}")
-        if self._step("promote", [*plumbline, "promote"], workdir, env, deadline) != 0:
-            raise RetrainError(f"promote failed: {self._tail(workdir, 'promote')}")
+        done, request = self._promote(registry, workdir, verdict)
         ws.commit_outputs(f"retrain {result.run_id}: dvc.lock and the tracked outputs")
         result.details["commit"] = ws.inputs
         result.details["ref"] = ws.keep(workdir.name)
-        md5 = md5_file(layout(workdir).model)
-        version = next(
-            (v.version for v in registry.versions() if v.tags.get(MODEL_MD5_TAG) == md5), None
-        )
+        version = done.version
         result.version = version
         result.champion_after = registry.alias_version(CHAMPION)
         result.details["gate"] = verdict.summary()
-        if verdict.passed and version is not None and result.champion_after == version:
+        if request is not None:
+            self.references.save(version, layout(workdir))
+            result.status = "pending_approval"
+            result.details["approval"] = {
+                "required": request.required,
+                "approvals": len(request.approvals),
+                "expires_at": request.expires_at,
+            }
+            result.reason = (
+                f"version {version} passed the gate and waits for {request.missing} "
+                f"approval{'s' if request.missing != 1 else ''} (`plumbline approvals`); "
+                f"champion stays {result.champion_after or 'unset'}; {verdict.summary()}"
+            )
+        elif verdict.passed and result.champion_after == version:
             self.references.save(version, layout(workdir))
             result.status = "promoted"
             result.reason = (
@@ -540,6 +569,29 @@ class Retrainer:
                 + "; ".join(verdict.reasons)
                 + f" ({verdict.note})"
             )
+
+    def _promote(
+        self, registry: Registry, workdir: Path, verdict: GateResult
+    ) -> tuple[Promotion, Pending | None]:
+        """``plumbline promote`` for the workspace's candidate, by the monitor itself."""
+        from plumbline.pipeline.model_card import MODEL_CARD_FILE, attach
+        from plumbline.promotion.approvals import MONITOR, promote_candidate
+        from plumbline.promotion.settings import load_promotion_params
+
+        paths = layout(workdir)
+        try:
+            params = load_promotion_params(workdir / "params.yaml")
+            done, request = promote_candidate(registry, params, paths, verdict, MONITOR)
+            attach(registry.client, registry.name, done.version, paths / MODEL_CARD_FILE)
+        except PlumblineError as err:
+            raise RetrainError(f"promote failed: {err}") from None
+        log_dir = workdir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        (log_dir / "promote.log").write_text(
+            f"version {done.version}; champion {done.champion_before} -> {done.champion_after}"
+            + (f"; waits for {request.missing} approvals\n" if request else "\n")
+        )
+        return done, request
 
     def _prune(self) -> None:
         if not self.runs_dir.is_dir():

@@ -10,6 +10,10 @@ A request id is looked up in the prediction log (``serve.prediction_log.dir``), 
 model version that answered it. Everything else comes from the registry version's tags (written
 by ``plumbline promote``), the MLflow run they name and the git repository of the project.
 A link that cannot be followed is reported as missing, with the reason.
+
+The last link, ``governance``, comes from the audit trail: who registered the version, who
+approved it, rejected it, and who promoted it (or rolled back to it), and when. A version that
+was never promoted is not a broken chain: the link says so.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from plumbline.core.errors import PlumblineError
+from plumbline.governance.trail import AuditTrail
 from plumbline.model.runrecord import COMMIT_TAG, MODEL_MD5_TAG
 from plumbline.promotion.registry import RAW_CONTENT_TAG, RAW_SOURCE_TAG, RUN_TAG, Registry
 
@@ -137,6 +142,45 @@ def commit_link(commit: str | None, repos: list[Path]) -> Link:
     return Link("git commit", value)
 
 
+GOVERNANCE_ACTIONS = (
+    "register",
+    "approval_requested",
+    "approve",
+    "reject",
+    "approval_expired",
+    "promote",
+    "rollback",
+)
+
+
+def governance_link(trail: AuditTrail, model: str, version: str) -> Link:
+    """Who registered, approved and promoted ``version``, and when (from the audit trail)."""
+    records = [
+        r
+        for r in trail.records(actions=GOVERNANCE_ACTIONS, subject_version=version)
+        if r.subject.get("model") == model
+    ]
+    value: dict[str, Any] = {}
+    for r in records:
+        who = f"{r.actor} ({r.via}) at {r.at}"
+        if r.action == "register" and not r.subject.get("challenger_only"):
+            value["registered"] = who
+        elif r.action == "approval_requested":
+            value["approval requested"] = f"{who}, {r.subject.get('required')} approvals required"
+        elif r.action in ("approve", "reject"):
+            key = "approved" if r.action == "approve" else "rejected"
+            value[key] = "; ".join(filter(None, [value.get(key), f"{who}: {r.comment}"]))
+        elif r.action == "approval_expired":
+            value["approval expired"] = r.at
+        elif r.action in ("promote", "rollback"):
+            key = "promoted" if r.action == "promote" else "rolled back to"
+            step = f"{who} (from {r.subject.get('from') or 'none'})"
+            value[key] = "; ".join(filter(None, [value.get(key), step]))
+    if "promoted" not in value and "rolled back to" not in value:
+        value["promoted"] = "never"
+    return Link("governance", value)
+
+
 def trace_version(registry: Registry, version: str, repos: list[Path]) -> Chain:
     """The chain of a registered version, from the registry, MLflow and git."""
     from mlflow.exceptions import MlflowException
@@ -202,6 +246,7 @@ def trace_version(registry: Registry, version: str, repos: list[Path]) -> Chain:
         chain.links.append(Link("raw data", value))
     else:
         chain.links.append(Link("raw data", missing="no raw data content hash or source"))
+    chain.links.append(governance_link(registry.trail, registry.name, version))
     return chain
 
 

@@ -3,9 +3,14 @@
 * ``promote`` registers the candidate under ``mlflow.model_name`` as a version tagged with its
   provenance (git commit, DVC hashes from dvc.lock, key params, test metrics, gate verdict),
   points ``challenger`` at it, and moves ``champion`` to it only when the gate passed.
-* Every move of ``champion`` is recorded as a registered-model tag
-  ``plumbline.history.<n>`` = JSON {action, from, to, by, at, reason}; ``rollback`` replays
-  that log to find the champion before the current one, so it goes back one step per call.
+* Every registration, gate verdict read by promote, and move of ``champion`` is a record of the
+  audit trail (:mod:`plumbline.governance.trail`), with the actor who caused it and its evidence
+  (hashes of reports/gate.json, the model card and the dvc.lock entries). The trail is the
+  champion history: ``history`` and ``rollback`` read it, and ``rollback`` replays it to find
+  the champion before the current one, so it goes back one step per call. The registered-model
+  tags ``plumbline.history.<n>`` mirror it for the MLflow UI and are never read.
+* With ``promotion.approvals.required`` >= 1 a passing candidate is held as ``challenger``
+  (``hold``); :mod:`plumbline.promotion.approvals` opens the request and moves ``champion``.
 * ``load_alias_model`` is what serving calls: it resolves ``models:/<name>@<alias>`` and loads
   the sklearn pipeline with the project's skops allow-list, never the list that the model's
   own MLmodel file declares.
@@ -13,7 +18,7 @@
 
 from __future__ import annotations
 
-import getpass
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +35,9 @@ from plumbline.core.errors import MissingInput, PlumblineError
 from plumbline.core.paths import Layout, project_root
 from plumbline.core.settings import MlflowConfig, ParamsView, load_view
 from plumbline.core.tracking import git_commit, md5_file, pip_requirements, tracking_uri
+from plumbline.governance.identity import Actor, local_user
+from plumbline.governance.settings import AuditConfig
+from plumbline.governance.trail import AuditTrail, Record, champion_history
 from plumbline.model.runrecord import (
     COMMIT_TAG,
     MODEL_MD5_TAG,
@@ -37,7 +45,7 @@ from plumbline.model.runrecord import (
     current_record,
     find_train_run,
 )
-from plumbline.model.verdict import GateResult
+from plumbline.model.verdict import GATE_FILE, GateResult
 from plumbline.promotion.settings import PromotionParams
 
 if TYPE_CHECKING:
@@ -61,31 +69,48 @@ class RegistryError(PlumblineError):
 
 @contextmanager
 def _registry_errors(action: str) -> Iterator[None]:
-    from mlflow.exceptions import MlflowException
-
     try:
         yield
-    except MlflowException as err:
-        raise RegistryError(f"{action}: {err.message}") from None
+    except Exception as err:
+        from mlflow.exceptions import MlflowException  # only when something failed
+
+        if isinstance(err, MlflowException):
+            raise RegistryError(f"{action}: {err.message}") from None
+        raise
 
 
-def _actor() -> str:
-    actor = os.environ.get("GITHUB_ACTOR")
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+def local_actor() -> Actor:
+    """Whoever runs code with shell access to the project and named no one: recorded as such
+    (as :func:`plumbline.governance.identity.cli_actor` names them without a token)."""
+    return Actor(name=f"local:{local_user()}", role="admin", via="local")
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+MODEL_CARD = "reports/model_card.md"
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def evidence(paths: Layout) -> dict[str, Any]:
+    """What a decision was made on: hashes of reports/gate.json, the model card and the
+    dvc.lock entries of the data and the model."""
+    return {
+        "gate_json_sha256": _sha256(paths / GATE_FILE),
+        "model_card_sha256": _sha256(paths / MODEL_CARD),
+        "dvc_lock": dvc_lock_hashes(paths / "dvc.lock"),
+    }
+
+
 @dataclass
 class Event:
-    """One move of the ``champion`` alias."""
+    """One move of the ``champion`` alias (or of ``challenger`` alone), from the audit trail."""
 
     seq: int
     action: Literal["promote", "rollback", "challenger"]  # challenger: champion untouched
@@ -123,6 +148,22 @@ class VersionRow:
     tags: dict[str, str]
 
 
+def event_of(record: Record) -> Event:
+    subject = record.subject
+    action: Literal["promote", "rollback", "challenger"] = (
+        "challenger" if record.action == "register" else record.action  # type: ignore[assignment]
+    )
+    return Event(
+        seq=record.seq,
+        action=action,
+        from_version=subject.get("from"),
+        to_version=str(subject.get("to") or subject.get("version")),
+        by=record.actor,
+        at=record.at,
+        reason=record.comment,
+    )
+
+
 @dataclass
 class Promotion:
     version: str
@@ -130,6 +171,7 @@ class Promotion:
     passed: bool
     champion_before: str | None
     champion_after: str | None
+    held: bool = False  # passed, but ``champion`` waits for approvals
 
     @property
     def champion_moved(self) -> bool:
@@ -139,7 +181,7 @@ class Promotion:
 class Registry:
     """One registered model (``name``) in one MLflow store (``uri``)."""
 
-    def __init__(self, name: str, uri: str) -> None:
+    def __init__(self, name: str, uri: str, trail: AuditTrail | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
@@ -147,10 +189,33 @@ class Registry:
         self.name = name
         self.uri = uri
         self.client: MlflowClient = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self._trail = trail
+        self._audit: tuple[AuditConfig, Path] | None = None
 
     @classmethod
-    def from_params(cls, params: PromotionParams, root: Path) -> Registry:
-        return cls(params.mlflow.model_name, tracking_uri(params.mlflow, root))
+    def from_params(
+        cls, params: PromotionParams, root: Path, trail: AuditTrail | None = None
+    ) -> Registry:
+        registry = cls(params.mlflow.model_name, tracking_uri(params.mlflow, root), trail)
+        registry._audit = (params.audit, root)
+        return registry
+
+    @property
+    def trail(self) -> AuditTrail:
+        """The project's audit trail, opened on first use (commands that only read the
+        registry, such as the gate, never create it)."""
+        if self._trail is None:
+            if self._audit is None:
+                root = project_root()
+                params_file = root / "params.yaml"
+                audit = (
+                    load_view(PromotionParams, params_file).audit
+                    if params_file.is_file()
+                    else AuditConfig()
+                )
+                self._audit = (audit, root)
+            self._trail = AuditTrail.for_project(*self._audit)
+        return self._trail
 
     # --- reading -------------------------------------------------------------------------
 
@@ -201,16 +266,15 @@ class Registry:
         return sorted(rows, key=lambda r: int(r.version), reverse=True)
 
     def history(self) -> list[Event]:
-        if not self.exists():
-            return []
-        with _registry_errors(f"cannot read registered model {self.name!r}"):
-            tags = self.client.get_registered_model(self.name).tags
-        events = []
-        for key, value in tags.items():
-            if key.startswith(HISTORY_PREFIX):
-                raw = json.loads(value)
-                events.append(Event(**raw))
-        return sorted(events, key=lambda e: e.seq)
+        """Moves of ``champion`` (and challenger-only registrations), oldest first, from the
+        audit trail; the MLflow tags are not read."""
+        records = list(champion_history(self.trail, self.name))
+        records += [
+            r
+            for r in self.trail.records(actions=["register"])
+            if r.subject.get("model") == self.name and r.subject.get("challenger_only")
+        ]
+        return [event_of(r) for r in sorted(records, key=lambda r: r.seq)]
 
     def load(self, version: str) -> Pipeline:
         """Download one version's artifacts and load its pipeline with our skops allow-list."""
@@ -244,38 +308,59 @@ class Registry:
 
     # --- writing -------------------------------------------------------------------------
 
-    def _record(
+    def _mirror(self, event: Event) -> None:
+        """The MLflow UI's copy of a history record: written, never read."""
+        try:
+            with _registry_errors("cannot mirror the history to MLflow"):
+                self.client.set_registered_model_tag(
+                    self.name, f"{HISTORY_PREFIX}{event.seq:06d}", json.dumps(asdict(event))
+                )
+        except RegistryError as err:
+            log.warning("history record %d: %s", event.seq, err)
+
+    def record(
         self,
-        action: Literal["promote", "rollback", "challenger"],
-        from_version: str | None,
-        to_version: str,
-        reason: str,
-    ) -> Event:
-        seq = max((e.seq for e in self.history()), default=0) + 1
-        event = Event(
-            seq=seq,
-            action=action,
-            from_version=from_version,
-            to_version=to_version,
-            by=_actor(),
-            at=_now(),
-            reason=reason,
+        action: str,
+        actor: Actor,
+        subject: dict[str, Any],
+        evidence: dict[str, Any] | None = None,
+        comment: str = "",
+    ) -> Record:
+        """Append one record about this model to the audit trail."""
+        return self.trail.append(
+            action, actor, {"model": self.name, **subject}, evidence or {}, comment
         )
-        with _registry_errors("cannot record the promotion history"):
-            self.client.set_registered_model_tag(
-                self.name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(asdict(event))
-            )
-        return event
 
     def set_champion(
-        self, version: str, action: Literal["promote", "rollback"], reason: str
+        self,
+        version: str,
+        action: Literal["promote", "rollback"],
+        reason: str,
+        actor: Actor | None = None,
+        evidence: dict[str, Any] | None = None,
+        subject: dict[str, Any] | None = None,
     ) -> Event:
         before = self.alias_version(CHAMPION)
         with _registry_errors(f"cannot move {CHAMPION!r} to version {version}"):
             self.client.set_registered_model_alias(self.name, CHAMPION, version)
-        return self._record(action, before, version, reason)
+        record = self.record(
+            action,
+            actor or local_actor(),
+            {
+                "version": version,
+                "alias": CHAMPION,
+                "from": before,
+                "to": version,
+                **(subject or {}),
+            },
+            evidence,
+            reason,
+        )
+        event = event_of(record)
+        self._mirror(event)
+        return event
 
-    def rollback(self, reason: str = "manual rollback") -> Event:
+    def rollback(self, reason: str = "manual rollback", actor: Actor | None = None) -> Event:
         """Move ``champion`` back to the champion before the current one."""
         current = self.alias_version(CHAMPION)
         if current is None:
@@ -290,7 +375,7 @@ class Registry:
                 f"version {current} is the first champion of {self.name!r} on "
                 "record; there is no earlier champion to roll back to"
             )
-        return self.set_champion(lineage[-2], "rollback", reason)
+        return self.set_champion(lineage[-2], "rollback", reason, actor)
 
     def _ensure_registered_model(self) -> None:
         if not self.exists():
@@ -354,10 +439,14 @@ class Registry:
         paths: Layout,
         gate: GateResult,
         challenger_only: bool = False,
+        actor: Actor | None = None,
+        hold: bool = False,
     ) -> Promotion:
         """Register the candidate (or find it already registered) and move the aliases;
         ``challenger_only``: point ``challenger`` at it and leave ``champion`` where it is (to
-        roll it out beside the champion), recorded in the history."""
+        roll it out beside the champion), recorded in the history; ``hold``: a passing
+        candidate waits as ``challenger`` for approvals instead of becoming champion."""
+        actor = actor or local_actor()
         if not paths.model.is_file():
             raise MissingInput(f"{paths.model} not found: run `dvc repro` first")
         model_md5 = md5_file(paths.model)
@@ -379,7 +468,8 @@ class Registry:
                 "`plumbline gate` again"
             )
         run = self.train_run(paths, params)
-        tags = version_tags(params, paths, gate, model_md5, run)
+        tags = version_tags(params, paths, gate, model_md5, run, actor.name)
+        proof = evidence(paths)
         self._ensure_registered_model()
         existing = [v for v in self.versions() if v.tags.get(MODEL_MD5_TAG) == model_md5]
         if existing:
@@ -402,28 +492,68 @@ class Registry:
                     self.name, source=source, run_id=run_id or None, tags=tags, model_id=model_id
                 )
             version = str(created.version)
+            self.record(
+                "register",
+                actor,
+                {"version": version, "model_md5": model_md5, "run_id": run_id or None},
+                proof,
+                f"registered version {version}",
+            )
+        self.record(
+            "gate",
+            actor,
+            {
+                "version": version,
+                "passed": gate.passed,
+                "champion_version": gate.champion_version,
+                "gate_at": gate.created_at,
+            },
+            proof,
+            gate.summary(),
+        )
         previous_challenger = self.alias_version(CHALLENGER)
         with _registry_errors(f"cannot set alias {CHALLENGER!r}"):
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        held = False
         if challenger_only:
-            self._record(
-                "challenger",
-                previous_challenger,
-                version,
+            record = self.record(
+                "register",
+                actor,
+                {
+                    "version": version,
+                    "alias": CHALLENGER,
+                    "from": previous_challenger,
+                    "to": version,
+                    "challenger_only": True,
+                },
+                proof,
                 f"challenger only (champion stays {before or 'unset'}); gate "
                 f"{'passed' if gate.passed else 'failed'}: {gate.note}",
             )
+            self._mirror(event_of(record))
         elif gate.passed and before != version:
-            checks = len(gate.checks)
-            why = f"gate passed {checks} of {checks} checks; {gate.note}"
-            self.set_champion(version, "promote", why)
+            if hold:
+                held = True
+            else:
+                checks = len(gate.checks)
+                why = f"gate passed {checks} of {checks} checks; {gate.note}"
+                self.set_champion(version, "promote", why, actor, proof)
         return Promotion(
             version=version,
             reused=bool(existing),
             passed=gate.passed,
             champion_before=before,
             champion_after=self.alias_version(CHAMPION),
+            held=held,
         )
+
+    def drop_challenger(self, version: str) -> bool:
+        """Remove ``challenger`` if it points at ``version``; whether it did."""
+        if self.alias_version(CHALLENGER) != version:
+            return False
+        with _registry_errors(f"cannot remove alias {CHALLENGER!r}"):
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        return True
 
 
 # --- provenance tags ------------------------------------------------------------------------
@@ -472,7 +602,12 @@ def raw_data_tags(paths: Layout) -> dict[str, str]:
 
 
 def version_tags(
-    params: PromotionParams, paths: Layout, gate: GateResult, model_md5: str, run: Any | None = None
+    params: PromotionParams,
+    paths: Layout,
+    gate: GateResult,
+    model_md5: str,
+    run: Any | None = None,
+    by: str | None = None,
 ) -> dict[str, str]:
     """A version's provenance. The commit is the one the model was trained at (the training
     run's tag), not whatever is checked out when promote runs."""
@@ -490,7 +625,7 @@ def version_tags(
         or "unknown",
         RUN_TAG: run.info.run_id if run is not None else "none",
         "plumbline.estimator": params.train.estimator,
-        "plumbline.registered_by": _actor(),
+        "plumbline.registered_by": by or local_actor().name,
         "plumbline.registered_at": _now(),
         VERDICT_TAG: "passed" if gate.passed else "failed",
         "gate.reasons": " | ".join(gate.reasons),

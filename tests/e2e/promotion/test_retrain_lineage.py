@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 from support.cli import in_project, ok
 from support.cli import plumbline as cli_plumbline
@@ -89,7 +88,7 @@ def test_monitor_triggered_retrain_has_a_complete_lineage(project: GitProject) -
             "status": "firing",
             "alerts": [{"status": "firing", "labels": {"alertname": "PlumblineDataDrift"}}],
         }
-        started = requests.post(monitor.url + "/alerts", json=fired, timeout=30).json()
+        started = monitor.post("/alerts", fired).json()
         assert started["outcome"] == "started", started
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -121,6 +120,10 @@ def test_monitor_triggered_retrain_has_a_complete_lineage(project: GitProject) -
     missing = [link for link in chain["links"] if link["missing"]]
     assert chain["complete"] and not missing, missing
     links = {link["name"]: link["value"] for link in chain["links"]}
+    # The trail names the monitor as the retrain's author, not the OS user of its process.
+    assert links["governance"]["registered"].startswith("monitor (system) at ")
+    if run["status"] == "promoted":
+        assert links["governance"]["promoted"].startswith("monitor (system) at ")
     ref = links["git commit"]["retrain_ref"]
     assert ref.startswith("refs/plumbline/retrains/")
     # The model's commit is the retrain's input commit; dvc.lock is committed on top of it.

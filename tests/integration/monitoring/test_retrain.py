@@ -63,9 +63,7 @@ def test_one_retrain_at_a_time_across_processes(tmp_path: Path) -> None:
                 "status": "firing",
                 "alerts": [{"status": "firing", "labels": {"alertname": "PlumblineDataDrift"}}],
             }
-            import requests
-
-            answer = requests.post(proc.url + "/alerts", json=alert, timeout=30).json()
+            answer = proc.post("/alerts", alert).json()
             assert answer["outcome"] == "busy"
             assert (
                 metric_value(proc.metrics(), "plumbline_retrain_triggers_total", outcome="busy")

@@ -59,7 +59,11 @@ class Control(Protocol):
 class ChampionMover(Protocol):
     def version_tags(self, version: str) -> dict[str, str]: ...
 
-    def promote(self, version: str, reason: str) -> None: ...
+    def promote(
+        self, version: str, reason: str, evidence: dict[str, Any] | None = None
+    ) -> str | None:
+        """Move ``champion`` to ``version``; or say why it did not move."""
+        ...
 
 
 class ServerControl:
@@ -112,8 +116,25 @@ class RegistryMover:
                 return dict(row.tags)
         return {}
 
-    def promote(self, version: str, reason: str) -> None:
-        self._registry().set_champion(version, "promote", reason)
+    def promote(
+        self, version: str, reason: str, evidence: dict[str, Any] | None = None
+    ) -> str | None:
+        """The verdict goes to the audit trail; ``champion`` moves only when no approval is
+        required (with approvals, people decide: the verdict is their evidence)."""
+        from plumbline.promotion.approvals import MONITOR
+
+        registry = self._registry()
+        required = self.params.promotion.approvals.required
+        registry.record(
+            "rollout_verdict", MONITOR, {"version": version, "verdict": "better"}, evidence, reason
+        )
+        if required > 0:
+            return (
+                f"promotion.approvals.required is {required}: the verdict is in the audit "
+                "trail; gate and promote the challenger to request approval"
+            )
+        registry.set_champion(version, "promote", reason, actor=MONITOR, evidence=evidence)
+        return None
 
 
 @dataclass
@@ -257,6 +278,8 @@ class Decider:
         self.report: ArmsReport | None = None
         self.last: Decision | None = None
         self.taken: Counter[str] = Counter()
+        # Challengers the verdict found better whose promotion waits for approvals: why.
+        self.held: dict[str, str] = {}
         self._key: tuple[Any, ...] | None = None
         self.looks_path = state_dir / LOOKS_FILE
         self.looked: dict[str, int] = self._load_looks()
@@ -322,7 +345,17 @@ class Decider:
             if refused:
                 decision.reason += f"; not promoted: gate: {refused}"
                 return
-            self.mover.promote(decision.challenger_version, f"rollout: {decision.reason}")
+            if decision.challenger_version in self.held:
+                decision.reason += f"; not promoted: {self.held[decision.challenger_version]}"
+                return
+            held = self.mover.promote(
+                decision.challenger_version, f"rollout: {decision.reason}", decision.evidence
+            )
+            if held:
+                # Recorded once: the rollout goes on while people decide.
+                self.held[decision.challenger_version] = held
+                decision.reason += f"; not promoted: {held}"
+                return
             log.info("rollout: promoted %s (%s)", decision.challenger_version, decision.reason)
         else:
             log.warning("rollout: ending (%s)", decision.reason)

@@ -175,12 +175,16 @@ class FakeRegistry:
     def __init__(self, tags: dict[str, str]) -> None:
         self.tags = tags
         self.history: list[tuple[str, str]] = []
+        self.hold: str | None = None  # why promote does not move champion (approvals)
 
     def version_tags(self, version: str) -> dict[str, str]:
         return self.tags
 
-    def promote(self, version: str, reason: str) -> None:
+    def promote(
+        self, version: str, reason: str, evidence: dict[str, Any] | None = None
+    ) -> str | None:
         self.history.append((version, reason))
+        return self.hold
 
 
 def _decider(
@@ -218,6 +222,21 @@ def test_auto_decisions_promote_better_end_worse_keep_identical(
             else:
                 assert registry.history == [] and server.switched == []
             assert (work / "rollout-decisions.jsonl").is_file() == (action != "none")
+
+
+def test_with_approvals_required_a_better_verdict_waits_for_people(
+    tmp_path: Path, base_params: Params
+) -> None:
+    decider, server, registry = _decider(
+        tmp_path, _params(base_params), "shadow", 1.8, 0, GOOD_TAGS
+    )
+    registry.hold = "approvals required"
+    first = decider.step()
+    assert first.action == "promote" and not first.acted
+    assert "not promoted: approvals required" in first.reason
+    assert server.switched == []  # the rollout goes on while people decide
+    decider.step()
+    assert len(registry.history) == 1  # the verdict is handed over once, not at every step
 
 
 def test_without_auto_nothing_is_done_and_a_failed_gate_blocks_promotion(
