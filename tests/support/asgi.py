@@ -19,8 +19,15 @@ class AsgiResponse:
 
 
 def call(
-    app: Any, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    app: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    client: str = "127.0.0.1",
 ) -> AsgiResponse:
+    """``path`` may carry a query string; ``client`` is the peer address the app sees."""
+    path, _, query = path.partition("?")
     payload = b"" if body is None else json.dumps(body).encode()
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if body is not None:
@@ -32,11 +39,11 @@ def call(
         "method": method,
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": raw_headers,
         "scheme": "http",
         "server": ("testserver", 80),
-        "client": ("127.0.0.1", 1),
+        "client": (client, 1),
         "root_path": "",
     }
     sent: list[dict[str, Any]] = []

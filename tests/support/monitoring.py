@@ -24,6 +24,7 @@ import requests
 import yaml
 
 from plumbline.core import yamlfile
+from plumbline.monitoring.demo import webhook_credentials
 from support import localstack
 from support.cli import in_project, ok
 from support.mlflowstore import new_store
@@ -174,9 +175,13 @@ class Project:
             ok("promote")
 
     def registry(self) -> Any:
+        """The project's registry, with the project's audit trail (its champion history)."""
+        from plumbline.governance.trail import AuditTrail
+        from plumbline.monitoring.settings import load_params
         from plumbline.promotion.registry import Registry
 
-        return Registry(MODEL_NAME, self.store)
+        trail = AuditTrail.for_project(load_params(self.params).audit, self.root)
+        return Registry(MODEL_NAME, self.store, trail)
 
     def server(self, **serve: Any) -> Server:
         """The real server on this project's params (overrides of the serve section apply
@@ -190,13 +195,35 @@ class Project:
         return srv
 
 
+def operator_token(root: Path, params: Path, name: str = "tests-operator") -> str:
+    """A personal token of role operator in the project's governance database (the user is
+    made on first use, a new token for it after)."""
+    from plumbline.governance.identity import Users
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.monitoring.settings import load_params
+
+    trail = AuditTrail.for_project(load_params(params).audit, root)
+    try:
+        users = Users(trail.engine)
+        if users.role(name) is None:
+            return users.add(name, "operator")[1]
+        return users.token(name)[1]
+    finally:
+        trail.close()
+
+
 class MonitorProcess(Process):
+    """``plumbline monitor`` on the project, with an operator's token (``auth``) for its
+    guarded routes."""
+
     name = "monitor"
 
     def __init__(self, project: Project, env: dict[str, str] | None = None) -> None:
         super().__init__(project.root / "monitor-proc")
         self.project = project
         self.extra_env = env or {}
+        self.token = operator_token(project.root, project.params)
+        self.auth = {"Authorization": f"Bearer {self.token}"}
 
     def argv(self) -> list[str]:
         return [
@@ -232,11 +259,17 @@ class MonitorProcess(Process):
         return result
 
     def refresh(self) -> dict[str, Any]:
-        result: dict[str, Any] = requests.post(self.url + "/refresh", timeout=60).json()
+        result: dict[str, Any] = requests.post(
+            self.url + "/refresh", headers=self.auth, timeout=60
+        ).json()
         return result
 
     def feedback(self, items: Any) -> requests.Response:
-        return requests.post(self.url + "/feedback", json=items, timeout=30)
+        return requests.post(self.url + "/feedback", json=items, headers=self.auth, timeout=30)
+
+    def post(self, path: str, body: Any = None) -> requests.Response:
+        """A guarded POST (``/alerts``, ``/retrain``, ...) as the operator."""
+        return requests.post(self.url + path, json=body, headers=self.auth, timeout=30)
 
     def metrics(self) -> str:
         return requests.get(self.url + "/metrics", timeout=30).text
@@ -295,17 +328,19 @@ class PrometheusProcess(Process):
 
 class AlertmanagerProcess(Process):
     """Debian's Alertmanager with monitoring/alertmanager.yml: the retrain webhook pointed at
-    the test's monitor, grouping waits shortened to a second."""
+    the test's monitor with ``token`` as its bearer credential (a file, as in the shipped
+    configuration), grouping waits shortened to a second."""
 
     name = "alertmanager"
 
-    def __init__(self, directory: Path, monitor_url: str) -> None:
+    def __init__(self, directory: Path, monitor_url: str, token: str) -> None:
         super().__init__(directory)
         self.config = localstack.alertmanager(
             directory,
             monitor_url,
             {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "5s"},
         )
+        webhook_credentials(self.config, token)
 
     def argv(self) -> list[str]:
         assert ALERTMANAGER

@@ -221,7 +221,10 @@ class Server(Process):
             directory, tracking_uri if uri_from == "params" else None, **serve
         )
         self.extra_env = dict(
+            # The deprecated single token: an operator of the admin routes.
             PLUMBLINE_ADMIN_TOKEN=ADMIN_TOKEN,
+            # The server's audit records stay with the test, not in the repository's logs/.
+            PLUMBLINE_AUDIT_URL=f"sqlite:///{directory / 'governance.sqlite'}",
             PROMETHEUS_MULTIPROC_DIR=str(directory / "metrics"),
             PYTHONUNBUFFERED="1",
         )

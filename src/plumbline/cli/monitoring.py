@@ -159,7 +159,9 @@ def _replay(ctx: Context, args: argparse.Namespace) -> str:
     records, outcomes, _ = load_rows(path, sep, encoding, ctx.contract, features, start, args.rows)
     if not records:
         raise MonitoringError(f"no rows to replay from {path} at --start {start}")
-    token = os.environ.get(ctx.params.monitor.token_env) or None
+    # The monitor's /feedback needs an operator: a personal token (PLUMBLINE_TOKEN) first, the
+    # deprecated monitor token otherwise.
+    token = os.environ.get("PLUMBLINE_TOKEN") or os.environ.get(ctx.params.monitor.token_env)
     replay = Replay(
         args.api,
         args.monitor or None,

@@ -1,10 +1,12 @@
 """``plumbline rollout status | shadow | canary --fraction F | off``.
 
 The mode is switched on the server (``POST /admin/rollout`` at ``--server``, default
-``serve.rollout.server_url``, with the token in ``serve.admin_token_env``). ``status`` prints
-the server's rollout (mode, both versions, per-arm requests and errors) and the verdict per
-metric: from a monitor's ``GET /rollout`` with ``--monitor URL``, else computed here from the
-monitor's store (``monitor.state_dir``) after reading the newest prediction-log files.
+``serve.rollout.server_url``) with the token in ``PLUMBLINE_TOKEN`` (a personal token:
+``status`` needs the role viewer, a switch operator), or else the deprecated one in
+``serve.admin_token_env``. ``status`` prints the server's rollout (mode, both versions,
+per-arm requests and errors) and the verdict per metric: from a monitor's ``GET /rollout``
+with ``--monitor URL``, else computed here from the monitor's store (``monitor.state_dir``)
+after reading the newest prediction-log files.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def run(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.monitoring.rollout.decide import ServerControl, server_url
 
     params = ctx.params
-    token = os.environ.get(params.serve.admin_token_env) or None
+    # A personal token (PLUMBLINE_TOKEN) first; the deprecated admin token otherwise.
+    token = os.environ.get("PLUMBLINE_TOKEN") or os.environ.get(params.serve.admin_token_env)
     control = ServerControl(args.server or server_url(params), token)
     if args.action != "status":
         if args.fraction is not None and args.action != "canary":

@@ -6,7 +6,9 @@ working tree and ``mlflow.db`` are untouched:
 
 1. the project's model (trained on the first 80 % of the file) is gated and promoted: v1;
 2. the server (serve/app.py), the monitor, Prometheus and Alertmanager (Debian's binaries, the
-   repository's monitoring/ configs with loopback targets) start;
+   repository's monitoring/ configs with loopback targets) start; a user ``demo`` of role
+   ``operator`` is made in the temporary project's governance database, and its token is what
+   the replay, Alertmanager's webhook and the monitor's rollout decider authenticate with;
 3. ``plumbline replay`` sends the last 20 % of the file (2010, mostly) in file order and posts
    each true outcome some seconds later;
 4. the drift alerts fire, Alertmanager calls the monitor, which retrains once enough labels
@@ -33,13 +35,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from plumbline.core import yamlfile
 from plumbline.core.errors import PlumblineError
 from plumbline.core.paths import project_root
+
+if TYPE_CHECKING:
+    from plumbline.monitoring.settings import Params
 
 # What the demo copies from the project: the pipeline's outputs and what reads them.
 COPY = [
@@ -292,6 +297,38 @@ class Stack:
         return killed
 
 
+DEMO_USER = "demo"
+
+
+def demo_token(params: Params, root: Path) -> str:
+    """A personal token of role operator for the demo's processes, in the temporary project's
+    governance database (the monitor's write routes and the server's admin routes need one)."""
+    from plumbline.governance.identity import Users
+    from plumbline.governance.trail import AuditTrail
+
+    trail = AuditTrail.for_project(params.audit, root)
+    try:
+        return Users(trail.engine).add(DEMO_USER, "operator")[1]
+    finally:
+        trail.close()
+
+
+def webhook_credentials(config: Path, token: str) -> None:
+    """Alertmanager's webhooks in ``config`` send ``token`` as their bearer credential, read
+    from a file beside it (as the shipped configuration reads its own)."""
+    token_file = config.parent / "monitor-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    data = yamlfile.safe_load(config.read_text())
+    for receiver in data["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook.setdefault("http_config", {})["authorization"] = {
+                "type": "Bearer",
+                "credentials_file": str(token_file),
+            }
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def prepare(project: Path, root: Path, settings: dict[str, Any]) -> None:
     """Copy the pipeline outputs into ``root`` and write its params.yaml with the demo's
     timing settings (checked by :func:`check_overrides`)."""
@@ -452,6 +489,9 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
     prepare(project, root, settings)
     params = load_params(root / "params.yaml")
     stack = Stack(root)
+    token = demo_token(params, root)
+    # The monitor's rollout decider reads the server's /admin/rollout with this variable's token.
+    stack.env[params.serve.admin_token_env] = token
     samples: list[dict[str, Any]] = []
     try:
         for step in ("gate", "promote"):
@@ -503,6 +543,7 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
             },
             source=project / "monitoring",
         )
+        webhook_credentials(am_config, token)
         stack.start(
             "alertmanager",
             [
@@ -583,7 +624,7 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
             replay = subprocess.Popen(
                 argv,
                 cwd=root,
-                env=stack.env,
+                env=dict(stack.env, PLUMBLINE_TOKEN=token),
                 stdout=(root / f"replay-{n}.log").open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

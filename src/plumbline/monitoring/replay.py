@@ -4,7 +4,9 @@ Rows are taken in time order from ``--start`` (a fraction of the file; default: 
 training split ends, ``featurize.train_fraction``) and sent to the server's ``POST /predict``
 at ``--rate`` rows per second (single records, or lists of ``--batch`` records), each request
 with its own ``X-Request-ID``. ``--label-delay`` seconds after a row was answered its true
-outcome is posted to the monitor's ``POST /feedback``. The summary counts answers by status and
+outcome is posted to the monitor's ``POST /feedback``, which needs an operator's bearer token
+(``plumbline replay`` passes ``PLUMBLINE_TOKEN``, or the deprecated ``monitor.token_env``
+one). The summary counts answers by status and
 model version, and what the monitor said about the outcomes (matched / unknown / duplicate).
 """
 

@@ -13,6 +13,10 @@ workers hold the model and score batches (:mod:`plumbline.serving.api`). On top 
   (:mod:`plumbline.serving.transport`);
 * adds ``GET /ready``, ``GET /metrics`` and ``POST /admin/reload``; LitServe's ``GET /health``
   stays the liveness probe (200 while the processes are up);
+* guards the admin routes with the governance roles (:class:`AdminAccess`: a personal token,
+  an authenticating proxy, or the deprecated ``serve.admin_token_env`` token): ``/admin/reload``
+  needs ``operator``, ``GET /admin/rollout`` ``viewer``, ``POST /admin/rollout`` ``operator``;
+  refusals for a too-low role and every reload or rollout switch go to the audit trail;
 * optionally requires a bearer token on ``/predict`` (``serve.predict_auth``);
 * replaces a scoring worker or HTTP process that dies (:mod:`plumbline.serving.supervisor`):
   requests queued on a dead worker get 503 with ``Retry-After``, the others are routed to the
@@ -43,7 +47,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import litserve as ls
 import orjson
@@ -72,6 +76,11 @@ from plumbline.serving.schema import (
 )
 from plumbline.serving.supervisor import SUPERVISOR_KEY, Supervisor, SupervisorHooks
 from plumbline.serving.transport import Overloaded, ZmqRequestQueue, ZmqResponseTransport
+
+if TYPE_CHECKING:
+    from plumbline.governance.identity import Actor, Authenticator
+    from plumbline.governance.settings import Role
+    from plumbline.governance.trail import AuditTrail
 
 log = logging.getLogger("plumbline.serving")
 
@@ -223,12 +232,124 @@ class _Routing:
         self.turn = itertools.count()
 
 
+class AdminAccess:
+    """Who calls an admin route, checked against the role the route needs.
+
+    The authenticator and the audit trail are built on first use in each HTTP process, from
+    ``params.auth`` and ``params.audit`` (LitServe forks those processes; a database
+    connection must not cross a fork). The deprecated ``serve.admin_token_env`` token counts
+    as an ``operator`` named ``legacy-admin-token`` while ``auth.legacy_tokens`` is on.
+    """
+
+    LEGACY_NAME = "legacy-admin-token"
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._built: tuple[Authenticator, AuditTrail] | None = None
+        self._lock = threading.Lock()
+
+    def governance(self) -> tuple[Authenticator, AuditTrail]:
+        with self._lock:
+            if self._built is None or self._pid != os.getpid():
+                self._built = self._build()
+                self._pid = os.getpid()
+            return self._built
+
+    def _build(self) -> tuple[Authenticator, AuditTrail]:
+        from plumbline.governance.identity import Authenticator, Users
+        from plumbline.governance.trail import AuditTrail
+
+        params = self.settings.params
+        trail = AuditTrail.for_project(params.audit, self.settings.root)
+        legacy: dict[str, tuple[str, Role]] = {}
+        token = os.environ.get(params.serve.admin_token_env)
+        if params.auth.legacy_tokens and token:
+            legacy[token] = (self.LEGACY_NAME, "operator")
+        return Authenticator(Users(trail.engine), params.auth, legacy), trail
+
+    def check(
+        self, headers: Any, client_host: str | None, route: str, method: str, needs: Role
+    ) -> Actor | Response:
+        """The caller when it holds ``needs``; else the 401 (no or a bad credential) or the
+        403 (too low a role, recorded in the audit trail as ``refused``)."""
+        from plumbline.governance.identity import Forbidden, Unauthenticated
+
+        auth, trail = self.governance()
+        try:
+            return auth.require(headers, client_host, needs)
+        except Unauthenticated as err:
+            return JSONResponse(
+                {"detail": str(err)},
+                status_code=401,
+                headers={"WWW-Authenticate": err.challenge},
+            )
+        except Forbidden as err:
+            self._append(
+                trail,
+                "refused",
+                err.actor or _unmapped(auth, headers),
+                {"route": route, "method": method},
+                {"needs": needs, "role": err.actor.role if err.actor else None},
+            )
+            return JSONResponse({"detail": str(err)}, status_code=403)
+
+    async def admit(self, request: Request, needs: Role) -> Actor | Response:
+        client = request.client.host if request.client else None
+        return await asyncio.to_thread(
+            self.check, request.headers, client, request.url.path, request.method, needs
+        )
+
+    def record(
+        self,
+        action: str,
+        actor: Actor,
+        subject: dict[str, Any],
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        self._append(self.governance()[1], action, actor, subject, evidence or {})
+
+    async def arecord(
+        self,
+        action: str,
+        actor: Actor,
+        subject: dict[str, Any],
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        await asyncio.to_thread(self.record, action, actor, subject, evidence)
+
+    @staticmethod
+    def _append(
+        trail: AuditTrail,
+        action: str,
+        actor: Actor,
+        subject: dict[str, Any],
+        evidence: dict[str, Any],
+    ) -> None:
+        # The state change has happened (or the refusal was answered): a trail that cannot
+        # be written is logged loudly rather than turned into a failed request.
+        try:
+            trail.append(action, actor, subject=subject, evidence=evidence)
+        except Exception:
+            log.exception("could not append %s by %s to the audit trail", action, actor.name)
+
+
+def _unmapped(auth: Authenticator, headers: Any) -> Actor:
+    """The actor of a refusal for a proxied user who has no role at all (recorded with the
+    lowest role, and ``evidence.role`` null)."""
+    from plumbline.governance.identity import Actor
+
+    name = str(headers.get(auth.auth.proxy.user_header) or "unknown").strip()
+    return Actor(name, "viewer", "proxy")
+
+
 class PlumblineServer(ls.LitServer):
     def __init__(self, settings: ServeSettings) -> None:
         compat.check()  # an untested LitServe fails here, by name, not under load
         serve = settings.serve
         self.settings = settings
         self._predict_token = _predict_token(serve)
+        self.access = AdminAccess(settings)
         self._sticky_header = sticky_header(serve.rollout.sticky_key, settings.features)
         self._routing: _Routing | None = None
         self._supervisor_lock = threading.Lock()
@@ -512,9 +633,9 @@ class PlumblineServer(ls.LitServer):
             "/admin/reload",
             self._reload,
             methods=["POST"],
-            summary="Load the alias's current version now (bearer token)",
+            summary="Load the alias's current version now (role operator)",
         )
-        rollout = RolloutAdmin(self.settings, lambda: self.shared, _check_bearer)
+        rollout = RolloutAdmin(self.settings, lambda: self.shared, self.access)
         # One route for both methods: a 405 then lists both in its Allow header.
         app.add_api_route("/admin/rollout", rollout.handle, methods=["GET", "POST"])
 
@@ -549,7 +670,10 @@ class PlumblineServer(ls.LitServer):
             "adminToken": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "The token in the variable named by serve.admin_token_env",
+                "description": "A personal token (`plumbline users add`), or the deprecated "
+                "token in the variable named by serve.admin_token_env (an operator while "
+                "auth.legacy_tokens is on); an authenticating proxy's identity headers are "
+                "accepted from auth.proxy.trusted_proxies (docs/governance.md)",
             },
         }
         error_ref = {"$ref": "#/components/schemas/ErrorBody"}
@@ -652,12 +776,11 @@ class PlumblineServer(ls.LitServer):
         reload_op["security"] = [{"adminToken": []}]
         reload_op["responses"] = {
             "200": described("What each worker serves now", {"type": "object"}),
-            "401": described("Missing or wrong bearer token"),
-            "403": described("The admin endpoint is disabled (no token configured)"),
+            **admin_refusals("operator", described),
             "409": described("The version was rejected; the old one keeps serving", {}),
             "504": described("The workers did not report back in time"),
         }
-        document_rollout(paths, described)
+        document_rollout(paths, described, admin_refusals)
         schema["paths"] = {"/predict": {"post": predict}, **paths}
         app.openapi_schema = schema
         return schema
@@ -817,15 +940,9 @@ class PlumblineServer(ls.LitServer):
         return Response(payload, media_type=content_type)
 
     async def _reload(self, request: Request) -> Response:
-        env = self.settings.serve.admin_token_env
-        token = os.environ.get(env)
-        if not token:
-            return JSONResponse(
-                {"detail": f"admin endpoint disabled: {env} is not set"}, status_code=403
-            )
-        refused = _check_bearer(request, token)
-        if refused is not None:
-            return refused
+        actor = await self.access.admit(request, "operator")
+        if isinstance(actor, Response):
+            return actor
         ticket = time.time_ns()
         await asyncio.to_thread(self.shared.__setitem__, RELOAD_REQUEST, ticket)
         deadline = time.monotonic() + 120
@@ -834,11 +951,19 @@ class PlumblineServer(ls.LitServer):
             if workers and all(w and int(w.get("handled_reload", 0)) >= ticket for w in workers):
                 results = [w["last_reload"] for w in workers if w]
                 rejected = [r for r in results if r.get("status") in ("rejected", "unavailable")]
-                return JSONResponse(
+                status = rejected[0]["status"] if rejected else results[0].get("status")
+                await self.access.arecord(
+                    "reload",
+                    actor,
                     {
-                        "status": rejected[0]["status"] if rejected else results[0].get("status"),
-                        "workers": results,
+                        "model": self.settings.params.mlflow.model_name,
+                        "alias": self.settings.serve.model_alias,
+                        "version": _served_version(workers),
                     },
+                    {"status": status, "workers": results},
+                )
+                return JSONResponse(
+                    {"status": status, "workers": results},
                     status_code=409 if rejected else 200,
                 )
             await asyncio.sleep(0.05)
@@ -850,6 +975,34 @@ class PlumblineServer(ls.LitServer):
         except Exception:
             return []
         return [state.get(worker_key(i)) for i in range(self.settings.serve.inference_workers)]
+
+
+def _served_version(workers: list[dict[str, Any] | None]) -> str | None:
+    """The model version the first ready worker serves."""
+    model = next((w.get("model") for w in workers if w and w.get("model")), None)
+    version = model.get("model_version") if isinstance(model, dict) else None
+    return None if version is None else str(version)
+
+
+def admin_refusals(needs: str, described: Any) -> dict[str, Any]:
+    """The OpenAPI entries of an admin route's 401 and 403."""
+    return {
+        "401": described(
+            "No credentials, a token that is unknown, revoked or expired, or identity "
+            "headers from an address not in auth.proxy.trusted_proxies",
+            headers={
+                "WWW-Authenticate": {
+                    "description": 'Bearer realm="plumbline" (error="invalid_token" when a '
+                    "token was sent)",
+                    "schema": {"type": "string"},
+                }
+            },
+        ),
+        "403": described(
+            f"The caller lacks the role {needs} (recorded in the audit trail as refused), or "
+            "a user named by the authenticating proxy has no role in auth.proxy.roles"
+        ),
+    }
 
 
 def _expire(future: asyncio.Future[None]) -> None:
@@ -902,10 +1055,8 @@ def _check_bearer(request: Request, token: str) -> Response | None:
     refused = refusal(request.headers.get("authorization", ""), token)
     if refused is None:
         return None
-    detail, challenge = refused
-    return JSONResponse(
-        {"detail": detail}, status_code=401, headers={"WWW-Authenticate": challenge}
-    )
+    detail, answer = refused
+    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": answer})
 
 
 # --- building the server ------------------------------------------------------------------

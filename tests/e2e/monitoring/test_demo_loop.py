@@ -147,7 +147,8 @@ def test_drift_triggers_a_retrain_that_the_server_picks_up(project: Project) -> 
                     str(root / "replay.json"),
                 ],
                 cwd=root,
-                env=monitor.env(),
+                # The monitor's /feedback needs an operator: the replay posts as one.
+                env=dict(monitor.env(), PLUMBLINE_TOKEN=monitor.token),
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -166,7 +167,7 @@ def test_drift_triggers_a_retrain_that_the_server_picks_up(project: Project) -> 
 
             with (
                 Load(server.url) as load,
-                AlertmanagerProcess(root / "am", monitor.url) as alertmanager,
+                AlertmanagerProcess(root / "am", monitor.url, monitor.token) as alertmanager,
                 PrometheusProcess(
                     root / "prom",
                     api=f"127.0.0.1:{server.port}",

@@ -181,7 +181,7 @@ def test_outcome_formats_and_invalid_bodies(stack: Stack) -> None:
     broken = requests.post(
         stack.monitor.url + "/feedback",
         data=b"{not json",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **stack.monitor.auth},
         timeout=10,
     )
     assert broken.status_code == 422
@@ -263,3 +263,30 @@ def test_live_per_slice_rates_are_exported(stack: Stack) -> None:
             checked += 1
     assert checked >= 4
     assert {s["slice"] for s in status["slices"]} == {"marital", "age_band"}
+
+
+def test_the_running_monitor_checks_roles_and_records_refusals(stack: Stack) -> None:
+    """The real monitor process: no credential gives 401, a viewer's token 403 (recorded as
+    refused in the project's audit trail), the operator's token gets through."""
+    import requests
+
+    from plumbline.governance.identity import Users
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.monitoring.settings import load_params
+
+    project = stack.project
+    trail = AuditTrail.for_project(load_params(project.params).audit, project.root)
+    _, viewer = Users(trail.engine).add("vic", "viewer")
+    url = stack.monitor.url
+    missing = requests.post(url + "/retrain", timeout=10)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="plumbline"'
+    as_viewer = {"Authorization": f"Bearer {viewer}"}
+    assert (
+        requests.post(url + "/feedback", json=[], headers=as_viewer, timeout=10).status_code == 403
+    )
+    assert requests.get(url + "/audit/verify", headers=as_viewer, timeout=10).json()["ok"]
+    (refusal,) = [r for r in trail.records(actions=["refused"]) if r.actor == "vic"]
+    assert refusal.subject == {"route": "/feedback", "method": "POST"}
+    assert refusal.evidence["needs"] == "operator"
+    assert requests.get(url + "/approvals", headers=as_viewer, timeout=10).json()["pending"] == []

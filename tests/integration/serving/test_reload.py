@@ -3,7 +3,7 @@
 A real SQLite MLflow store (named in params.yaml) holds three versions of the model: v1 and
 v2 (trained differently) and a corrupt one whose model file is garbage. The server serves
 ``models:/<name>@champion``, checks the alias every 0.5 s, and can be told to reload through
-``POST /admin/reload``.
+``POST /admin/reload`` (by an operator: the roles of the admin routes, on the real server).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from support.serve import (
     records,
     session_dir,
 )
+
+from plumbline.governance.identity import Users
+from plumbline.governance.trail import AuditTrail
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +202,30 @@ def test_admin_reload_needs_the_token_and_reports_the_result(
     assert response.status_code == 200, response.text
     assert response.json()["workers"][0]["model_version"] == store.versions["v1"]
     assert server.post(rows[0]).json()["model_version"] == store.versions["v1"]
+
+
+def test_admin_routes_check_roles_and_record_who_acted(server: Server) -> None:
+    """Personal tokens on the running server (its HTTP processes build their authenticator
+    from params): a viewer may read the rollout but not reload, an operator may; the refusal
+    and the reload are in the audit trail with their actors."""
+    trail = AuditTrail(server.extra_env["PLUMBLINE_AUDIT_URL"])
+    users = Users(trail.engine)
+    _, viewer = users.add("vera", "viewer")
+    _, operator = users.add("otto", "operator")
+    url = server.url + "/admin/reload"
+
+    missing = requests.post(url, timeout=10)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="plumbline"'
+    as_viewer = {"Authorization": f"Bearer {viewer}"}
+    assert requests.get(server.url + "/admin/rollout", headers=as_viewer, timeout=10).ok
+    refused = requests.post(url, headers=as_viewer, timeout=10)
+    assert refused.status_code == 403 and "operator" in refused.json()["detail"]
+    done = requests.post(url, headers={"Authorization": f"Bearer {operator}"}, timeout=60)
+    assert done.status_code in (200, 409), done.text
+
+    (refusal,) = [r for r in trail.records(actions=["refused"]) if r.actor == "vera"]
+    assert refusal.subject == {"route": "/admin/reload", "method": "POST"}
+    (reload,) = [r for r in trail.records(actions=["reload"]) if r.actor == "otto"]
+    assert reload.via == "token" and reload.evidence["status"] == done.json()["status"]
+    assert trail.verify().ok

@@ -1,8 +1,11 @@
 """``GET`` / ``POST /admin/rollout``: read and switch the rollout mode of a running server.
 
-Both need the admin bearer token (``serve.admin_token_env``, like ``/admin/reload``). A POST
-writes ``{"mode", "canary_fraction", "seq"}`` to the server's shared state; every inference
-worker applies it within 50 ms (:mod:`plumbline.serving.rollout.router`) and reports the ``seq`` it
+Both are guarded by the governance roles, like ``/admin/reload``: ``GET`` needs ``viewer``,
+``POST`` ``operator`` (a personal token, the authenticating proxy, or the deprecated
+``serve.admin_token_env`` token). A switch is recorded in the audit trail as ``rollout_mode``,
+with who made it and the mode before and after. A POST writes
+``{"mode", "canary_fraction", "seq"}`` to the server's shared state; every inference worker
+applies it within 50 ms (:mod:`plumbline.serving.rollout.router`) and reports the ``seq`` it
 applied. The answer comes once every worker applied it and, for shadow or canary, once each
 worker's challenger is loaded or has failed to load (up to ``LOAD_WAIT_S``).
 """
@@ -10,10 +13,9 @@ worker's challenger is loaded or has failed to load (up to ``LOAD_WAIT_S``).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +36,9 @@ from plumbline.serving.rollout.router import (
     challenger_key,
     worker_rollout_key,
 )
+
+if TYPE_CHECKING:
+    from plumbline.governance.settings import Role
 
 APPLY_WAIT_S = 10.0
 LOAD_WAIT_S = 60.0
@@ -72,25 +77,25 @@ def parse(raw: bytes) -> RolloutRequest | Response:
         return JSONResponse({"detail": problems}, status_code=422)
 
 
-class RolloutAdmin:
-    def __init__(
+class Access(Protocol):
+    """The server's admin guard (:class:`plumbline.serving.server.AdminAccess`)."""
+
+    async def admit(self, request: Request, needs: Role) -> Any: ...
+
+    async def arecord(
         self,
-        settings: Any,
-        shared: Callable[[], Any],
-        check_bearer: Callable[[Request, str], Response | None],
-    ) -> None:
+        action: str,
+        actor: Any,
+        subject: dict[str, Any],
+        evidence: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+class RolloutAdmin:
+    def __init__(self, settings: Any, shared: Callable[[], Any], access: Access) -> None:
         self.settings = settings
         self.shared = shared
-        self.check_bearer = check_bearer
-
-    def _refused(self, request: Request) -> Response | None:
-        env = self.settings.serve.admin_token_env
-        token = os.environ.get(env)
-        if not token:
-            return JSONResponse(
-                {"detail": f"admin endpoint disabled: {env} is not set"}, status_code=403
-            )
-        return self.check_bearer(request, token)
+        self.access = access
 
     def _current(self, state: dict[str, Any]) -> RolloutState:
         return RolloutState.from_shared(
@@ -143,15 +148,15 @@ class RolloutAdmin:
         return await (self.post(request) if request.method == "POST" else self.get(request))
 
     async def get(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
+        actor = await self.access.admit(request, "viewer")
+        if isinstance(actor, Response):
+            return actor
         return JSONResponse(self.status(await asyncio.to_thread(self._state)))
 
     async def post(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
+        actor = await self.access.admit(request, "operator")
+        if isinstance(actor, Response):
+            return actor
         body = parse(await request.body())
         if isinstance(body, Response):
             return body
@@ -162,6 +167,19 @@ class RolloutAdmin:
         )
         wanted = RolloutState(body.mode, fraction, current.seq + 1)
         await asyncio.to_thread(self.shared().__setitem__, ROLLOUT_KEY, wanted.to_dict())
+        # Recorded once written: the workers apply it whether or not this request waits.
+        await self.access.arecord(
+            "rollout_mode",
+            actor,
+            {
+                "model": self.settings.params.mlflow.model_name,
+                "from": current.mode,
+                "to": wanted.mode,
+                "canary_fraction": wanted.canary_fraction,
+                "challenger_alias": self.settings.serve.rollout.challenger_alias,
+            },
+            {"seq": wanted.seq},
+        )
         workers = self.settings.serve.inference_workers
         started = time.monotonic()
         while time.monotonic() - started < APPLY_WAIT_S + (
@@ -184,25 +202,26 @@ class RolloutAdmin:
         return JSONResponse(self.status(state))
 
 
-def document(paths: dict[str, Any], described: Callable[..., dict[str, Any]]) -> None:
-    """The OpenAPI entries of the two routes (called from the server's _openapi)."""
+def document(
+    paths: dict[str, Any],
+    described: Callable[..., dict[str, Any]],
+    refusals: Callable[[str, Callable[..., dict[str, Any]]], dict[str, Any]],
+) -> None:
+    """The OpenAPI entries of the two routes (called from the server's _openapi);
+    ``refusals(role, described)`` gives a route's 401 and 403."""
     route = paths.get("/admin/rollout") or {}
-    common = {
-        "401": described("Missing or wrong bearer token"),
-        "403": described("The admin endpoint is disabled (no token configured)"),
-    }
     if "get" in route:
-        route["get"]["summary"] = "The rollout: mode, both models, per-arm counts (bearer token)"
+        route["get"]["summary"] = "The rollout: mode, both models, per-arm counts (role viewer)"
         route["get"]["operationId"] = "rollout_status"
         route["get"]["security"] = [{"adminToken": []}]
         route["get"]["responses"] = {
             "200": described(
                 "The rollout mode, both models and per-arm counts", {"type": "object"}
             ),
-            **common,
+            **refusals("viewer", described),
         }
     if "post" in route:
-        route["post"]["summary"] = "Switch the rollout: off, shadow or canary (bearer token)"
+        route["post"]["summary"] = "Switch the rollout: off, shadow or canary (role operator)"
         route["post"]["operationId"] = "rollout_switch"
         route["post"]["security"] = [{"adminToken": []}]
         route["post"]["requestBody"] = {
@@ -211,7 +230,7 @@ def document(paths: dict[str, Any], described: Callable[..., dict[str, Any]]) ->
         }
         route["post"]["responses"] = {
             "200": described("The rollout now applied by every worker", {"type": "object"}),
-            **common,
+            **refusals("operator", described),
             "422": described("Invalid body"),
             "504": described("The workers did not apply it in time"),
         }
