@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from plumbline.promotion.registry import Registry
 
 
-def _governed(ctx: Context, needs: Role, named: bool = False) -> tuple[Registry, Actor]:
+def _governed(
+    ctx: Context, needs: Role, command: str, named: bool = False
+) -> tuple[Registry, Actor]:
     """The registry on the project's audit trail, and who runs the command (refused without
-    the role ``needs``; ``named``: a local actor is refused once any user exists)."""
+    the role ``needs``; ``named``: a local actor is refused once any user exists). A refusal
+    is an audit record, as on the HTTP routes."""
     from plumbline.governance.identity import Forbidden, Users, cli_actor, role_allows
     from plumbline.governance.trail import AuditTrail
     from plumbline.promotion.registry import Registry
@@ -34,17 +37,18 @@ def _governed(ctx: Context, needs: Role, named: bool = False) -> tuple[Registry,
     users = Users(trail.engine)
     actor = cli_actor(users, os.environ)
     if named and actor.via == "local" and not users.empty():
-        raise Forbidden(
+        reason = (
             f"{actor.name} is not a named person: set PLUMBLINE_TOKEN to your own token "
-            "(`plumbline users token NAME`)",
-            actor,
-            needs,
+            "(`plumbline users token NAME`)"
         )
-    if not role_allows(actor.role, needs):
-        raise Forbidden(
-            f"role {needs} needed; {actor.name} (via {actor.via}) is {actor.role}", actor, needs
-        )
-    return Registry.from_params(ctx.params, ctx.root, trail), actor
+    elif not role_allows(actor.role, needs):
+        reason = f"role {needs} needed; {actor.name} (via {actor.via}) is {actor.role}"
+    else:
+        return Registry.from_params(ctx.params, ctx.root, trail), actor
+    trail.append(
+        "refused", actor, {"command": command}, {"needs": needs, "role": actor.role}, reason
+    )
+    raise Forbidden(reason, actor, needs)
 
 
 def _trail(ctx: Context) -> AuditTrail:
@@ -75,7 +79,7 @@ def cmd_promote(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.registry import CHALLENGER, CHAMPION
 
     verdict = GateResult.read(ctx.paths / GATE_FILE)
-    registry, actor = _governed(ctx, "operator")
+    registry, actor = _governed(ctx, "operator", "promote")
     done, request = promote_candidate(
         registry, ctx.params, ctx.paths, verdict, actor, args.challenger_only
     )
@@ -111,7 +115,7 @@ def cmd_promote(ctx: Context, args: argparse.Namespace) -> str:
 def cmd_rollback(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.registry import CHAMPION
 
-    registry, actor = _governed(ctx, "approver")
+    registry, actor = _governed(ctx, "approver", "rollback")
     event = registry.rollback(args.reason, actor)
     return (
         f"{registry.name!r}: {CHAMPION} rolled back from version {event.from_version} "
@@ -176,7 +180,7 @@ def cmd_approvals(ctx: Context, args: argparse.Namespace) -> str:
 def _decide(ctx: Context, args: argparse.Namespace, approving: bool) -> str:
     from plumbline.promotion import approvals
 
-    registry, actor = _governed(ctx, "approver", named=True)
+    registry, actor = _governed(ctx, "approver", args.command, named=True)
     decide = approvals.approve if approving else approvals.reject
     decision = decide(
         registry.trail,

@@ -218,3 +218,73 @@ def test_the_mlflow_history_tags_decide_nothing(project: Path, store: Path) -> N
     assert trail(project).verify().ok
     code, out, err = plumbline("audit", "verify")
     assert code == 0, out + err
+
+
+def refusals(project: Path) -> list[tuple[str, str, str]]:
+    """(actor, what was refused, role needed) of each ``refused`` record."""
+    return [
+        (
+            r.actor,
+            str(r.subject.get("command") or r.subject.get("attempt") or r.subject.get("route")),
+            str(r.evidence.get("needs")),
+        )
+        for r in trail(project).records(actions=["refused"])
+    ]
+
+
+def test_commands_need_their_role(
+    project: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viewer's PLUMBLINE_TOKEN may not promote, roll back or add users: exit 1 naming the
+    role needed, nothing changes; an operator promotes, an approver rolls back, an admin adds
+    users."""
+    t = tokens(project, root="admin", vera="viewer", olga="operator", abe="approver")
+    name = model_name(project)
+    train_candidate(project)
+    ok("gate")
+
+    as_user(monkeypatch, t["vera"])
+    code, _, err = plumbline("promote")
+    assert code == 1 and "role operator needed" in err and "viewer" in err, err
+    code, _, err = plumbline("users", "add", "eve", "--role", "admin")
+    assert code == 1 and "role admin needed" in err and "viewer" in err, err
+    assert Users(trail(project).engine).role("eve") is None
+    assert ("vera", "users add", "admin") in refusals(project)
+
+    as_user(monkeypatch, t["olga"])
+    assert "champion -> 1" in ok("promote")
+    train_candidate(project, **{"train.logistic_regression.C": 0.5})
+    ok("gate")
+    assert "champion -> 2 (was 1)" in ok("promote")
+    code, _, err = plumbline("rollback")
+    assert code == 1 and "role approver needed" in err and "operator" in err, err
+
+    as_user(monkeypatch, t["vera"])
+    code, _, err = plumbline("rollback")
+    assert code == 1 and "role approver needed" in err and "viewer" in err, err
+    assert aliases(store, name)["champion"] == "2"
+
+    as_user(monkeypatch, t["abe"])
+    assert "from version 2 to version 1" in ok("rollback")
+    assert aliases(store, name)["champion"] == "1"
+    code, _, err = plumbline("users", "add", "eve", "--role", "viewer")
+    assert code == 1 and "role admin needed" in err and "approver" in err, err
+
+    as_user(monkeypatch, t["root"])
+    assert "plb_" in ok("users", "add", "eve", "--role", "viewer")
+    assert Users(trail(project).engine).role("eve") == "viewer"
+    assert trail(project).verify().ok
+
+
+def test_refused_promote_and_rollback_are_audit_records(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = tokens(project, root="admin", vera="viewer")
+    train_candidate(project)
+    ok("gate")
+    as_user(monkeypatch, t["vera"])
+    assert plumbline("promote")[0] == 1
+    assert plumbline("rollback")[0] == 1
+    refused = refusals(project)
+    assert [r[0] for r in refused] == ["vera", "vera"], refused
+    assert [r[2] for r in refused] == ["operator", "approver"], refused
