@@ -14,21 +14,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from plumbline.cli.context import Command, Context
 from plumbline.core.errors import PlumblineError
-from plumbline.governance.identity import (
-    ROLES,
-    Actor,
-    Forbidden,
-    Users,
-    check_role,
-    cli_actor,
-    role_allows,
-)
 from plumbline.governance.settings import Role
-from plumbline.governance.trail import AuditTrail, Record
+
+if TYPE_CHECKING:
+    # SQLAlchemy loads with these: imported where a command runs, not to build the parser.
+    from plumbline.governance.identity import Actor, Users
+    from plumbline.governance.trail import AuditTrail, Record
+
+ROLES = get_args(Role)
 
 SHOW_LAST = 20
 
@@ -48,6 +45,8 @@ def _count(text: str) -> int:
 
 
 def trail_of(ctx: Context) -> AuditTrail:
+    from plumbline.governance.trail import AuditTrail
+
     return AuditTrail.for_project(ctx.params.audit, ctx.root)
 
 
@@ -56,6 +55,8 @@ def authorise(
 ) -> Actor:
     """The actor running ``command`` if its role includes ``needs``; a refusal is recorded.
     ``named``: once any user exists, a local (token-less) actor is refused too."""
+    from plumbline.governance.identity import Forbidden, cli_actor, role_allows
+
     actor = cli_actor(users, os.environ)
     if named and actor.via == "local" and not users.empty():
         reason = "set PLUMBLINE_TOKEN to an admin's token: users exist, so a person must be named"
@@ -119,6 +120,8 @@ def _short(at: str | None) -> str:
 
 
 def cmd_users(ctx: Context, args: argparse.Namespace) -> str:
+    from plumbline.governance.identity import Users, check_role, cli_actor
+
     trail = trail_of(ctx)
     try:
         users = Users(trail.engine)
@@ -229,6 +232,8 @@ def records_table(records: list[Record]) -> list[str]:
 
 
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> str:
+    from plumbline.governance.identity import Users
+
     trail = trail_of(ctx)
     try:
         users = Users(trail.engine)

@@ -28,7 +28,6 @@ PIPELINE_ONLY = {
     "dvc",
     "great-expectations",
     "matplotlib",
-    "sqlalchemy",
     "mlflow",
     "alembic",
     "flask",
@@ -103,7 +102,7 @@ served = ModelSource(where, settings.contract, settings.features).load_local()
 from plumbline.promotion.registry import Registry
 Registry("m", "http://127.0.0.1:9")
 import plumbline.cli.main  # serve/app.py runs `plumbline serve`: every command module loads
-for name in ("dvc", "great_expectations", "matplotlib", "sqlalchemy"):
+for name in ("dvc", "great_expectations", "matplotlib"):
     try:
         __import__(name)
     except ImportError:

@@ -31,7 +31,6 @@ PIPELINE_ONLY = {
     "dvc",
     "great-expectations",
     "matplotlib",
-    "sqlalchemy",
     "mlflow",
     "alembic",
     "flask",
