@@ -344,6 +344,7 @@ class Retrainer:
         workdir = self.runs_dir / f"{run_id:05d}-{time.strftime('%Y%m%dT%H%M%S')}"
         result = RunResult(run_id=run_id, status="failed", reason="", workdir=str(workdir))
         window: Window | None = None
+        self._audit("retrain_start", {"run": run_id, "trigger": trigger}, {}, trigger)
         try:
             window, workspace = self._prepare(workdir, run_id, trigger)
             result.details["window"] = {
@@ -374,6 +375,21 @@ class Retrainer:
                     workdir=str(workdir),
                 )
             finally:
+                self._audit(
+                    "retrain_end",
+                    {
+                        "run": run_id,
+                        "status": result.status,
+                        "version": result.version,
+                        "from": result.champion_before,
+                        "to": result.champion_after,
+                    },
+                    {
+                        "window": result.details.get("window", {}),
+                        "seconds": round(result.seconds, 1),
+                    },
+                    result.reason,
+                )
                 self._prune()
                 lock.release()
         level = logging.WARNING if result.status == "failed" else logging.INFO
@@ -429,6 +445,23 @@ class Retrainer:
             WINDOW_CONTRACT,
         )
         return window, ws
+
+    def _audit(
+        self, action: str, subject: dict[str, Any], evidence: dict[str, Any], comment: str
+    ) -> None:
+        """A retrain's start and end in the audit trail; a failing trail must not stop it."""
+        from plumbline.promotion.approvals import MONITOR
+
+        try:
+            self._trail().append(
+                action,
+                MONITOR,
+                {"model": self.params.mlflow.model_name, **subject},
+                evidence,
+                comment,
+            )
+        except Exception:
+            log.exception("retrain: cannot write %s to the audit trail", action)
 
     def _trail(self) -> AuditTrail:
         from plumbline.governance.trail import AuditTrail

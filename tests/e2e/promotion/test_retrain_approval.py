@@ -142,3 +142,17 @@ def test_a_retrain_waits_for_an_approval_before_the_champion_moves(project: Proj
 
     last = registry.history()[-1]
     assert (last.action, last.from_version, last.to_version) == ("promote", "1", "2")
+
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.monitoring.settings import load_params
+
+    trail = AuditTrail.for_project(load_params(project.params).audit, project.root)
+    try:
+        ends = [r for r in trail.records() if r.action == "retrain_end"]
+        starts = [r for r in trail.records() if r.action == "retrain_start"]
+        assert len(starts) == len(ends) == 1
+        assert ends[0].subject["status"] == "pending_approval" and ends[0].actor == "monitor"
+        assert ends[0].subject["version"] == "2"
+        assert trail.verify().ok
+    finally:
+        trail.close()
