@@ -652,7 +652,13 @@ def run(out: Path, settings: dict[str, Any], keep: bool = False) -> dict[str, An
             time.sleep(5)
         # The last log files and outcomes, then the scrapes that see them.
         time.sleep(2 * params.monitor.interval_s + params.serve.prediction_log.rotate_s)
-        status = requests.post(f"http://127.0.0.1:{mon}/refresh", timeout=120).json()
+        refreshed = requests.post(
+            f"http://127.0.0.1:{mon}/refresh",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+        refreshed.raise_for_status()  # the report below needs its answer
+        status = refreshed.json()
         time.sleep(2 * float(str(settings["prometheus.scrape_interval"]).rstrip("s")))
         end = time.time()
         record["retrains"] = [
