@@ -7,55 +7,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from support.cli import ok, plumbline
-from support.mlflowstore import new_store
 from support.params import set_params
-from support.promotion import prepare_data, train_candidate, use_project, write_base_project
+from support.promotion import train_candidate
 
 from plumbline.core import yamlfile
 from plumbline.governance.identity import Users
 from plumbline.governance.trail import AuditTrail
 
 HISTORY_PREFIX = "plumbline.history."
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    new_store(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def base_project(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Path:
-    root = write_base_project(tmp_path_factory.mktemp("base") / "project")
-    with pytest.MonkeyPatch.context() as mp:
-        use_project(mp, root, store)
-        prepare_data()
-    return root
-
-
-@pytest.fixture
-def project(
-    base_project: Path,
-    store: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(base_project, root)
-    use_project(monkeypatch, root, store)
-    monkeypatch.delenv("PLUMBLINE_TOKEN", raising=False)
-    monkeypatch.delenv("PLUMBLINE_AUDIT_URL", raising=False)
-    set_params(root, **{"mlflow.model_name": re.sub(r"\W", "-", request.node.name)})
-    return root
 
 
 def trail(project: Path) -> AuditTrail:

@@ -6,20 +6,14 @@ small models and a temporary SQLite registry for the command.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 
 import pytest
 from support.cli import ok, plumbline
-from support.mlflowstore import new_store
 from support.params import set_params
 from support.promotion import (
     gate_json,
-    prepare_data,
     train_candidate,
-    use_project,
-    write_base_project,
 )
 
 # Everything but age and marital status: a weak model that still clears loose thresholds.
@@ -43,37 +37,6 @@ TWO_FEATURES = [
     "euribor3m",
     "nr.employed",
 ]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    new_store(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def base_project(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Path:
-    root = write_base_project(tmp_path_factory.mktemp("base") / "project")
-    with pytest.MonkeyPatch.context() as mp:
-        use_project(mp, root, store)
-        prepare_data()
-    return root
-
-
-@pytest.fixture
-def project(
-    base_project: Path,
-    store: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(base_project, root)
-    use_project(monkeypatch, root, store)
-    set_params(root, **{"mlflow.model_name": re.sub(r"\W", "-", request.node.name)})
-    return root
 
 
 def test_gate_command_passes_then_fails_with_reasons(project: Path) -> None:

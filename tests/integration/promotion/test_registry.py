@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import operator
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,51 +14,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from support.cli import ok, plumbline
-from support.mlflowstore import new_store
-from support.params import set_params
 from support.promotion import (
     gate_json,
-    prepare_data,
     train_candidate,
-    use_project,
-    write_base_project,
 )
 
 from plumbline.core import yamlfile
 from plumbline.model.artifact import ModelLoadError, load_model, positive_proba
 from plumbline.promotion.registry import load_alias_model
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    new_store(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def base_project(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Path:
-    root = write_base_project(tmp_path_factory.mktemp("base") / "project")
-    with pytest.MonkeyPatch.context() as mp:
-        use_project(mp, root, store)
-        prepare_data()
-    return root
-
-
-@pytest.fixture
-def project(
-    base_project: Path,
-    store: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-) -> Path:
-    """A fresh copy of the featurized project with a registered-model name of its own."""
-    root = tmp_path / "project"
-    shutil.copytree(base_project, root)
-    use_project(monkeypatch, root, store)
-    set_params(root, **{"mlflow.model_name": re.sub(r"\W", "-", request.node.name)})
-    return root
 
 
 def model_name(project: Path) -> str:
