@@ -279,7 +279,14 @@ def ignored(rel: str, ignore_file: Path) -> bool:
     return bool(PatternMatcher(patterns).matches(rel.strip("/")))
 
 
-# --- what `pip install ".[serve]"` installs ---------------------------------------------------
+# --- what the serving image installs (`pip install ".[serve,...]"`) -----------------------------
+
+
+def serve_image_extras() -> tuple[str, ...]:
+    """The extras serve/Dockerfile installs (``pip install ... ".[serve,...]"``)."""
+    text = (REPO / "serve" / "Dockerfile").read_text()
+    (extras,) = re.findall(r'pip install [^\n]*"\.\[([a-z,]+)\]"', text)
+    return tuple(extras.split(","))
 
 
 def _norm(name: str) -> str:

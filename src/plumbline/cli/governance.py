@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from plumbline.governance.trail import AuditTrail, Record
 
 ROLES = get_args(Role)
+SERVICE_ROLES = ("viewer", "operator")  # = governance.service_accounts.SERVICE_ROLES
 
 SHOW_LAST = 20
 
@@ -92,6 +93,14 @@ def users_arguments(p: argparse.ArgumentParser) -> None:
     role = sub.add_parser("role", help="change a user's role")
     role.add_argument("name")
     role.add_argument("role", choices=ROLES)
+    ensure = sub.add_parser(
+        "ensure",
+        help="a service account's token in a file: kept if valid, else the account or a new "
+        "token is made (for deployments: Alertmanager's webhook)",
+    )
+    ensure.add_argument("name")
+    ensure.add_argument("--role", required=True, choices=SERVICE_ROLES)
+    ensure.add_argument("--token-file", type=Path, required=True, help="where the token is kept")
 
 
 def _print_token(name: str, token_id: str, token: str, expires_days: float | None) -> None:
@@ -147,6 +156,16 @@ def cmd_users(ctx: Context, args: argparse.Namespace) -> str:
             )
             _print_token(args.name, token_id, token, args.expires_days)
             return f"added {args.name} ({role}), token {token_id}"
+        if args.action == "ensure":
+            from plumbline.governance.service_accounts import ensure_token_file
+
+            # Deployment tooling runs it from the project's shell (a local admin): service
+            # accounts get at most operator, so no person's power is handed out this way.
+            actor = authorise(trail, users, "admin", command)
+            outcome = ensure_token_file(
+                trail, users, args.name, check_role(args.role), args.token_file, actor
+            )
+            return f"{args.name} ({args.role}): token in {args.token_file} {outcome}"
         actor = authorise(trail, users, "admin", command, named=True)
         if args.action == "list":
             listed = users.list()
@@ -202,6 +221,12 @@ def audit_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="keep this many days (default: audit.retain_days)",
     )
+    grant = sub.add_parser(
+        "grant",
+        help="PostgreSQL, as the tables' owner: let ROLE (the application's login) only "
+        "insert and read audit records",
+    )
+    grant.add_argument("role", metavar="ROLE", help="the PostgreSQL role the services log in as")
 
 
 def _subject(subject: dict[str, Any]) -> str:
@@ -242,6 +267,7 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> str:
             "show": lambda: _show(trail, users, args),
             "export": lambda: _export(trail, users, args),
             "prune": lambda: _prune(ctx, trail, users, args),
+            "grant": lambda: _grant(trail, users, args),
         }[args.action]
         return action()
     finally:
@@ -296,16 +322,23 @@ def _prune(ctx: Context, trail: AuditTrail, users: Users, args: argparse.Namespa
     )
 
 
+def _grant(trail: AuditTrail, users: Users, args: argparse.Namespace) -> str:
+    # No role check: the database lets only the tables' owner grant, whoever runs this.
+    statements = trail.grant_app_role(args.role)
+    print("\n".join(f"{statement};" for statement in statements))
+    return f"{args.role} may now only insert and read audit records"
+
+
 COMMANDS = [
     Command(
         "users",
-        "people and their roles and tokens: add, list, token, revoke, role",
+        "people and their roles and tokens: add, list, token, revoke, role, ensure",
         cmd_users,
         users_arguments,
     ),
     Command(
         "audit",
-        "the audit trail: verify its hash chain, show, export, prune",
+        "the audit trail: verify its hash chain, show, export, prune, grant",
         cmd_audit,
         audit_arguments,
     ),

@@ -250,7 +250,7 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
 def cmd_bootstrap(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.first_champion import bootstrap
 
-    champion = bootstrap(ctx.root, args.source)
+    champion = bootstrap(ctx.root, args.source, args.webhook_token_file)
     return f"champion is version {champion}; the API can serve it"
 
 
@@ -319,6 +319,13 @@ def _bootstrap_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("PLUMBLINE_PROJECT_SOURCE") or None,
         help="project files to lay out in the workspace first "
         "(default: $PLUMBLINE_PROJECT_SOURCE; unset = run in place)",
+    )
+    p.add_argument(
+        "--webhook-token-file",
+        type=Path,
+        default=None,
+        help="keep a valid token of the service account `alertmanager` (operator) in this "
+        "file, for Alertmanager's webhook to the monitor",
     )
 
 

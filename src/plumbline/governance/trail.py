@@ -69,6 +69,15 @@ FIELDS = (
 SYSTEM = Actor("system", "admin", "system")
 DEFAULT_DB = Path("logs/governance/governance.sqlite")
 RETRIES = 20  # appends that lost a race for the next seq (databases without a table lock)
+# The advisory lock key that serialises appends on PostgreSQL (b"plumblin" as an int64).
+PG_APPEND_LOCK = int.from_bytes(b"plumblin", "big")
+# What the application's role may do on PostgreSQL (grant_app_role): records are only ever
+# inserted and read; users and tokens are also updated (role changes, revocation).
+APP_GRANTS = {
+    "audit_records": "SELECT, INSERT",
+    "users": "SELECT, INSERT, UPDATE",
+    "tokens": "SELECT, INSERT, UPDATE",
+}
 
 metadata = sa.MetaData()
 records_table = sa.Table(
@@ -301,13 +310,39 @@ class AuditTrail:
     def close(self) -> None:
         self.engine.dispose()
 
+    def grant_app_role(self, role: str) -> list[str]:
+        """On PostgreSQL, run as the tables' owner: let ``role`` (the application's login) only
+        read and insert audit records, and read, insert and update users and tokens; revoke
+        everything else, from PUBLIC too. The statements run, in order."""
+        if self.dialect != "postgresql":
+            raise AuditError(
+                f"grants are for PostgreSQL; this governance database is {self.dialect}"
+            )
+        if not re.fullmatch(r"[a-z_][a-z0-9_$]{0,62}", role):
+            raise AuditError(
+                f"role name {role!r}: use a lower-case PostgreSQL identifier (a-z, 0-9, _)"
+            )
+        tables = ", ".join(APP_GRANTS)
+        statements = [
+            f"REVOKE ALL ON {tables} FROM PUBLIC",
+            f"REVOKE ALL ON {tables} FROM {role}",
+            f"GRANT USAGE ON SCHEMA public TO {role}",
+            *(f"GRANT {rights} ON {table} TO {role}" for table, rights in APP_GRANTS.items()),
+        ]
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        return statements
+
     # --- writing ---------------------------------------------------------------------------
 
     def _write_lock(self, conn: sa.Connection) -> None:
         """Serialise appends across processes for the rest of the transaction."""
         if self.dialect == "postgresql":
-            # Readers go on; only writers of the table wait for each other.
-            conn.exec_driver_sql("LOCK TABLE audit_records IN EXCLUSIVE MODE")
+            # A transaction-scoped advisory lock: writers wait for each other, readers go on.
+            # (LOCK TABLE would need UPDATE or DELETE on the table, which the application's
+            # role is not granted: see grant_app_role.)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_APPEND_LOCK})
         elif self.dialect in ("mysql", "mariadb"):
             conn.exec_driver_sql(
                 "SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1 FOR UPDATE"
@@ -396,6 +431,17 @@ class AuditTrail:
         if retain_days < 0:
             raise AuditError(f"retain_days must not be negative, got {retain_days}")
         cutoff = iso((now or now_utc()) - timedelta(days=retain_days))
+        try:
+            return self._prune(retain_days, cutoff, actor)
+        except sa.exc.ProgrammingError as error:
+            if "permission denied" not in str(error.orig):
+                raise
+            raise AuditError(
+                "permission denied to delete audit records: this database login may only "
+                "insert and read them; prune with the tables' owner (PLUMBLINE_AUDIT_URL)"
+            ) from error
+
+    def _prune(self, retain_days: int, cutoff: str, actor: Actor) -> Record | None:
         c = records_table.c
         with self._transaction() as conn:
             head, _ = self._head(conn)

@@ -9,6 +9,9 @@ The ``bootstrap`` service of docker-compose.yml runs it before the API starts, s
    is copied only when the workspace has none: the workspace's own lock describes the outputs
    it holds. Outputs, the DVC cache and anything else in the workspace are kept, so a second
    run reruns only what changed. A workspace outside git gets DVC's ``core.no_scm``.
+   With ``--webhook-token-file``, make sure the file holds a valid token of the service
+   account ``alertmanager`` (role operator), which Alertmanager's webhook sends to the
+   monitor's ``POST /alerts``: kept when valid, else made and recorded in the audit trail.
 2. ``dvc repro``: the pipeline, logging its run and model to ``MLFLOW_TRACKING_URI``.
 3. ``plumbline gate``, then ``plumbline promote`` (which registers the candidate and moves
    ``champion`` only when the gate passed).
@@ -69,7 +72,33 @@ def _run(argv: list[str], root: Path, env: dict[str, str], check: bool = True) -
     return code
 
 
-def bootstrap(root: Path, source: Path | None) -> str:
+WEBHOOK_ACCOUNT = "alertmanager"
+
+
+def ensure_webhook_token(root: Path, token_file: Path) -> str:
+    """The token of the ``alertmanager`` service account (operator) in ``token_file``."""
+    from plumbline.governance.identity import Users, cli_actor
+    from plumbline.governance.service_accounts import ensure_token_file
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.promotion.settings import load_promotion_params
+
+    params = load_promotion_params(root / "params.yaml")
+    trail = AuditTrail.for_project(params.audit, root)
+    try:
+        users = Users(trail.engine)
+        return ensure_token_file(
+            trail,
+            users,
+            WEBHOOK_ACCOUNT,
+            "operator",
+            token_file,
+            cli_actor(users, os.environ),
+        )
+    finally:
+        trail.close()
+
+
+def bootstrap(root: Path, source: Path | None, webhook_token_file: Path | None = None) -> str:
     """Run the steps above in ``root``; returns the champion's version."""
     from plumbline.promotion.registry import CHAMPION, Registry
     from plumbline.promotion.settings import load_promotion_params
@@ -80,6 +109,9 @@ def bootstrap(root: Path, source: Path | None) -> str:
         log.info("laid out %d project files from %s in %s", len(copied), source, root)
     if not (root / "dvc.yaml").is_file():
         raise BootstrapError(f"{root} has no dvc.yaml: give --source or run it in a checkout")
+    if webhook_token_file is not None:
+        outcome = ensure_webhook_token(root, webhook_token_file)
+        log.info("webhook token of %s in %s: %s", WEBHOOK_ACCOUNT, webhook_token_file, outcome)
     env = dict(os.environ, PLUMBLINE_ROOT=str(root))
     # dvc.yaml's stages call `plumbline`: the one installed beside this interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

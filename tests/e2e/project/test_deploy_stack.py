@@ -47,6 +47,7 @@ from support.deploy import (
     environment,
     mounts,
     parse_dockerfile,
+    serve_image_extras,
     service,
     slim_venv,
 )
@@ -302,7 +303,7 @@ def bootstrapped(stack: Stack) -> tuple[subprocess.CompletedProcess[str], ...]:
 def running(stack: Stack, bootstrapped: Any, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """api (with only the serving dependencies), monitor and Prometheus, once bootstrap is done
     (the compose file's depends_on)."""
-    python = slim_venv(tmp_path_factory.mktemp("serve-venv"), ("serve",))
+    python = slim_venv(tmp_path_factory.mktemp("serve-venv"), serve_image_extras())
     stack.start("api", stack.argv("api", python=str(python)), stack.workdir("api"))
     stack.start("monitor", stack.argv("monitor"), stack.workdir("monitor"))
     assert PROMETHEUS, "CI must install Debian's prometheus"
@@ -344,6 +345,35 @@ def test_bootstrap_gives_a_new_registry_a_champion_and_a_second_run_changes_noth
         "reports/metrics.json",
     ):
         assert (workspace / rel).is_file(), rel
+
+
+def test_alertmanager_webhook_token_comes_from_bootstrap_and_the_monitor_accepts_it(
+    running: Stack, bootstrapped: tuple[subprocess.CompletedProcess[str], ...]
+) -> None:
+    """Alertmanager's credentials_file is in the volume bootstrap writes to: the first run
+    made the service account, the second kept its token, and the monitor takes it."""
+    first, second = bootstrapped
+    assert "webhook token of alertmanager" in first.stderr and "created" in first.stderr
+    assert "webhook token of alertmanager" in second.stderr and "kept" in second.stderr
+    config = yamlfile.safe_load((REPO / "monitoring/alertmanager.yml").read_text())
+    (hook,) = [h for r in config["receivers"] for h in r.get("webhook_configs", [])]
+    in_alertmanager = hook["http_config"]["authorization"]["credentials_file"]
+    (mount,) = [
+        m
+        for m in mounts(service("alertmanager"))
+        if in_alertmanager.startswith(m.target.rstrip("/") + "/")
+    ]
+    token_file = running.tmp / "volumes" / mount.source / Path(in_alertmanager).name
+    token = token_file.read_text()
+    assert token.startswith("plb_")
+    payload = {"status": "resolved", "alerts": []}
+    url = running.url("monitor") + "/alerts"
+    assert requests.post(url, json=payload, timeout=10).status_code == 401
+    accepted = requests.post(
+        url, json=payload, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["outcome"] == "ignored"
 
 
 def test_the_api_serves_the_champion_loaded_from_mlflow_over_http(running: Stack) -> None:

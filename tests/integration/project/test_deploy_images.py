@@ -17,6 +17,7 @@ from support.deploy import (
     copy_sources,
     ignored,
     parse_dockerfile,
+    serve_image_extras,
     service,
     slim_venv,
 )
@@ -88,7 +89,7 @@ def test_the_serving_code_loads_a_model_with_only_the_serving_dependencies(tmp_p
     the settings, load and score a real model artifact, reach the MLflow client."""
     from support.serve import artifacts
 
-    python = slim_venv(tmp_path / "venv", ("serve",))
+    python = slim_venv(tmp_path / "venv", serve_image_extras())
     model = artifacts().model
     script = f"""
 import dataclasses

@@ -30,8 +30,8 @@ from plumbline.core import yamlfile
 from plumbline.monitoring.settings import load_params
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
-TEAMS = {"postgres", "minio", "minio-buckets"}
-ONE_SHOT = {"bootstrap", "minio-buckets"}
+TEAMS = {"postgres", "governance-db", "minio", "minio-buckets"}
+ONE_SHOT = {"bootstrap", "governance-db", "minio-buckets"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -64,6 +64,7 @@ def test_the_stack_has_every_service_and_the_team_stores_only_under_a_profile() 
     depends = service("mlflow")["depends_on"]
     assert depends["postgres"] == {"condition": "service_healthy", "required": False}
     assert depends["minio-buckets"]["required"] is False
+    assert service("bootstrap")["depends_on"]["governance-db"]["required"] is False
 
 
 def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_on() -> None:
@@ -111,7 +112,8 @@ def test_services_of_one_image_share_its_build() -> None:
         b == {"context": ".", "dockerfile": "Dockerfile"}
         for b in builds["plumbline-pipeline:0.1.0"]
     )
-    assert len(builds["plumbline-pipeline:0.1.0"]) == 3  # mlflow, bootstrap, monitor
+    # mlflow, bootstrap, monitor, governance-db
+    assert len(builds["plumbline-pipeline:0.1.0"]) == 4
 
 
 def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
@@ -147,10 +149,28 @@ def test_pipeline_image_services_run_real_entry_points() -> None:
     from plumbline.cli.main import build_parser
 
     bootstrap = command(service("bootstrap"))
-    assert bootstrap == ["plumbline", "bootstrap"]
+    assert bootstrap[:2] == ["plumbline", "bootstrap"]
     # The pipeline image's default command is the one-shot too.
-    assert parse_dockerfile(PIPELINE_DOCKERFILE).final.all("CMD")[-1].exec_form() == bootstrap
-    assert build_parser().parse_args(bootstrap[1:]).command == "bootstrap"
+    assert parse_dockerfile(PIPELINE_DOCKERFILE).final.all("CMD")[-1].exec_form() == bootstrap[:2]
+    args = build_parser().parse_args(bootstrap[1:])
+    assert args.command == "bootstrap"
+    # The webhook token lands where Alertmanager's configuration reads it, through one volume.
+    alertmanager = yamlfile.safe_load((REPO / "monitoring/alertmanager.yml").read_text())
+    (hook,) = [h for r in alertmanager["receivers"] for h in r.get("webhook_configs", [])]
+    reads = Path(hook["http_config"]["authorization"]["credentials_file"])
+
+    def volume_of(svc: str, path: Path) -> tuple[str, Path]:
+        (mount,) = [m for m in mounts(service(svc)) if path.is_relative_to(m.target)]
+        assert not mount.bind, f"{svc}: {path} is in a volume"
+        return mount.source, path.relative_to(mount.target)
+
+    assert volume_of("bootstrap", args.webhook_token_file) == volume_of("alertmanager", reads)
+    governance = build_parser().parse_args(command(service("governance-db"))[1:])
+    assert (governance.command, governance.action, governance.role) == (
+        "audit",
+        "grant",
+        "plumbline_app",
+    )
     monitor = command(service("monitor"))
     assert monitor[:2] == ["plumbline", "monitor"]
     args = build_parser().parse_args(monitor[1:])
@@ -163,13 +183,27 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
     registry = f"http://mlflow:{listen_port('mlflow')}"
     for name in ("api", "bootstrap", "monitor"):
         assert environment(service(name))["MLFLOW_TRACKING_URI"] == registry, name
-    assert set(environment(service("api"))) == {"MLFLOW_TRACKING_URI", params.serve.admin_token_env}
+    # The governance database: the same variable for every service that reads or writes it.
+    audit = "PLUMBLINE_AUDIT_URL"
+    assert set(environment(service("api"))) == {
+        "MLFLOW_TRACKING_URI",
+        params.serve.admin_token_env,
+        audit,
+    }
     assert set(environment(service("monitor"))) == {
         "MLFLOW_TRACKING_URI",
         params.monitor.token_env,
         params.serve.admin_token_env,  # the rollout decider switches the API's mode
         "PLUMBLINE_SERVER_URL",
+        audit,
     }
+    assert set(environment(service("bootstrap"))) == {"MLFLOW_TRACKING_URI", audit}
+    for name in ("api", "monitor", "bootstrap"):
+        assert environment(service(name))[audit] is None, f"{name}: passed through from .env"
+    # The owner's one-shot (teams) reaches the profile's database `plumbline`.
+    owner_url = environment(service("governance-db"))[audit]
+    assert owner_url is not None and owner_url.startswith("postgresql://mlflow:")
+    assert owner_url.endswith("@postgres:5432/plumbline")
     assert environment(service("monitor"))["PLUMBLINE_SERVER_URL"] == "http://api:8000"
     # MLflow answers only the Host headers it is told: the name the others use must be one.
     argv = command(service("mlflow"))
@@ -189,10 +223,16 @@ def test_mlflow_s_job_runner_is_off_in_compose_and_kubernetes() -> None:
 def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
     services = compose()["services"]
     expected = {
-        "bootstrap": {"mlflow": "service_healthy"},
+        "bootstrap": {
+            "mlflow": "service_healthy",
+            "governance-db": "service_completed_successfully",  # teams only
+        },
         "api": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "monitor": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "grafana": {"prometheus": "service_healthy"},
+        # Its webhook token is written by bootstrap.
+        "alertmanager": {"bootstrap": "service_completed_successfully"},
+        "governance-db": {"postgres": "service_healthy"},
     }
     for name, deps in expected.items():
         got = {k: v["condition"] for k, v in services[name]["depends_on"].items()}

@@ -107,9 +107,10 @@ def test_no_secret_goes_into_an_image(dockerfile: Dockerfile) -> None:
 
 def test_the_serving_image_installs_only_the_serving_dependencies() -> None:
     runs = " ".join(i.args for i in parse_dockerfile(SERVE_DOCKERFILE).stages[0].all("RUN"))
-    assert re.findall(r'"\.\[([a-z,]+)\]"', runs) == ["serve"]
+    # The serving extra, and the PostgreSQL driver for a governance database on PostgreSQL.
+    assert re.findall(r'"\.\[([a-z,]+)\]"', runs) == ["serve,postgres"]
     assert "--constraint requirements.lock" in runs
-    closure = dependency_closure("plumbline", ("serve",))
+    closure = dependency_closure("plumbline", ("serve", "postgres"))
     assert not closure & PIPELINE_ONLY, sorted(closure & PIPELINE_ONLY)
     assert {"litserve", "mlflow-skinny", "prometheus-client", "scikit-learn", "skops"} <= closure
     pipeline = " ".join(i.args for i in parse_dockerfile(PIPELINE_DOCKERFILE).stages[0].all("RUN"))
