@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import tempfile
 import time
@@ -79,6 +80,20 @@ def bench_appends(folder: Path, n: int) -> list[float]:
     return times
 
 
+def bench_fsync_floor(folder: Path, n: int) -> list[float]:
+    """The append's floor: writing one record's worth of bytes to a file and syncing it to
+    the disk, as every committed append must."""
+    payload = canonical({"subject": subject(0), "evidence": evidence(0)}).encode("utf-8")
+    times: list[float] = []
+    with (folder / "floor.bin").open("ab", buffering=0) as out:
+        for _ in range(n):
+            started = time.perf_counter()
+            out.write(payload)
+            os.fsync(out.fileno())
+            times.append(time.perf_counter() - started)
+    return times
+
+
 def floor(records: list[dict[str, Any]]) -> tuple[float, float]:
     """Seconds to hash every record's canonical JSON from memory: (SHA-256 of the JSON text
     alone, writing the canonical JSON and hashing it)."""
@@ -123,11 +138,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
-        times = sorted(bench_appends(folder, args.appends))
-        median = statistics.median(times)
+        # Interleaved halves, so that a noisy neighbour weighs on both alike.
+        half = args.appends // 2
+        times = bench_appends(folder, half)
+        synced = bench_fsync_floor(folder, half)
+        times = sorted(times + bench_appends(folder, args.appends - half))
+        synced = sorted(synced + bench_fsync_floor(folder, args.appends - half))
+        median, sync_median = statistics.median(times), statistics.median(synced)
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
         print(f"append ({args.appends} records, SQLite file, one transaction each):")
         print(f"  median {median * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms, {1 / median:,.0f} per s")
+        print(
+            f"  floor: write + fsync of a record's bytes, median {sync_median * 1e3:.3f} ms; "
+            f"ratio append / floor {median / sync_median:.1f}"
+        )
 
         records = chain(args.records)
         floors = [floor(records) for _ in range(3)]
