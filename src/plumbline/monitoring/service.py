@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plumbline.core.bearer import challenge
 from plumbline.core.contract import Contract
+from plumbline.core.docs_assets import serve_docs_offline
 from plumbline.governance.identity import (
     Actor,
     Authenticator,
@@ -189,6 +190,7 @@ def create_app(
         lifespan=lifespan,
         description="Drift, live performance from delayed labels, retraining trigger.",
     )
+    serve_docs_offline(app)  # /docs works on a network with no internet access
 
     # HTTPBearer only documents the scheme (securitySchemes, per-route security) and reads the
     # header; who the caller is comes from the governance Authenticator.

@@ -59,6 +59,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from plumbline.core.bearer import refusal
+from plumbline.core.docs_assets import serve_docs_offline
 from plumbline.serving import compat
 from plumbline.serving.api import PredictAPI, ServeSettings
 from plumbline.serving.explaining import parse_k
@@ -372,6 +373,7 @@ class PlumblineServer(ls.LitServer):
         )
         compat.drop_gzip(self.app)  # predictions are small and CPU is scarce
         self._register_routes()
+        serve_docs_offline(self.app)  # /docs works on a network with no internet access
         self.app.title = "Plumbline prediction API"
         self.app.description = (
             f"Scores records of contract {settings.contract.name!r} with "
