@@ -3,7 +3,7 @@
 Each inference worker appends scored batches to an in-memory list (a constant-time append
 on the response path) and a background thread writes them to Parquet every ``flush_s``
 seconds, one row group per flush. A file is written as ``*.parquet.inprogress`` and renamed
-to ``predictions-<UTC start>-<pid>-<n>.parquet`` when it is finished: after ``rotate_rows``
+to ``predictions-<UTC start>-<host>.<pid>-<n>.parquet`` when it is finished: after ``rotate_rows``
 rows, ``rotate_s`` seconds, or at shutdown. Readers (drift, feedback) glob the finished files.
 Only the newest ``max_files`` finished files are kept.
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +45,9 @@ from plumbline.core.contract import Contract
 from plumbline.core.predlog import IN_PROGRESS, PREFIX, finished_files, log_schema
 from plumbline.serving.metrics import ServeMetrics
 from plumbline.serving.settings import PredictionLogConfig
+
+# Names this machine's files: several servers (pods) may share one log directory.
+HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +279,7 @@ class PredictionLog:
     def _open_file(self) -> None:
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        final = self.directory / f"{PREFIX}{stamp}-{os.getpid()}-{self._seq:05d}.parquet"
+        final = self.directory / f"{PREFIX}{stamp}-{HOST}.{os.getpid()}-{self._seq:05d}.parquet"
         self._path = final.with_name(final.name + IN_PROGRESS)
         self._file_rows = 0
         self._file_tables = []
@@ -317,8 +322,12 @@ class PredictionLog:
         """Unfinished files of processes that no longer run (a killed worker) are unreadable
         (no Parquet footer) and would stay forever: remove them."""
         for path in self.directory.glob(f"{PREFIX}*{IN_PROGRESS}"):
-            pid = _writer_pid(path.name)
-            if pid is None or pid == os.getpid() or _alive(pid):
+            writer = _writer(path.name)
+            if writer is None:
+                continue
+            host, pid = writer
+            # Another host's files (pods sharing one volume): its pids mean nothing here.
+            if host not in (None, HOST) or pid == os.getpid() or _alive(pid):
                 continue
             log.warning("prediction log: removing %s, left unfinished by process %d", path, pid)
             path.unlink(missing_ok=True)
@@ -356,10 +365,14 @@ def _open_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, compression="zstd")
 
 
-def _writer_pid(name: str) -> int | None:
-    """The pid in ``predictions-<stamp>-<pid>-<n>.parquet.inprogress``."""
+def _writer(name: str) -> tuple[str | None, int] | None:
+    """The host and pid in ``predictions-<stamp>-<host>.<pid>-<n>.parquet.inprogress`` (the
+    host is None in names of older releases, ``...-<pid>-<n>...``)."""
     parts = name.split("-")
-    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+    if len(parts) < 4:
+        return None
+    host, _, pid = parts[-2].rpartition(".")
+    return (host or None, int(pid)) if pid.isdigit() else None
 
 
 def _alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ from plumbline.core.contract import Contract
 from plumbline.core.predlog import read_log
 from plumbline.monitoring.settings import load_params
 from plumbline.serving.metrics import ServeMetrics
-from plumbline.serving.predlog_writer import Batch, PredictionLog
+from plumbline.serving.predlog_writer import HOST, Batch, PredictionLog
 from plumbline.serving.scorer import smoke_rows
 from plumbline.serving.settings import PredictionLogConfig
 
@@ -216,10 +216,16 @@ def test_unfinished_files_of_dead_processes_are_removed_at_start(
     stale.write_bytes(b"PAR1 half a file")
     mine = tmp_path / "predictions-20260101T000000000000Z-1-00001.parquet.inprogress"  # pid 1 lives
     mine.write_bytes(b"PAR1")
+    # The same dead pid on this host, in today's names; and on another pod sharing the volume,
+    # where a pid of this machine says nothing: that file is another server's, still writing.
+    here = tmp_path / f"predictions-20260101T000000000000Z-{HOST}.{pid}-00002.parquet.inprogress"
+    here.write_bytes(b"PAR1 half a file")
+    other = tmp_path / f"predictions-20260101T000000000000Z-api_7f9c.{pid}-00001.parquet.inprogress"
+    other.write_bytes(b"PAR1 another pod's file")
     log = PredictionLog(
         PredictionLogConfig(dir=tmp_path), tmp_path, contract, features, CountingMetrics()
     )
     log.start()
     log.close()
-    assert not stale.exists()
-    assert mine.exists()
+    assert not stale.exists() and not here.exists()
+    assert mine.exists() and other.exists()
