@@ -479,10 +479,17 @@ class AuditTrail:
         since: str | None = None,
         actions: Iterable[str] | None = None,
         subject_version: str | None = None,
+        subject_model: str | None = None,
     ) -> list[Record]:
         """Records oldest first: from ``since`` (ISO-8601 or an age such as 7d), of these
-        ``actions``, about this model version (``subject["version"]``)."""
+        ``actions``, about this model version (``subject["version"]``) and this model
+        (``subject["model"]``)."""
         query = sa.select(records_table).order_by(records_table.c.seq)
+        if subject_model is not None:
+            # Exact in SQL: subjects are stored as canonical JSON, so this is the only spelling.
+            query = query.where(
+                records_table.c.subject.contains(canonical({"model": subject_model})[1:-1])
+            )
         if since:
             query = query.where(records_table.c.at >= parse_time(since))
         if actions is not None:
@@ -496,9 +503,11 @@ class AuditTrail:
             out = [r for r in out if str(r.subject.get("version")) == str(subject_version)]
         return out
 
-    def last(self, n: int) -> list[Record]:
-        """The newest ``n`` records, oldest first."""
+    def last(self, n: int, actions: Iterable[str] | None = None) -> list[Record]:
+        """The newest ``n`` records (of these ``actions``), oldest first."""
         query = sa.select(records_table).order_by(records_table.c.seq.desc()).limit(n)
+        if actions is not None:
+            query = query.where(records_table.c.action.in_(list(actions)))
         with self.engine.connect() as conn:
             return [_row_record(row) for row in conn.execute(query)][::-1]
 
@@ -567,9 +576,7 @@ def read_export(lines: Iterable[str], fmt: Literal["jsonl", "csv"]) -> list[Reco
 
 def champion_history(trail: AuditTrail, model: str) -> list[Record]:
     """Every move of ``@champion`` of that model (promotions and rollbacks), oldest first."""
-    return [
-        r for r in trail.records(actions=("promote", "rollback")) if r.subject.get("model") == model
-    ]
+    return trail.records(actions=("promote", "rollback"), subject_model=model)
 
 
 def _sqlite_transactions(engine: sa.Engine) -> None:

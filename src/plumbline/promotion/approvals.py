@@ -166,11 +166,7 @@ def request_evidence(gate: GateResult, paths: Layout) -> dict[str, Any]:
 
 def _model_records(trail: AuditTrail, model: str, version: str | None = None) -> list[Record]:
     actions = ("approval_requested", "approve", *CLOSING, "rollout_verdict")
-    return [
-        r
-        for r in trail.records(actions=actions, subject_version=version)
-        if r.subject.get("model") == model
-    ]
+    return trail.records(actions=actions, subject_version=version, subject_model=model)
 
 
 def _requests(records: list[Record]) -> dict[str, Pending]:

@@ -155,11 +155,9 @@ GOVERNANCE_ACTIONS = (
 
 def governance_link(trail: AuditTrail, model: str, version: str) -> Link:
     """Who registered, approved and promoted ``version``, and when (from the audit trail)."""
-    records = [
-        r
-        for r in trail.records(actions=GOVERNANCE_ACTIONS, subject_version=version)
-        if r.subject.get("model") == model
-    ]
+    records = trail.records(
+        actions=GOVERNANCE_ACTIONS, subject_version=version, subject_model=model
+    )
     value: dict[str, Any] = {}
     for r in records:
         who = f"{r.actor} ({r.via}) at {r.at}"

@@ -271,8 +271,8 @@ class Registry:
         records = list(champion_history(self.trail, self.name))
         records += [
             r
-            for r in self.trail.records(actions=["register"])
-            if r.subject.get("model") == self.name and r.subject.get("challenger_only")
+            for r in self.trail.records(actions=["register"], subject_model=self.name)
+            if r.subject.get("challenger_only")
         ]
         return [event_of(r) for r in sorted(records, key=lambda r: r.seq)]
 
