@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 
 @dataclass
@@ -13,9 +14,19 @@ class AsgiResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+    header_list: list[tuple[str, str]] = field(default_factory=list)  # repeated ones too
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def cookies(self) -> dict[str, str]:
+        """The cookies the response sets (name: value; a deleted one has value "")."""
+        out = {}
+        for name, value in self.header_list:
+            if name == "set-cookie":
+                key, _, rest = value.partition("=")
+                out[key] = rest.split(";", 1)[0].strip('"')
+        return out
 
 
 def call(
@@ -25,13 +36,21 @@ def call(
     body: Any = None,
     headers: dict[str, str] | None = None,
     client: str = "127.0.0.1",
+    form: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
 ) -> AsgiResponse:
-    """``path`` may carry a query string; ``client`` is the peer address the app sees."""
+    """``path`` may carry a query string; ``client`` is the peer address the app sees;
+    ``form`` is sent url-encoded, as a browser sends a form."""
     path, _, query = path.partition("?")
     payload = b"" if body is None else json.dumps(body).encode()
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if body is not None:
         raw_headers.append((b"content-type", b"application/json"))
+    if form is not None:
+        payload = urlencode(form).encode()
+        raw_headers.append((b"content-type", b"application/x-www-form-urlencoded"))
+    if cookies:
+        raw_headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -65,4 +84,5 @@ def call(
         status=start["status"],
         headers={k.decode(): v.decode() for k, v in start.get("headers", [])},
         body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        header_list=[(k.decode(), v.decode()) for k, v in start.get("headers", [])],
     )

@@ -79,6 +79,11 @@ def yaml_value(value: Any) -> str:
     """A value as params.yaml would spell it, on one line."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    elif isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
+        value = [
+            v.model_dump(mode="json", by_alias=True) if isinstance(v, BaseModel) else v
+            for v in value
+        ]
     elif isinstance(value, Path):
         value = value.as_posix()
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False)

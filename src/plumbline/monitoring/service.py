@@ -453,7 +453,45 @@ def create_app(
         result = governance.trail.verify()
         return asdict(result)
 
+    if governance is not None and monitor.params.monitor.console.enabled:
+        _install_console(app, monitor, governance, rollout)
     return app
+
+
+def _install_console(
+    app: FastAPI, monitor: Monitor, governance: Governance, rollout: Callable[[], Any]
+) -> None:
+    """The console page (docs/console.md) on the monitor's app."""
+    from plumbline.monitoring.console.app import Console, install
+    from plumbline.monitoring.console.session import Sessions
+    from plumbline.monitoring.console.view import Sources, Verifier, VersionCache
+    from plumbline.monitoring.rollout.decide import ServerControl, server_url
+    from plumbline.monitoring.workspace import SNAPSHOT_DIR
+
+    params = monitor.params
+    token = os.environ.get(params.serve.admin_token_env) or None
+    control = ServerControl(server_url(params), token, timeout_s=5.0)
+    sources = Sources(
+        params=params,
+        trail=governance.trail,
+        registry=governance.registry,
+        snapshot=lambda: monitor.snapshot,
+        rollout_report=rollout,
+        server_rollout=control.status,
+        repos=[monitor.root, monitor.state_dir / SNAPSHOT_DIR],
+    )
+    config = params.monitor.console
+    install(
+        app,
+        Console(
+            sessions=Sessions(governance.auth),
+            sources=sources,
+            approvals=governance.approvals,
+            server_url=server_url(params),
+            cache=VersionCache(),
+            verifier=Verifier(governance.trail, config.verify_interval_s),
+        ),
+    )
 
 
 def _decide(decider: Decider) -> None:

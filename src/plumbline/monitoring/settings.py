@@ -44,6 +44,55 @@ class EstimateConfig(StrictModel):
     min_rows: int = Field(default=200, ge=10, description="Fewer logged rows: no estimate")
 
 
+class ConsoleLink(StrictModel):
+    name: str = Field(min_length=1, description="What the link says")
+    url: str = Field(min_length=1, description="Where it goes, as people's browsers reach it")
+
+
+class ConsoleConfig(StrictModel):
+    """The console (``GET /console`` on the monitor): one page for the people who run the model
+    (docs/console.md)."""
+
+    enabled: bool = Field(default=True, description="Serve the console at /console")
+    prometheus_url: str | None = Field(
+        default="http://127.0.0.1:9090",
+        description="Prometheus the charts query (PLUMBLINE_PROMETHEUS_URL overrides); "
+        "null = no charts over time",
+    )
+    alertmanager_url: str | None = Field(
+        default="http://127.0.0.1:9093",
+        description="Alertmanager whose firing alerts are listed (PLUMBLINE_ALERTMANAGER_URL "
+        "overrides); null = none",
+    )
+    links: list[ConsoleLink] = Field(
+        default_factory=lambda: [
+            ConsoleLink(name="MLflow", url="http://127.0.0.1:5000"),
+            ConsoleLink(name="Grafana", url="http://127.0.0.1:3000"),
+            ConsoleLink(name="Prometheus", url="http://127.0.0.1:9090"),
+            ConsoleLink(name="Alertmanager", url="http://127.0.0.1:9093"),
+        ],
+        description="Links out to the tools beside the console, as people's browsers reach "
+        "them (name and url each)",
+    )
+    window_h: float = Field(
+        default=24.0, gt=0, le=24 * 31, description="Hours of history the charts show"
+    )
+    refresh_s: float = Field(
+        default=15.0, ge=2, description="The page refreshes its sections this often"
+    )
+    timeline: int = Field(
+        default=50, ge=5, le=1000, description="Audit records shown in the timeline"
+    )
+    verify_interval_s: float = Field(
+        default=300.0,
+        ge=5,
+        description="The whole audit chain is re-verified in the background this often",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="A sign-in lasts this long"
+    )
+
+
 class MonitorConfig(StrictModel):
     """``plumbline monitor``: drift and live performance from the prediction log + feedback."""
 
@@ -91,6 +140,9 @@ class MonitorConfig(StrictModel):
     estimate: EstimateConfig = Field(
         default=EstimateConfig(),
         description="The estimated ROC AUC, precision and recall the monitor exports",
+    )
+    console: ConsoleConfig = Field(
+        default=ConsoleConfig(), description="The console page at /console"
     )
 
 

@@ -39,7 +39,10 @@ class _Monitor:
     """What /feedback, /alerts and /status read."""
 
     def __init__(self) -> None:
-        self.params = SimpleNamespace(retrain=SimpleNamespace(trigger_alerts=["Drift"]))
+        self.params = SimpleNamespace(
+            retrain=SimpleNamespace(trigger_alerts=["Drift"]),
+            monitor=SimpleNamespace(console=SimpleNamespace(enabled=False)),
+        )
         self.posted: list[Any] = []
         self.snapshot = SimpleNamespace(to_dict=dict)
         self.store = SimpleNamespace(retrains=lambda limit: [])

@@ -196,7 +196,16 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
         params.serve.admin_token_env,  # the rollout decider switches the API's mode
         "PLUMBLINE_SERVER_URL",
         audit,
+        # The console's charts and alerts, and the key of its CSRF tokens.
+        "PLUMBLINE_PROMETHEUS_URL",
+        "PLUMBLINE_ALERTMANAGER_URL",
+        "PLUMBLINE_CONSOLE_SECRET",
     }
+    monitor_env = environment(service("monitor"))
+    prometheus = f"http://prometheus:{ports(service('prometheus'))[0].target}"
+    alertmanager = f"http://alertmanager:{ports(service('alertmanager'))[0].target}"
+    assert monitor_env["PLUMBLINE_PROMETHEUS_URL"] == prometheus
+    assert monitor_env["PLUMBLINE_ALERTMANAGER_URL"] == alertmanager
     assert set(environment(service("bootstrap"))) == {"MLFLOW_TRACKING_URI", audit}
     for name in ("api", "monitor", "bootstrap"):
         assert environment(service(name))[audit] is None, f"{name}: passed through from .env"

@@ -83,7 +83,8 @@ class ServerControl:
     def status(self) -> dict[str, Any]:
         import requests
 
-        return self._answer(requests.get(self.url, headers=self.headers, timeout=10))
+        timeout = min(10.0, self.timeout_s)
+        return self._answer(requests.get(self.url, headers=self.headers, timeout=timeout))
 
     def set_mode(self, mode: str, fraction: float | None = None) -> dict[str, Any]:
         import requests
