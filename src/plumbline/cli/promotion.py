@@ -250,7 +250,9 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
 def cmd_bootstrap(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.first_champion import bootstrap
 
-    champion = bootstrap(ctx.root, args.source, args.webhook_token_file)
+    champion = bootstrap(ctx.root, args.source, args.webhook_token_file, args.outputs_only)
+    if args.outputs_only:
+        return f"the pipeline's outputs are in {ctx.root}; the registry was not touched"
     return f"champion is version {champion}; the API can serve it"
 
 
@@ -326,6 +328,12 @@ def _bootstrap_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="keep a valid token of the service account `alertmanager` (operator) in this "
         "file, for Alertmanager's webhook to the monitor",
+    )
+    p.add_argument(
+        "--outputs-only",
+        action="store_true",
+        help="lay out the project and run `dvc repro`, nothing more: no gate, no promotion "
+        "(a monitor's workspace)",
     )
 
 

@@ -17,6 +17,10 @@ The ``bootstrap`` service of docker-compose.yml runs it before the API starts, s
    ``champion`` only when the gate passed).
 4. Exit 0 when the registry has a ``champion`` (the API has something to serve), else 1.
 
+With ``--outputs-only`` it stops after step 2: the workspace then holds the pipeline's outputs
+of the image's commit (what the monitor compares live traffic with), and the registry is left
+to the promotion workflow (Kubernetes: the monitor's init container).
+
 Rerunning it is safe: an unchanged pipeline is a no-op, the gate compares the candidate with
 itself and ``promote`` finds the version it registered before.
 """
@@ -98,8 +102,14 @@ def ensure_webhook_token(root: Path, token_file: Path) -> str:
         trail.close()
 
 
-def bootstrap(root: Path, source: Path | None, webhook_token_file: Path | None = None) -> str:
-    """Run the steps above in ``root``; returns the champion's version."""
+def bootstrap(
+    root: Path,
+    source: Path | None,
+    webhook_token_file: Path | None = None,
+    outputs_only: bool = False,
+) -> str | None:
+    """Run the steps above in ``root``; returns the champion's version (None with
+    ``outputs_only``)."""
     from plumbline.promotion.registry import CHAMPION, Registry
     from plumbline.promotion.settings import load_promotion_params
 
@@ -120,6 +130,8 @@ def bootstrap(root: Path, source: Path | None, webhook_token_file: Path | None =
     if not (root / ".git").exists():
         _run([*dvc, "config", "--local", "core.no_scm", "true"], root, env)
     _run([*dvc, "repro"], root, env)
+    if outputs_only:
+        return None
     gate_code = _run([*plumbline, "gate"], root, env, check=False)
     _run([*plumbline, "promote"], root, env)
     params = load_promotion_params(root / "params.yaml")

@@ -1,6 +1,7 @@
 """The Kubernetes manifests: kustomize renders the base and the overlay, every object passes
-the Kubernetes schemas (strict: no unknown fields), and the API Deployment runs the same
-command as docker compose with probes, ports and scrape annotations on real routes.
+the Kubernetes schemas (strict: no unknown fields), the API Deployment runs the same command as
+docker compose with probes, ports and scrape annotations on real routes, and the monitor (with
+the console) reads the prediction log the API pods write.
 
 Needs `kubectl` (with its built-in kustomize); without it these tests skip, except in CI.
 """
@@ -54,8 +55,14 @@ def test_kustomize_renders_and_every_object_passes_the_kubernetes_schemas(name: 
 
     docs = render(name)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds.count("Deployment") == 2
-    assert {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= set(kinds)
+    assert kinds.count("Deployment") == 3  # the API, MLflow, the monitor with the console
+    assert {
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+    } <= set(kinds)
     assert "Secret" not in kinds, "secrets are created out of band, never committed"
     for version in VERSIONS:
         for doc in docs:
@@ -159,3 +166,46 @@ def test_the_overlay_puts_everything_in_its_namespace() -> None:
     assert namespaces == {"plumbline"}
     namespace = find(docs, "Namespace", "plumbline")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_monitor_serves_the_console_and_reads_the_log_the_api_pods_write() -> None:
+    from support.paths import REPO
+
+    from plumbline.cli.main import build_parser
+    from plumbline.monitoring.settings import load_params
+
+    docs = render("production")
+    deployment = find(docs, "Deployment", "plumbline-monitor")
+    monitor = container(deployment)
+    assert monitor["command"] == command(service("monitor"))
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # one SQLite owner
+    (init,) = spec["template"]["spec"]["initContainers"]
+    args = build_parser().parse_args(init["command"][1:])
+    assert (args.command, args.outputs_only) == ("bootstrap", True)  # never promotes
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert monitor[probe]["httpGet"]["path"] == "/health", probe
+    svc = find(docs, "Service", "plumbline-monitor")
+    assert svc["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["port"] == 8001
+    config = find(docs, "ConfigMap", "plumbline-monitor")["data"]
+    assert config["PLUMBLINE_SERVER_URL"] == "http://plumbline-api:8000"
+    assert load_params(REPO / "params.yaml").monitor.console.enabled
+
+    # The API pods write <serve root>/logs/predictions; the monitor reads
+    # <workspace>/logs/predictions: the same ReadWriteMany claim at both "logs" mounts.
+    def claim_at(deployment: dict[str, Any], path: str) -> str:
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == path]
+        return str(volumes[mount["name"]]["persistentVolumeClaim"]["claimName"])
+
+    api = find(docs, "Deployment", "plumbline-api")
+    assert claim_at(api, "/app/logs") == claim_at(deployment, "/workspace/logs") == "plumbline-logs"
+    logs = find(docs, "PersistentVolumeClaim", "plumbline-logs")
+    assert logs["spec"]["accessModes"] == ["ReadWriteMany"]
+    # Both authenticate against one governance database, from one secret.
+    for pod in (api, deployment):
+        env = {e["name"]: e for e in container(pod)["env"]}
+        ref = env["PLUMBLINE_AUDIT_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "plumbline-governance", pod["metadata"]["name"]

@@ -31,7 +31,7 @@ def test_every_entry_point_is_a_subcommand() -> None:
     assert {"serve", "demo", "bootstrap"} <= set(COMMANDS)
     assert _options("serve") == {"--params", "--host", "--port", "--log-level"}
     assert _options("demo") == {"--out", "--set", "--keep", "--render"}
-    assert _options("bootstrap") == {"--source", "--webhook-token-file"}
+    assert _options("bootstrap") == {"--source", "--webhook-token-file", "--outputs-only"}
 
 
 def test_serve_has_serve_app_s_defaults_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +121,9 @@ def test_bootstrap_reports_the_champion_or_why_there_is_none(
 ) -> None:
     calls: list[tuple[Path, Path | None]] = []
 
-    def fake_bootstrap(root: Path, source: Path | None, token_file: Path | None) -> str:
+    def fake_bootstrap(
+        root: Path, source: Path | None, token_file: Path | None, outputs_only: bool
+    ) -> str:
         calls.append((root, source))
         if source is None:
             raise first_champion.BootstrapError("no champion")
