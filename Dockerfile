@@ -38,9 +38,13 @@ FROM ${PYTHON_IMAGE}
 # retrains commit their inputs in a workspace repository and run DVC there (the image holds
 # no git history; see plumbline.monitoring.workspace).
 ARG TINI_VERSION=0.19.0-1+b3
-ARG GIT_VERSION=1:2.39.5-0+deb12u3
+# Bookworm's git 2.39 series, whatever its Debian revision: security updates (+deb12uN) install,
+# and a different upstream release fails the build loudly instead of changing it quietly. The
+# installed version is printed in the build log.
+ARG GIT_VERSION=1:2.39.*
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" "git=${GIT_VERSION}" \
+    && dpkg-query --show git tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 plumbline \
     && useradd --create-home --uid 10001 --gid 10001 plumbline
