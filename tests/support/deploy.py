@@ -25,6 +25,7 @@ from plumbline.core import yamlfile
 from support.paths import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+TEAMS_FILE = REPO / "docker-compose.teams.yml"
 SERVE_DOCKERFILE = REPO / "serve" / "Dockerfile"
 PIPELINE_DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "k8s"
@@ -72,21 +73,36 @@ def _interpolate_tree(node: Any, env: dict[str, str] | None) -> Any:
 
 
 @cache
-def compose_raw() -> dict[str, Any]:
-    data = yamlfile.safe_load(COMPOSE_FILE.read_text())
+def compose_raw(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yamlfile.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
 
 
-def compose(env: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """The compose model after interpolation (YAML merge keys are resolved by the loader)."""
-    model: dict[str, Any] = _interpolate_tree(compose_raw(), dict(env))
+def merged(base: Any, extra: Any) -> Any:
+    """Compose's merge of ``-f base -f extra`` for what these files use: mappings merge key
+    by key (depends_on, environment, volumes), anything else is replaced."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = merged(base[key], value) if key in base else value
+        return out
+    return extra
+
+
+def compose(env: tuple[tuple[str, str], ...] = (), teams: bool = False) -> dict[str, Any]:
+    """The compose model after interpolation (YAML merge keys are resolved by the loader);
+    with ``teams``, docker-compose.teams.yml added as ``-f`` adds it."""
+    raw = compose_raw()
+    if teams:
+        raw = merged(raw, compose_raw(TEAMS_FILE))
+    model: dict[str, Any] = _interpolate_tree(raw, dict(env))
     return model
 
 
-def service(name: str) -> dict[str, Any]:
-    services = compose()["services"]
-    assert name in services, f"docker-compose.yml has no service {name!r}"
+def service(name: str, teams: bool = False) -> dict[str, Any]:
+    services = compose(teams=teams)["services"]
+    assert name in services, f"the compose files have no service {name!r}"
     return dict(services[name])
 
 

@@ -174,11 +174,11 @@ def test_the_owner_prunes_and_verify_names_a_tampered_record(
     assert code == 1 and "record 7" in err
 
 
-def test_the_teams_profile_sets_up_its_governance_database_as_compose_does(
+def test_the_teams_setup_makes_its_governance_database_as_compose_does(
     server: Server, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """deploy/postgres's init script (as PostgreSQL's image runs it on the first start), then
-    the `governance-db` one-shot's command and URL from docker-compose.yml, then a service
+    the `governance-db` one-shot's command and URL from docker-compose.teams.yml, then a service
     logged in as plumbline_app with .env.example's URL: it provisions Alertmanager's token and
     the chain verifies; it cannot create a table of its own."""
     import psycopg
@@ -205,10 +205,10 @@ def test_the_teams_profile_sets_up_its_governance_database_as_compose_does(
             "postgresql://", "postgresql+psycopg://"
         )
 
-    owner = environment(service("governance-db"))["PLUMBLINE_AUDIT_URL"]
+    owner = environment(service("governance-db", teams=True))["PLUMBLINE_AUDIT_URL"]
     assert owner is not None
     monkeypatch.setenv("PLUMBLINE_AUDIT_URL", localised(owner, POSTGRES_PASSWORD="pw"))
-    argv = command(service("governance-db"))
+    argv = command(service("governance-db", teams=True))
     code, out, err = plumbline(*argv[1:])
     assert code == 0 and f"{APP} may now only insert and read audit records" in err + out
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
 from support.deploy import (
     PIPELINE_DOCKERFILE,
     PUBLISHED_PORTS,
@@ -55,16 +56,20 @@ def listen_port(name: str) -> int:
 # --- services, ports, profiles ----------------------------------------------------------------
 
 
-def test_the_stack_has_every_service_and_the_team_stores_only_under_a_profile() -> None:
-    services = compose()["services"]
-    assert set(services) == SERVICES | TEAMS
-    for name, svc in services.items():
-        assert svc.get("profiles", []) == (["teams"] if name in TEAMS else []), name
-    # MLflow waits for them only when the profile is on.
-    depends = service("mlflow")["depends_on"]
-    assert depends["postgres"] == {"condition": "service_healthy", "required": False}
-    assert depends["minio-buckets"]["required"] is False
-    assert service("bootstrap")["depends_on"]["governance-db"]["required"] is False
+def test_the_stack_has_every_service_and_the_team_stores_only_in_their_own_file() -> None:
+    assert set(compose()["services"]) == SERVICES
+    teams = compose(teams=True)["services"]
+    assert set(teams) == SERVICES | TEAMS
+    for name, svc in teams.items():
+        assert "profiles" not in svc, name
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            # No optional dependency: older compose tools (podman-compose) cannot read one.
+            assert "required" not in spec, f"{name} -> {dep}"
+    # With the teams file, MLflow waits for its stores and bootstrap for the governance tables.
+    assert set(teams["mlflow"]["depends_on"]) == {"postgres", "minio-buckets"}
+    assert set(teams["bootstrap"]["depends_on"]) == {"mlflow", "governance-db"}
+    assert "depends_on" not in service("mlflow")
+    assert set(compose(teams=True)["volumes"]) == set(compose()["volumes"]) | {"postgres", "minio"}
 
 
 def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_on() -> None:
@@ -82,10 +87,11 @@ def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_
 # --- files: what is built and mounted exists --------------------------------------------------
 
 
-def test_every_build_context_dockerfile_and_mounted_file_exists() -> None:
-    declared = set(compose()["volumes"])
+@pytest.mark.parametrize("teams", [False, True])
+def test_every_build_context_dockerfile_and_mounted_file_exists(teams: bool) -> None:
+    declared = set(compose(teams=teams)["volumes"])
     used: set[str] = set()
-    for name, svc in compose()["services"].items():
+    for name, svc in compose(teams=teams)["services"].items():
         build = svc.get("build")
         if build:
             context = REPO / build["context"]
@@ -112,8 +118,10 @@ def test_services_of_one_image_share_its_build() -> None:
         b == {"context": ".", "dockerfile": "Dockerfile"}
         for b in builds["plumbline-pipeline:0.1.0"]
     )
-    # mlflow, bootstrap, monitor, governance-db
-    assert len(builds["plumbline-pipeline:0.1.0"]) == 4
+    assert len(builds["plumbline-pipeline:0.1.0"]) == 3  # mlflow, bootstrap, monitor
+    # The teams file's one-shot runs that image, built by the default file.
+    teams = service("governance-db", teams=True)
+    assert teams["image"] == "plumbline-pipeline:0.1.0" and "build" not in teams
 
 
 def test_the_api_and_the_monitor_share_the_prediction_log_volume() -> None:
@@ -165,7 +173,7 @@ def test_pipeline_image_services_run_real_entry_points() -> None:
         return mount.source, path.relative_to(mount.target)
 
     assert volume_of("bootstrap", args.webhook_token_file) == volume_of("alertmanager", reads)
-    governance = build_parser().parse_args(command(service("governance-db"))[1:])
+    governance = build_parser().parse_args(command(service("governance-db", teams=True))[1:])
     assert (governance.command, governance.action, governance.role) == (
         "audit",
         "grant",
@@ -210,7 +218,7 @@ def test_api_bootstrap_and_monitor_use_the_mlflow_service_and_the_code_s_variabl
     for name in ("api", "monitor", "bootstrap"):
         assert environment(service(name))[audit] is None, f"{name}: passed through from .env"
     # The owner's one-shot (teams) reaches the profile's database `plumbline`.
-    owner_url = environment(service("governance-db"))[audit]
+    owner_url = environment(service("governance-db", teams=True))[audit]
     assert owner_url is not None and owner_url.startswith("postgresql://mlflow:")
     assert owner_url.endswith("@postgres:5432/plumbline")
     assert environment(service("monitor"))["PLUMBLINE_SERVER_URL"] == "http://api:8000"
@@ -230,11 +238,11 @@ def test_mlflow_s_job_runner_is_off_in_compose_and_kubernetes() -> None:
 
 
 def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
-    services = compose()["services"]
+    services = compose(teams=True)["services"]
     expected = {
         "bootstrap": {
             "mlflow": "service_healthy",
-            "governance-db": "service_completed_successfully",  # teams only
+            "governance-db": "service_completed_successfully",  # the teams file's
         },
         "api": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "monitor": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
