@@ -195,10 +195,10 @@ class Project:
         return srv
 
 
-def operator_token(root: Path, params: Path, name: str = "tests-operator") -> str:
-    """A personal token of role operator in the project's governance database (the user is
-    made on first use, a new token for it after)."""
-    from plumbline.governance.identity import Users
+def user_token(root: Path, params: Path, name: str, role: str = "operator") -> str:
+    """A personal token of ``name`` (made with ``role`` on first use, a new token for it
+    after) in the project's governance database."""
+    from plumbline.governance.identity import Users, check_role
     from plumbline.governance.trail import AuditTrail
     from plumbline.monitoring.settings import load_params
 
@@ -206,10 +206,15 @@ def operator_token(root: Path, params: Path, name: str = "tests-operator") -> st
     try:
         users = Users(trail.engine)
         if users.role(name) is None:
-            return users.add(name, "operator")[1]
+            return users.add(name, check_role(role))[1]
         return users.token(name)[1]
     finally:
         trail.close()
+
+
+def operator_token(root: Path, params: Path, name: str = "tests-operator") -> str:
+    """A personal token of role operator in the project's governance database."""
+    return user_token(root, params, name, "operator")
 
 
 class MonitorProcess(Process):

@@ -422,6 +422,19 @@ class AuditTrail:
                 time.sleep(0.001 * (attempt + 1))
         raise AuditError(f"could not append to the audit trail after {RETRIES} attempts")
 
+    def refusal(
+        self, actor: Actor, route: str, method: str, needs: str | None, reason: str = ""
+    ) -> Record:
+        """Record that ``actor`` was refused ``method route`` (``needs``: the role it lacked,
+        None when something else was wrong, such as a CSRF token)."""
+        return self.append(
+            "refused",
+            actor,
+            subject={"route": route, "method": method},
+            evidence={"needs": needs, "role": actor.role},
+            comment=reason,
+        )
+
     def prune(
         self, retain_days: int, now: datetime | None = None, actor: Actor = SYSTEM
     ) -> Record | None:

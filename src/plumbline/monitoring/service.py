@@ -205,12 +205,7 @@ def create_app(
     def refuse(actor: Actor, needs: Role, request: Request) -> None:
         assert governance is not None
         try:
-            governance.trail.append(
-                "refused",
-                actor,
-                subject={"route": request.url.path, "method": request.method},
-                evidence={"needs": needs, "role": actor.role},
-            )
+            governance.trail.refusal(actor, request.url.path, request.method, needs)
         except Exception:
             log.exception("could not record the refusal of %s in the audit trail", actor.name)
 

@@ -18,6 +18,7 @@ from support.monitoring import (
     MonitorProcess,
     Project,
     live_records,
+    user_token,
     wait_for,
     write_log,
 )
@@ -48,18 +49,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     project.promote_current()
     set_params(project.root, **{"promotion.approvals.required": 1})
     yield project
-
-
-def user_token(project: Project, name: str, role: str) -> str:
-    from plumbline.governance.identity import Users
-    from plumbline.governance.trail import AuditTrail
-    from plumbline.monitoring.settings import load_params
-
-    trail = AuditTrail.for_project(load_params(project.params).audit, project.root)
-    try:
-        return Users(trail.engine).add(name, role)[1]  # type: ignore[arg-type]
-    finally:
-        trail.close()
 
 
 def test_a_retrain_waits_for_an_approval_before_the_champion_moves(project: Project) -> None:
@@ -119,12 +108,14 @@ def test_a_retrain_waits_for_an_approval_before_the_champion_moves(project: Proj
 
         # The operator may not approve; the author (an approver named monitor) neither.
         assert approve(monitor.token).status_code == 403
-        refused = approve(user_token(project, "monitor", "approver"), "my own retrain")
+        refused = approve(
+            user_token(project.root, project.params, "monitor", "approver"), "my own retrain"
+        )
         assert refused.status_code == 403, refused.text
         assert "separation of duties" in refused.json()["detail"]
         assert registry.alias_version("champion") == "1"
 
-        done = approve(user_token(project, "alice", "approver"))
+        done = approve(user_token(project.root, project.params, "alice", "approver"))
         assert done.status_code == 200, done.text
         decision = done.json()
         assert decision["outcome"] == "promoted", decision

@@ -30,6 +30,7 @@ from support.monitoring import (
     PrometheusProcess,
     live_records,
     operator_token,
+    user_token,
 )
 from support.params import set_params
 from support.serve import ADMIN_TOKEN, Server
@@ -57,18 +58,6 @@ class Stack:
         return self.monitor.url + "/console"
 
 
-def _user(project: Project, name: str, role: str) -> str:
-    from plumbline.governance.identity import Users
-    from plumbline.governance.trail import AuditTrail
-    from plumbline.monitoring.settings import load_params
-
-    trail = AuditTrail.for_project(load_params(project.params).audit, project.root)
-    try:
-        return Users(trail.engine).add(name, role)[1]  # type: ignore[arg-type]
-    finally:
-        trail.close()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("console") / "project"
@@ -83,9 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ok("gate")
         ok("promote")  # passes the gate, waits for one approval
     tokens = {
-        "ana": _user(project, "ana", "approver"),
-        "victor": _user(project, "victor", "viewer"),
-        "olga": _user(project, "olga", "operator"),
+        name: user_token(root, project.params, name, role)
+        for name, role in (("ana", "approver"), ("victor", "viewer"), ("olga", "operator"))
     }
     governance = f"sqlite:///{root / 'logs/governance/governance.sqlite'}"
     server = project.server()

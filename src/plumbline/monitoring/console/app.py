@@ -219,13 +219,7 @@ def install(app: FastAPI, console: Console) -> None:
         request (another site's form arrives without the SameSite cookie) gets 401 and leaves
         no record, so nobody can fill the trail from outside."""
         try:
-            console.trail.append(
-                "refused",
-                actor,
-                subject={"route": request.url.path, "method": request.method},
-                evidence={"needs": needs, "role": actor.role},
-                comment=reason,
-            )
+            console.trail.refusal(actor, request.url.path, request.method, needs, reason)
         except Exception:
             log.exception("could not record a refusal in the audit trail")
         return refused_page(reason, 403)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plumbline.governance.trail import AuditTrail, Verification
+from plumbline.governance.trail import ACTIONS, AuditTrail, Verification
 from plumbline.monitoring.console import sources
 from plumbline.monitoring.console.charts import Series, bar_chart, line_chart
 from plumbline.monitoring.settings import ConsoleConfig, Params
@@ -27,21 +27,12 @@ from plumbline.monitoring.settings import ConsoleConfig, Params
 log = logging.getLogger("plumbline.console")
 
 VERSION_TTL_S = 30.0
-TIMELINE_ACTIONS = (
-    "gate",
-    "approval_requested",
-    "approve",
-    "reject",
-    "approval_expired",
-    "promote",
-    "rollback",
-    "rollout_mode",
-    "rollout_verdict",
-    "retrain_start",
-    "retrain_end",
-    "reload",
-    "refused",
-    "prune_checkpoint",
+# What the timeline shows: every change of the model's state and every refusal, not the
+# registrations and user management (`plumbline audit show` has everything).
+TIMELINE_ACTIONS = tuple(
+    a
+    for a in ACTIONS
+    if a not in ("register", "user_add", "token_add", "token_revoke", "role_change")
 )
 # What the timeline says of a record's subject (the rest is in `plumbline audit show`).
 SUBJECT_SHOWN = ("version", "alias", "from", "to", "user", "route", "command")
