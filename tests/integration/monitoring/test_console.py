@@ -97,7 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 root / "alertmanager", monitor.url, operator_token(root, project.params)
             )
             monitor_env["PLUMBLINE_ALERTMANAGER_URL"] = alertmanager.url
-        with monitor, prometheus.start():
+        with monitor, prometheus:
             if alertmanager is not None:
                 alertmanager.start()
             try:
