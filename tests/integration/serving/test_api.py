@@ -224,13 +224,21 @@ def test_metrics_move_with_traffic(server: Server, good: dict) -> None:
     def moved(name: str, **labels: str) -> float:
         return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
-    # Processes write their counts a few times a second: wait for the last ones.
+    # Processes write their counts a few times a second, each series on its own: wait until
+    # every one asserted below has caught up (then check that none overshot).
+    expected = {
+        ("plumbline_http_requests_total", ("route", "/predict"), ("status", "200")): n,
+        ("plumbline_http_requests_total", ("route", "/predict"), ("status", "422")): 3,
+        ("plumbline_http_request_duration_seconds_count", ("route", "/predict")): n + 3,
+        ("plumbline_validation_failures_total", ("field", "age")): 3,
+        ("plumbline_prediction_score_count",): n,
+        ("plumbline_predictions_total",): n,
+        ("plumbline_batch_size_sum",): n,
+        ("plumbline_batch_rows_sum",): n,
+    }
     deadline = time.monotonic() + 10
     after = scrape()
-    while (
-        moved("plumbline_http_request_duration_seconds_count", route="/predict") < n + 3
-        or moved("plumbline_predictions_total") < n
-    ):
+    while any(moved(name, **dict(labels)) < count for (name, *labels), count in expected.items()):
         assert time.monotonic() < deadline, "counts never caught up"
         time.sleep(0.1)
         after = scrape()
