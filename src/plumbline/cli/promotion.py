@@ -189,8 +189,6 @@ def _decide(ctx: Context, args: argparse.Namespace, approving: bool) -> str:
         actor,
         args.comment,
         ctx.params.promotion.approvals,
-        ctx.params,
-        ctx.paths,
     )
     return f"{registry.name!r}: {decision.message}"
 

@@ -332,13 +332,10 @@ def approve(
     actor: Actor,
     comment: str,
     cfg: ApprovalsConfig,
-    params: PromotionParams | None = None,
-    paths: Layout | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """Record ``actor``'s approval of ``version``; the last required one moves ``champion``
     when the champion is still the one the gate compared with."""
-    del params, paths  # the request carries its evidence; kept for a uniform call
     now = now or datetime.now(UTC)
     _check_actor(actor, "approving")
     text = _check_comment(comment, "an approval")
@@ -419,12 +416,10 @@ def reject(
     actor: Actor,
     comment: str,
     cfg: ApprovalsConfig,
-    params: PromotionParams | None = None,
-    paths: Layout | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """End ``version``'s request: it stays registered and loses ``challenger``."""
-    del cfg, params, paths
+    del cfg  # the same call as approve()'s; a rejection needs no count
     now = now or datetime.now(UTC)
     _check_actor(actor, "rejecting")
     text = _check_comment(comment, "a rejection")
