@@ -144,7 +144,7 @@ def write(
         f"Newest labelled rows of each version, at most {monitor.cfg.label_window_rows} "
         f"(`monitor.label_window_rows`); serving now: version {version}. Feedback: "
         f"{snap.feedback.get('stored', 0)} outcomes stored, "
-        f"{snap.feedback.get('unmatched', 0)} without a logged prediction.",
+        f"{snap.feedback.get('pending', 0)} pending (their predictions not logged yet).",
         "",
         "| model version | logged rows | labelled rows | ROC AUC | PR AUC | Brier | "
         "positive rate | predicted positive rate |",

@@ -66,11 +66,12 @@ METRICS: dict[str, str] = {
     "plumbline_model_test_roc_auc": "ROC AUC of the serving version on its test split",
     "plumbline_model_test_pr_auc": "PR AUC of the serving version on its test split",
     "plumbline_feedback_outcomes_total": "Posted outcomes by result: matched (prediction "
-    "known), unknown (no such prediction yet), duplicate",
+    "known), pending (kept, matched once the prediction's log file is read), duplicate",
     "plumbline_feedback_conflicts_total": "Duplicate outcomes that disagreed with the stored "
     "one (the first is kept)",
     "plumbline_feedback_invalid_requests_total": "POST /feedback bodies rejected with 422",
-    "plumbline_feedback_unmatched": "Stored outcomes still without a logged prediction",
+    "plumbline_feedback_pending": "Stored outcomes not matched to a logged prediction yet "
+    "(kept until matched)",
     "plumbline_feedback_stored": "Stored outcomes",
     "plumbline_monitor_logged_rows": "Logged predictions in the monitor's store",
     "plumbline_monitor_log_rows_ingested_total": "Rows copied from prediction-log files",
@@ -95,7 +96,7 @@ METRICS: dict[str, str] = {
 
 RETRAIN_RESULTS = ("promoted", "rejected", "failed")
 TRIGGER_OUTCOMES = ("started", "busy", "cooldown", "not_enough_labels", "disabled")
-FEEDBACK_RESULTS = ("matched", "unknown", "duplicate")
+FEEDBACK_RESULTS = ("matched", "pending", "duplicate")
 
 
 @dataclass
@@ -221,15 +222,15 @@ class Monitor:
         self._ingest()
         result = self.store.add_feedback(outcomes)
         self.count("feedback.matched", result.matched)
-        self.count("feedback.unknown", result.unknown)
+        self.count("feedback.pending", result.pending)
         self.count("feedback.duplicate", result.duplicates)
         self.count("feedback.conflict", result.conflicts)
-        if result.unknown or result.duplicates:
+        if result.pending or result.duplicates:
             log.info(
-                "feedback: %d outcomes, %d without a logged prediction, %d duplicates "
+                "feedback: %d outcomes, %d pending (prediction not logged yet), %d duplicates "
                 "(%d conflicting)",
                 result.received,
-                result.unknown,
+                result.pending,
                 result.duplicates,
                 result.conflicts,
             )
@@ -425,11 +426,11 @@ class MonitorCollector:
         conflicts.add_metric([], float(c["feedback.conflict"]))
         invalid = counter("plumbline_feedback_invalid_requests_total")
         invalid.add_metric([], float(c["feedback.invalid"]))
-        unmatched = gauge("plumbline_feedback_unmatched")
-        unmatched.add_metric([], float(snap.feedback.get("unmatched", 0)))
+        pending = gauge("plumbline_feedback_pending")
+        pending.add_metric([], float(snap.feedback.get("pending", 0)))
         stored = gauge("plumbline_feedback_stored")
         stored.add_metric([], float(snap.feedback.get("stored", 0)))
-        yield from (outcomes, conflicts, invalid, unmatched, stored)
+        yield from (outcomes, conflicts, invalid, pending, stored)
 
         # the monitor itself
         logged = gauge("plumbline_monitor_logged_rows")

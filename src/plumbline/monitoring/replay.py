@@ -7,7 +7,7 @@ with its own ``X-Request-ID``. ``--label-delay`` seconds after a row was answere
 outcome is posted to the monitor's ``POST /feedback``, which needs an operator's bearer token
 (``plumbline replay`` passes ``PLUMBLINE_TOKEN``, or the deprecated ``monitor.token_env``
 one). The summary counts answers by status and
-model version, and what the monitor said about the outcomes (matched / unknown / duplicate).
+model version, and what the monitor said about the outcomes (matched / pending / duplicate).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ReplaySummary:
         fb = self.feedback
         out.append(
             f"outcomes posted: {self.feedback_posted} (matched {fb.get('matched', 0)}, "
-            f"unknown {fb.get('unknown', 0)}, duplicates {fb.get('duplicates', 0)}, "
+            f"pending {fb.get('pending', 0)}, duplicates {fb.get('duplicates', 0)}, "
             f"failed posts {self.feedback_failed})"
         )
         return out
@@ -184,7 +184,7 @@ class Replay:
                     counts = response.json()
                     with self._lock:
                         self.summary.feedback_posted += len(items)
-                        for key in ("matched", "unknown", "duplicates", "conflicts"):
+                        for key in ("matched", "pending", "duplicates", "conflicts"):
                             self.summary.feedback[key] = self.summary.feedback.get(key, 0) + int(
                                 counts.get(key, 0)
                             )

@@ -3,9 +3,10 @@
 Routes:
 
 * ``POST /feedback``: true outcomes by request id (+ row, default 0), one object, a list, or
-  ``{"outcomes": [...]}``. The answer counts matched, unknown (no logged prediction with that
-  id yet: kept, and joined once it appears) and duplicate outcomes (the first one is kept) and
-  lists their ids; the same counts go to Prometheus.
+  ``{"outcomes": [...]}``. The answer counts matched, pending (no logged prediction with that
+  id yet, as its log file is not finished: kept, and matched once the file is read) and
+  duplicate outcomes (the first one is kept) and lists their ids; the same counts go to
+  Prometheus.
 * ``POST /alerts``: the Alertmanager webhook. A firing alert named in
   ``retrain.trigger_alerts`` starts a retrain (:mod:`plumbline.monitoring.retrain`) unless one
   is running, the cooldown lasts or there are too few new labels; the answer says which.

@@ -3,8 +3,10 @@
 The server writes its prediction log as rotated Parquet files and prunes old ones; labels may
 arrive long after a prediction's file is gone. So the monitor copies every finished log file
 into ``predictions`` (keyed by request id and row, like the log) once, and joins outcomes
-(``feedback``) against that table. ``retrains`` records every retraining run, which also makes
-the retrain counters survive a restart of the monitor.
+(``feedback``) against that table. An outcome may arrive before its prediction's log file is
+finished: it is stored all the same and listed in ``feedback_pending`` until that file is read.
+Outcomes are never deleted, pending or not. ``retrains`` records every retraining run, which
+also makes the retrain counters survive a restart of the monitor.
 
 Every call opens its own connection (WAL mode, busy timeout): the HTTP handlers, the refresh
 loop and a running retrain use the store from different threads, and a ``plumbline retrain``
@@ -69,21 +71,21 @@ class FeedbackResult:
 
     received: int = 0
     matched: int = 0  # stored, and the prediction is in the store
-    unknown: int = 0  # stored, but no logged prediction has this id (yet)
+    pending: int = 0  # stored; matched once a log file with this id + row is read
     duplicates: int = 0  # the same id + row already had an outcome: the first one is kept
     conflicts: int = 0  # ... a duplicate that disagrees with the stored outcome
-    unknown_ids: list[dict[str, Any]] = field(default_factory=list)
+    pending_ids: list[dict[str, Any]] = field(default_factory=list)
     duplicate_ids: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "received": self.received,
-            "accepted": self.matched + self.unknown,
+            "accepted": self.matched + self.pending,
             "matched": self.matched,
-            "unknown": self.unknown,
+            "pending": self.pending,
             "duplicates": self.duplicates,
             "conflicts": self.conflicts,
-            "unknown_ids": self.unknown_ids,
+            "pending_ids": self.pending_ids,
             "duplicate_ids": self.duplicate_ids,
         }
 
@@ -130,6 +132,7 @@ class MonitorStore:
         columns = ", ".join(f"{_q(n)} {_SQL_TYPES[self.types[n]]}" for n in self.features)
         with self.connect() as conn:
             conn.execute("PRAGMA journal_mode = WAL")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             conn.executescript(f"""
                 CREATE TABLE IF NOT EXISTS predictions (
                     request_id TEXT NOT NULL, row INTEGER NOT NULL, received_at REAL NOT NULL,
@@ -142,6 +145,9 @@ class MonitorStore:
                 CREATE TABLE IF NOT EXISTS feedback (
                     request_id TEXT NOT NULL, row INTEGER NOT NULL, outcome INTEGER NOT NULL,
                     received_at REAL NOT NULL, PRIMARY KEY (request_id, row));
+                CREATE TABLE IF NOT EXISTS feedback_pending (
+                    request_id TEXT NOT NULL, row INTEGER NOT NULL,
+                    PRIMARY KEY (request_id, row));
                 CREATE TABLE IF NOT EXISTS log_files (
                     name TEXT PRIMARY KEY, rows INTEGER NOT NULL, duplicates INTEGER NOT NULL,
                     error TEXT, ingested_at REAL NOT NULL);
@@ -167,6 +173,14 @@ class MonitorStore:
                 "CREATE INDEX IF NOT EXISTS predictions_rollout "
                 "ON predictions (rollout, received_at)"
             )
+            if "feedback" in tables and "feedback_pending" not in tables:
+                # A store made before pending outcomes were tracked: those still without a
+                # prediction are pending (any whose prediction was already pruned too).
+                conn.execute(
+                    "INSERT OR IGNORE INTO feedback_pending SELECT request_id, row FROM feedback f "
+                    "WHERE NOT EXISTS (SELECT 1 FROM predictions p "
+                    "WHERE p.request_id = f.request_id AND p.row = f.row)"
+                )
 
     # --- the prediction log -----------------------------------------------------------------
 
@@ -205,6 +219,14 @@ class MonitorStore:
                 before = conn.total_changes
                 conn.executemany(sql, rows)
                 inserted = conn.total_changes - before
+                if inserted:
+                    # In the same transaction as the rows: an outcome posted meanwhile is either
+                    # seen here or sees the prediction itself.
+                    conn.execute(
+                        "DELETE FROM feedback_pending WHERE EXISTS (SELECT 1 FROM predictions p "
+                        "WHERE p.request_id = feedback_pending.request_id "
+                        "AND p.row = feedback_pending.row)"
+                    )
                 conn.execute(
                     "INSERT OR REPLACE INTO log_files VALUES (?, ?, ?, NULL, ?)",
                     (path.name, len(rows), len(rows) - inserted, time.time()),
@@ -285,19 +307,28 @@ class MonitorStore:
                 if known:
                     result.matched += 1
                 else:
-                    result.unknown += 1
-                    if len(result.unknown_ids) < MAX_LISTED:
-                        result.unknown_ids.append({"request_id": item.request_id, "row": item.row})
+                    conn.execute("INSERT OR IGNORE INTO feedback_pending VALUES (?, ?)", key)
+                    result.pending += 1
+                    if len(result.pending_ids) < MAX_LISTED:
+                        result.pending_ids.append({"request_id": item.request_id, "row": item.row})
         return result
 
     def feedback_counts(self) -> dict[str, int]:
-        """Stored outcomes: joined to a prediction, and still without one."""
+        """Stored outcomes: joined to a prediction in the store; pending (never matched yet);
+        pruned (matched, but ``monitor.retention_rows`` has since deleted the prediction, so
+        the outcome is kept but no longer in any window)."""
         with self.connect() as conn:
             total = conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
             joined = conn.execute(
                 "SELECT COUNT(*) FROM feedback f JOIN predictions p USING (request_id, row)"
             ).fetchone()[0]
-        return {"stored": int(total), "joined": int(joined), "unmatched": int(total - joined)}
+            pending = conn.execute("SELECT COUNT(*) FROM feedback_pending").fetchone()[0]
+        return {
+            "stored": int(total),
+            "joined": int(joined),
+            "pending": int(pending),
+            "pruned": max(0, int(total - joined - pending)),
+        }
 
     # --- windows ----------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Delayed labels: outcomes posted to the monitor are joined to the server's prediction log,
-unknown ids and duplicates are reported, and live metrics are exactly those of the joined rows.
+pending ids (no logged prediction yet) and duplicates are reported, an outcome posted before its
+prediction's log file is finished is matched once the file lands, and live metrics are exactly
+those of the joined rows.
 
 The server and the monitor are the real processes on loopback ports; the traffic is real rows
 of the late (2010) part of the bank file, scored by a model trained on early (2008) rows.
@@ -12,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def labelled(stack: Stack) -> dict[str, Any]:
-    """Post the outcomes of every request once (plus an unknown id, a duplicate and a
+    """Post the outcomes of every request once (plus an id never logged, a duplicate and a
     conflicting duplicate); the answer and the monitor's metrics before and after."""
     if stack.posted:
         return stack.posted
@@ -68,7 +71,7 @@ def labelled(stack: Stack) -> dict[str, Any]:
         {"request_id": rid, "row": 0, "outcome": "yes" if y else "no"}
         for rid, y in zip(stack.ids, stack.outcomes, strict=True)
     ]
-    items.append({"request_id": "never-predicted", "outcome": 1})  # unknown id
+    items.append({"request_id": "never-predicted", "outcome": 1})  # pending, for good
     items.append({"request_id": stack.ids[1], "row": 0, "outcome": stack.outcomes[1]})
     items.append({"request_id": stack.ids[2], "outcome": 1 - stack.outcomes[2]})  # conflict
     before = stack.monitor.metrics()
@@ -90,38 +93,82 @@ def delta(posted: dict[str, Any], name: str, **labels: str) -> float:
     )
 
 
-def test_outcomes_join_and_unknown_ids_and_duplicates_are_reported(stack: Stack) -> None:
+def test_outcomes_join_and_pending_ids_and_duplicates_are_reported(stack: Stack) -> None:
     posted = labelled(stack)
     body = posted["body"]
     assert body["received"] == ROWS + 3
     assert body["matched"] == ROWS and body["accepted"] == ROWS + 1
-    assert body["unknown"] == 1 and body["unknown_ids"] == [
+    assert body["pending"] == 1 and body["pending_ids"] == [
         {"request_id": "never-predicted", "row": 0}
     ]
+    assert "unknown" not in body and "unknown_ids" not in body
     assert body["duplicates"] == 2 and body["conflicts"] == 1
     assert {(d["request_id"], d["conflict"]) for d in body["duplicate_ids"]} == {
         (stack.ids[1], False),
         (stack.ids[2], True),
     }
     assert delta(posted, "plumbline_feedback_outcomes_total", result="matched") == ROWS
-    assert delta(posted, "plumbline_feedback_outcomes_total", result="unknown") == 1
+    assert delta(posted, "plumbline_feedback_outcomes_total", result="pending") == 1
+    assert 'result="unknown"' not in posted["after"]
     assert delta(posted, "plumbline_feedback_outcomes_total", result="duplicate") == 2
     assert delta(posted, "plumbline_feedback_conflicts_total") == 1
-    assert delta(posted, "plumbline_feedback_unmatched") == 1
+    assert delta(posted, "plumbline_feedback_pending") == 1
     assert delta(posted, "plumbline_feedback_stored") == ROWS + 1
     # The same again: everything is a duplicate now, nothing is stored twice.
     before = stack.monitor.metrics()
     again = stack.monitor.feedback(posted["items"][:10]).json()
-    assert again["duplicates"] == 10 and again["matched"] == again["unknown"] == 0
+    assert again["duplicates"] == 10 and again["matched"] == again["pending"] == 0
     stack.monitor.refresh()
     after = stack.monitor.metrics()
-    for name in ("plumbline_feedback_stored", "plumbline_feedback_unmatched"):
+    for name in ("plumbline_feedback_stored", "plumbline_feedback_pending"):
         assert metric_value(after, name) == metric_value(before, name)
     assert (
         metric_value(after, "plumbline_feedback_outcomes_total", result="duplicate")
         - metric_value(before, "plumbline_feedback_outcomes_total", result="duplicate")
         == 10
     )
+
+
+def test_an_outcome_posted_right_after_its_prediction_is_pending_then_matched(
+    tmp_path: Path,
+) -> None:
+    """A client posts the outcome as soon as it has the answer, while the prediction still sits
+    in the server's unfinished log file: the monitor answers pending, keeps it, and matches it
+    once the file is finished and read, without the client posting again."""
+    rotate_s = 8.0  # long enough that the post surely comes before the file is finished
+    project = Project(tmp_path / "project", {"serve": {"prediction_log": {"rotate_s": rotate_s}}})
+    with project.server() as server:
+        server.wait("/ready")
+        with MonitorProcess(project) as monitor:
+            records, labels = live_records(0, 1)
+            answer = server.post(records[0]).json()
+            outcome = int(labels[0] == "yes")
+            item = {"request_id": answer["request_id"], "outcome": outcome}
+            body = monitor.feedback(item).json()
+            # The answer came before the file was finished (and so before the monitor saw it).
+            assert not list(project.log_dir.glob("predictions-*.parquet"))
+            assert (body["matched"], body["pending"], body["accepted"]) == (0, 1, 1)
+            assert body["pending_ids"] == [{"request_id": answer["request_id"], "row": 0}]
+            monitor.refresh()
+            waiting = monitor.metrics()
+            assert metric_value(waiting, "plumbline_feedback_outcomes_total", result="pending") == 1
+            assert metric_value(waiting, "plumbline_feedback_pending") == 1
+
+            status = wait_for(
+                lambda: (s := monitor.refresh())["feedback"]["joined"] == 1 and s,
+                rotate_s + 30,
+                "the prediction's log file to land and be joined",
+                details=lambda: str(monitor.status()["feedback"]),
+            )
+            assert status["feedback"] == {"stored": 1, "joined": 1, "pending": 0, "pruned": 0}
+            assert [(v["rows"], v["labelled"]) for v in status["versions"]] == [(1, 1)]
+            matched = monitor.metrics()
+            assert metric_value(matched, "plumbline_feedback_pending") == 0
+            assert "plumbline_feedback_pending " in matched  # exported, not merely absent
+            # It was stored once: posting it again is a duplicate of the kept outcome.
+            again = monitor.feedback(item).json()
+            assert (again["duplicates"], again["conflicts"], again["pending"]) == (1, 0, 0)
+            assert again["duplicate_ids"][0]["kept_outcome"] == outcome
 
 
 def test_live_metrics_are_those_of_the_joined_rows(stack: Stack) -> None:
@@ -156,7 +203,7 @@ def test_outcome_formats_and_invalid_bodies(stack: Stack) -> None:
         for i, value in enumerate(["yes", "no", True, False, 0, 1])
     ]
     body = stack.monitor.feedback(fresh).json()
-    assert body["accepted"] == 6 and body["unknown"] == 6
+    assert body["accepted"] == 6 and body["pending"] == 6
     single = stack.monitor.feedback({"request_id": "format-single", "outcome": "no"})
     assert single.status_code == 200 and single.json()["accepted"] == 1
 
