@@ -1,0 +1,33 @@
+"""deploy/audit/ignore.txt: every accepted vulnerability carries its reason."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from support.paths import REPO
+
+
+def _runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("audit_run", REPO / "deploy/audit/run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shipped_ignore_list_parses() -> None:
+    accepted = _runner().ignored()
+    assert all(reason.strip() for reason in accepted.values())
+
+
+def test_an_entry_needs_a_reason_and_the_error_names_its_line(tmp_path: Path) -> None:
+    runner = _runner()
+    listed = tmp_path / "ignore.txt"
+    listed.write_text("# comment\nGHSA-aaaa-bbbb-cccc  no fix released; the API is unused\n")
+    assert runner.ignored(listed) == {"GHSA-aaaa-bbbb-cccc": "no fix released; the API is unused"}
+    listed.write_text("# comment\n\nPYSEC-2024-1\n")
+    with pytest.raises(SystemExit, match=r"ignore.txt:3: '<id>  <reason>' expected"):
+        runner.ignored(listed)
