@@ -28,10 +28,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md LICENSE ./
 COPY src ./src
+COPY serve/slim_venv.py ./serve/slim_venv.py
+# binutils: `strip` for slim_venv.py (this stage only).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 # `stores`: the PostgreSQL driver and S3 clients for MLflow's team set-up and a DVC S3 remote.
+# Then pip and setuptools leave the venv, and slim_venv.py takes out test suites, sources and
+# headers, Arrow Flight and debug symbols; the bytecode stays (the pipeline starts many
+# short-lived processes).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --constraint requirements.lock ".[pipeline,stores]" \
-    && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
+    && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
+    && python serve/slim_venv.py /opt/venv
 
 FROM ${PYTHON_IMAGE}
 # tini as PID 1: forwards SIGTERM and reaps children (Debian 12's build). git: the monitor's
@@ -61,7 +70,12 @@ COPY src ./src
 # belong to the unprivileged user, so the services can write their volumes.
 RUN mkdir -p /workspace/logs /mlflow/artifacts \
     && chown -R 10001:10001 /workspace /mlflow
+# The commit the image is built from (it holds no git history): what the runs and model
+# versions bootstrap and the monitor make record as their commit. Empty: none recorded.
+#   docker build --build-arg GIT_COMMIT="$(git rev-parse HEAD)" ...
+ARG GIT_COMMIT=""
 ENV PATH=/opt/venv/bin:$PATH \
+    PLUMBLINE_GIT_COMMIT=${GIT_COMMIT} \
     PLUMBLINE_ROOT=/workspace \
     PLUMBLINE_PROJECT_SOURCE=/opt/plumbline \
     PYTHONUNBUFFERED=1 \

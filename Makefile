@@ -7,8 +7,8 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: all setup run test test-fast print-coverage-floor test-integration test-e2e lint serve monitor docs-screenshot bench-pipeline \
-	bench-serve demo help
+.PHONY: all setup run test test-fast print-coverage-floor test-integration test-e2e test-stack \
+	stack-images audit lint serve monitor docs-screenshot bench-pipeline bench-serve demo help
 
 all: run ## set up (if needed) and run the pipeline end to end
 
@@ -43,7 +43,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup ## every tier (unit, integration, e2e) with branch coverage, failing below the floor
 	$(PYTEST) $(XDIST) --cov --cov-report=term-missing:skip-covered \
-		--cov-fail-under=$(COVERAGE_FLOOR) tests
+		--cov-fail-under=$(COVERAGE_FLOOR) tests/unit tests/integration tests/e2e
 
 print-coverage-floor:
 	@echo $(COVERAGE_FLOOR)
@@ -57,6 +57,20 @@ test-integration: setup ## real DVC runs, MLflow stores and servers
 
 test-e2e: setup ## the stack as processes around a real Prometheus, and the closed loop
 	$(PYTEST) $(XDIST) tests/e2e
+
+# Podman reads the project's settings, never /etc/containers (docs/deploy.md).
+export CONTAINERS_CONF ?= $(CURDIR)/deploy/podman/containers.conf
+
+stack-images: ## build every image of docker-compose.yml with podman, without a registry
+	bash deploy/podman/build-images.sh
+
+# Needs podman (with runc, netavark, aardvark-dns, iptables) and mmdebstrap, run as root: .ci/run
+# installs them. Writes each image's CycloneDX SBOM to build/sbom/.
+test-stack: setup ## docker-compose.yml in real containers (podman-compose): build, up, serve, down
+	$(PYTEST) -p no:cacheprovider tests/stack
+
+audit: setup ## known vulnerabilities of requirements.lock (pip-audit, deploy/audit/ignore.txt)
+	$(BIN)/python deploy/audit/run.py
 
 lint: setup ## ruff (lint and format) and mypy
 	$(BIN)/ruff check src tests serve benchmarks

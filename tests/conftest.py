@@ -2,8 +2,9 @@
 
 Tests live in tiers by what they start: ``unit`` (pure logic, in this process), ``integration``
 (real DVC runs, real MLflow stores, real servers), ``e2e`` (the stack as processes around a real
-Prometheus, the closed loop). Each test is marked with its tier's name, so ``-m unit`` works
-from any directory. Helpers are in ``tests/support``.
+Prometheus, the closed loop), ``stack`` (docker-compose.yml in podman containers: ``make
+test-stack``, not part of ``make test``). Each test is marked with its tier's name, so ``-m
+unit`` works from any directory. Helpers are in ``tests/support``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from support.paths import BANK_CONTRACT
 
 from plumbline.core.contract import Contract, load_contract
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "stack")
 HERE = Path(__file__).parent
 
 # Every process the tests start finds tests/support/coverage_scope/sitecustomize.py, which

@@ -248,7 +248,9 @@ def cmd_lineage(ctx: Context, args: argparse.Namespace) -> str:
 def cmd_bootstrap(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.first_champion import bootstrap
 
-    champion = bootstrap(ctx.root, args.source, args.webhook_token_file, args.outputs_only)
+    champion = bootstrap(
+        ctx.root, args.source, args.webhook_token_file, args.outputs_only, args.wait_tracking_s
+    )
     if args.outputs_only:
         return f"the pipeline's outputs are in {ctx.root}; the registry was not touched"
     return f"champion is version {champion}; the API can serve it"
@@ -332,6 +334,13 @@ def _bootstrap_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="lay out the project and run `dvc repro`, nothing more: no gate, no promotion "
         "(a monitor's workspace)",
+    )
+    p.add_argument(
+        "--wait-tracking-s",
+        type=float,
+        default=300.0,
+        help="wait this long for an HTTP tracking server (MLFLOW_TRACKING_URI) to answer "
+        "/health before running the pipeline (default: 300; 0 = check once)",
     )
 
 

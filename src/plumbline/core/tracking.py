@@ -68,21 +68,29 @@ def dvc_outputs(root: Path) -> list[str]:
     return sorted(set(found))
 
 
+IMAGE_COMMIT_ENV = "PLUMBLINE_GIT_COMMIT"
+
+
 def git_commit(root: Path) -> str | None:
     """HEAD of the checkout at ``root``, with ``-dirty`` when tracked files differ from it.
 
     What DVC itself writes during ``dvc repro`` does not count: dvc.lock, and the outputs that
     dvc.yaml declares (the ``cache: false`` ones, such as reports/metrics.json, are tracked by
     git). They say nothing about the code and params that ran; a source change does.
+
+    Outside a checkout (the pipeline image holds no git history) it is the commit the image was
+    built from, ``$PLUMBLINE_GIT_COMMIT`` (the Dockerfile's ``GIT_COMMIT`` build argument), or
+    None when that was not given.
     """
+    built_from = os.environ.get(IMAGE_COMMIT_ENV) or None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
-        return None
+        return built_from
     if out.returncode != 0:
-        return None
+        return built_from
     commit = out.stdout.strip()
     excluded = [f":(exclude){path}" for path in ["dvc.lock", *dvc_outputs(root)]]
     dirty = subprocess.run(

@@ -17,6 +17,11 @@ The ``bootstrap`` service of docker-compose.yml runs it before the API starts, s
    ``champion`` only when the gate passed).
 4. Exit 0 when the registry has a ``champion`` (the API has something to serve), else 1.
 
+Before step 2 it waits (``--wait-tracking-s``) until an HTTP tracking server answers its
+``/health``: an engine that cannot wait for a health check before starting bootstrap (podman
+4.3 without systemd runs none; Kubernetes has no ordering at all) would otherwise fail the run
+on a server still starting.
+
 With ``--outputs-only`` it stops after step 2: the workspace then holds the pipeline's outputs
 of the image's commit (what the monitor compares live traffic with), and the registry is left
 to the promotion workflow (Kubernetes: the monitor's init container).
@@ -33,6 +38,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from plumbline.core.errors import PlumblineError
@@ -64,6 +71,32 @@ def sync_project(source: Path, root: Path) -> list[str]:
         shutil.copyfile(path, dest)
         copied.append(rel.as_posix())
     return copied
+
+
+def wait_for_tracking_server(
+    uri: str | None, timeout_s: float, interval_s: float = 2.0
+) -> float | None:
+    """Wait until the HTTP(S) tracking server at ``uri`` answers ``GET /health`` with 200;
+    returns the seconds waited (None for a local store, which needs no wait)."""
+    if not uri or urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return None
+    health = uri.rstrip("/") + "/health"
+    started = time.monotonic()
+    last = "no answer yet"
+    while True:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - started
+                last = f"HTTP {answer.status}"
+        except (OSError, ValueError) as exc:  # refused, unresolvable, HTTP errors, timeouts
+            last = str(exc)
+        if time.monotonic() - started >= timeout_s:
+            raise BootstrapError(
+                f"the tracking server {uri} did not answer {health} within {timeout_s:g} s "
+                f"(last: {last})"
+            )
+        time.sleep(interval_s)
 
 
 def _run(argv: list[str], root: Path, env: dict[str, str], check: bool = True) -> int:
@@ -107,6 +140,7 @@ def bootstrap(
     source: Path | None,
     webhook_token_file: Path | None = None,
     outputs_only: bool = False,
+    wait_tracking_s: float = 0.0,
 ) -> str | None:
     """Run the steps above in ``root``; returns the champion's version (None with
     ``outputs_only``)."""
@@ -127,6 +161,9 @@ def bootstrap(
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     dvc = [sys.executable, "-m", "dvc"]
     plumbline = [sys.executable, "-m", "plumbline"]
+    waited = wait_for_tracking_server(os.environ.get("MLFLOW_TRACKING_URI"), wait_tracking_s)
+    if waited is not None:
+        log.info("tracking server answered after %.1fs", waited)
     if not (root / ".git").exists():
         _run([*dvc, "config", "--local", "core.no_scm", "true"], root, env)
     _run([*dvc, "repro"], root, env)

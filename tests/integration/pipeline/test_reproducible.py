@@ -159,6 +159,25 @@ def test_dirty_means_a_tracked_source_differs_not_what_dvc_wrote(tmp_path: Path)
     assert git_commit(repo) == f"{head}-dirty"
 
 
+def test_outside_a_checkout_the_commit_is_the_one_the_image_was_built_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline image has no git history: its build argument names the commit, and a
+    checkout's own HEAD always wins over it."""
+    from plumbline.core.tracking import IMAGE_COMMIT_ENV, git_commit
+
+    monkeypatch.delenv(IMAGE_COMMIT_ENV, raising=False)
+    assert git_commit(tmp_path) is None
+    monkeypatch.setenv(IMAGE_COMMIT_ENV, "0123abc")
+    assert git_commit(tmp_path) == "0123abc"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("a\n")
+    sh(repo, "git", "init", "-q")
+    head = commit_all(repo, "all")
+    assert git_commit(repo) == head
+
+
 def test_commit_link_finds_the_commit_in_the_project_or_the_snapshot_repository(
     tmp_path: Path,
 ) -> None:

@@ -31,7 +31,12 @@ def test_every_entry_point_is_a_subcommand() -> None:
     assert {"serve", "demo", "bootstrap"} <= set(COMMANDS)
     assert _options("serve") == {"--params", "--host", "--port", "--log-level"}
     assert _options("demo") == {"--out", "--set", "--keep", "--render"}
-    assert _options("bootstrap") == {"--source", "--webhook-token-file", "--outputs-only"}
+    assert _options("bootstrap") == {
+        "--source",
+        "--webhook-token-file",
+        "--outputs-only",
+        "--wait-tracking-s",
+    }
 
 
 def test_serve_has_serve_app_s_defaults_and_choices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +127,11 @@ def test_bootstrap_reports_the_champion_or_why_there_is_none(
     calls: list[tuple[Path, Path | None]] = []
 
     def fake_bootstrap(
-        root: Path, source: Path | None, token_file: Path | None, outputs_only: bool
+        root: Path,
+        source: Path | None,
+        token_file: Path | None,
+        outputs_only: bool,
+        wait_tracking_s: float,
     ) -> str:
         calls.append((root, source))
         if source is None:
