@@ -30,8 +30,10 @@ COPY pyproject.toml requirements.lock README.md LICENSE ./
 COPY src ./src
 COPY serve/slim_venv.py ./serve/slim_venv.py
 # binutils: `strip` for slim_venv.py (this stage only).
+# Bookworm's 2.40 series, whatever its Debian revision (as git in the pipeline image).
+ARG BINUTILS_VERSION=2.40-*
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends binutils \
+    && apt-get install -y --no-install-recommends "binutils=${BINUTILS_VERSION}" \
     && rm -rf /var/lib/apt/lists/*
 # `stores`: the PostgreSQL driver and S3 clients for MLflow's team set-up and a DVC S3 remote.
 # Then pip and setuptools leave the venv, and slim_venv.py takes out test suites, sources and
