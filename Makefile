@@ -65,9 +65,10 @@ stack-images: ## build every image of docker-compose.yml with podman, without a 
 	bash deploy/podman/build-images.sh
 
 # Needs podman (with runc, netavark, aardvark-dns, iptables) and mmdebstrap, run as root: .ci/run
-# installs them. Writes each image's CycloneDX SBOM to build/sbom/.
+# installs them. Writes each image's CycloneDX SBOM to build/sbom/; prints (-s) the build and
+# start-up times, the image and venv sizes and the SBOMs' component counts.
 test-stack: setup ## docker-compose.yml in real containers (podman-compose): build, up, serve, down
-	$(PYTEST) -p no:cacheprovider tests/stack
+	$(PYTEST) -s -p no:cacheprovider tests/stack
 
 audit: setup ## known vulnerabilities of requirements.lock (pip-audit, deploy/audit/ignore.txt)
 	$(BIN)/python deploy/audit/run.py
