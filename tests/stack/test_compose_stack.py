@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -98,8 +99,6 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def images(engine: Engine) -> dict[str, int]:
     started = time.monotonic()
-    import subprocess
-
     built = subprocess.run(
         ["bash", str(BUILD_IMAGES)],
         env=engine_env(),
@@ -189,8 +188,6 @@ def test_each_image_has_a_cyclonedx_sbom_of_what_its_venv_holds(
 
 def _probe(container: str, path: str) -> bool:
     """The request of an httpGet probe, made inside the pod: True on a 2xx answer."""
-    import subprocess
-
     script = f"import urllib.request as u; u.urlopen('http://127.0.0.1:8000{path}', timeout=3)"
     done = subprocess.run(
         ["podman", "exec", container, "python", "-c", script],
@@ -210,8 +207,6 @@ def test_podman_kube_play_runs_the_rendered_api_deployment(
     on the host, so it runs one), readiness and startup probes (ignored), and an httpGet
     liveness probe on a named port (it becomes `curl -f http://localhost:0/health`, and the
     image has no curl). The test runs the probes' own requests in the pod instead."""
-    import subprocess
-
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with its kustomize) is required"
     rendered = subprocess.run(
@@ -326,8 +321,6 @@ def test_bootstrap_reproduces_the_committed_lock_and_registers_the_image_commit(
         f"{MLFLOW}/api/2.0/mlflow/runs/get", params={"run_id": champion["run_id"]}, timeout=10
     ).json()["run"]
     tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-    import subprocess
-
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_SMALL = REPO / "data/raw/bank-additional.csv"  # 4,119 real rows, random order
@@ -35,3 +36,15 @@ def tracked_files() -> list[str]:
         check=True,
     ).stdout.split("\n")
     return [f for f in out if f and (REPO / f).is_file()]
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of the repository that is no package module (.ci/, deploy/, serve/), loaded
+    as a module so that its functions can be tested in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

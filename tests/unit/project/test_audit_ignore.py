@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from support.paths import REPO
+from support.paths import REPO, load_script
 
 
 def _runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("audit_run", REPO / "deploy/audit/run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "deploy/audit/run.py")
 
 
 def test_the_shipped_ignore_list_parses() -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
-from support.paths import REPO
+from support.paths import REPO, load_script
 
 LOCK = """schema: '2.0'
 stages:
@@ -26,11 +25,7 @@ stages:
 
 
 def check_lock() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_lock", REPO / ".ci/check_lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / ".ci/check_lock.py")
 
 
 def test_the_changed_output_is_named_with_both_hashes() -> None:

@@ -4,19 +4,14 @@ a move of any of them in requirements.lock fails here, so the slimmed image is c
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from support.paths import REPO
+from support.paths import REPO, load_script
 
 
 def _slim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("slim_venv", REPO / "serve/slim_venv.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "serve/slim_venv.py")
 
 
 def _locked() -> dict[str, str]:
