@@ -52,7 +52,9 @@ commit="$(git rev-parse HEAD 2>/dev/null || true)"
 if [ -n "$commit" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   commit="$commit-dirty"
 fi
-"${BUILD[@]}" --build-arg "PYTHON_IMAGE=$base" --build-arg "GIT_COMMIT=$commit" \
+# --no-cache: podman 4.3's layer cache keys ENV by its unexpanded text, so a cached
+# `ENV PLUMBLINE_GIT_COMMIT=${GIT_COMMIT}` keeps the commit of an earlier build.
+"${BUILD[@]}" --no-cache --build-arg "PYTHON_IMAGE=$base" --build-arg "GIT_COMMIT=$commit" \
   -t "plumbline-pipeline:$TAG" -f Dockerfile . >/dev/null
 "${BUILD[@]}" --build-arg "PYTHON_IMAGE=$base" -t "plumbline-serve:$TAG" -f serve/Dockerfile . \
   >/dev/null
