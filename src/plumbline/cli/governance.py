@@ -45,10 +45,10 @@ def _count(text: str) -> int:
     return value
 
 
-def trail_of(ctx: Context) -> AuditTrail:
+def trail_of(ctx: Context, wait_s: float = 0.0) -> AuditTrail:
     from plumbline.governance.trail import AuditTrail
 
-    return AuditTrail.for_project(ctx.params.audit, ctx.root)
+    return AuditTrail.for_project(ctx.params.audit, ctx.root, wait_s)
 
 
 def authorise(
@@ -227,6 +227,12 @@ def audit_arguments(p: argparse.ArgumentParser) -> None:
         "insert and read audit records",
     )
     grant.add_argument("role", metavar="ROLE", help="the PostgreSQL role the services log in as")
+    grant.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="retry this long while the database is still starting (default: 0, try once)",
+    )
 
 
 def _subject(subject: dict[str, Any]) -> str:
@@ -259,7 +265,7 @@ def records_table(records: list[Record]) -> list[str]:
 def cmd_audit(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.governance.identity import Users
 
-    trail = trail_of(ctx)
+    trail = trail_of(ctx, getattr(args, "wait_s", 0.0))
     try:
         users = Users(trail.engine)
         action: Callable[[], str] = {

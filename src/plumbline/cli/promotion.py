@@ -249,7 +249,12 @@ def cmd_bootstrap(ctx: Context, args: argparse.Namespace) -> str:
     from plumbline.promotion.first_champion import bootstrap
 
     champion = bootstrap(
-        ctx.root, args.source, args.webhook_token_file, args.outputs_only, args.wait_tracking_s
+        ctx.root,
+        args.source,
+        args.webhook_token_file,
+        args.outputs_only,
+        args.wait_tracking_s,
+        args.wait_audit_s,
     )
     if args.outputs_only:
         return f"the pipeline's outputs are in {ctx.root}; the registry was not touched"
@@ -341,6 +346,13 @@ def _bootstrap_arguments(p: argparse.ArgumentParser) -> None:
         default=300.0,
         help="wait this long for an HTTP tracking server (MLFLOW_TRACKING_URI) to answer "
         "/health before running the pipeline (default: 300; 0 = check once)",
+    )
+    p.add_argument(
+        "--wait-audit-s",
+        type=float,
+        default=300.0,
+        help="wait this long for the governance database (PLUMBLINE_AUDIT_URL) to accept the "
+        "login with its tables made (default: 300; 0 = try once)",
     )
 
 

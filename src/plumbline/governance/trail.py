@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -31,6 +32,8 @@ import sqlalchemy as sa
 from plumbline.core.errors import PlumblineError
 from plumbline.governance.identity import Actor, iso, now_utc
 from plumbline.governance.settings import AuditConfig
+
+log = logging.getLogger("plumbline.governance.trail")
 
 ACTIONS = (
     "register",
@@ -292,12 +295,17 @@ class AuditTrail:
         self.engine: sa.Engine = sa.create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_transactions(self.engine)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError:
+            self.engine.dispose()
+            raise
 
     @classmethod
-    def for_project(cls, audit: AuditConfig, root: Path) -> AuditTrail:
+    def for_project(cls, audit: AuditConfig, root: Path, wait_s: float = 0.0) -> AuditTrail:
         """The project's trail: $PLUMBLINE_AUDIT_URL, else ``audit.url``, else the SQLite file
-        under logs/ (a relative SQLite path is relative to the project root)."""
+        under logs/ (a relative SQLite path is relative to the project root). With ``wait_s``,
+        see ``opened``."""
         url = os.environ.get("PLUMBLINE_AUDIT_URL") or audit.url
         if not url:
             return cls(f"sqlite:///{root / DEFAULT_DB}")
@@ -305,7 +313,29 @@ class AuditTrail:
         db = _sqlite_file(parsed)
         if db is not None and not db.is_absolute():
             url = parsed.set(database=str(root / db)).render_as_string(hide_password=False)
-        return cls(url)
+        return cls.opened(url, wait_s)
+
+    @classmethod
+    def opened(cls, url: str, wait_s: float = 0.0, interval_s: float = 2.0) -> AuditTrail:
+        """The trail at ``url``, retried for up to ``wait_s`` while the database refuses
+        connections (a server still starting) or the login may not make the missing tables (a
+        read-and-insert login before the owner's one-shot made them: ``audit grant``)."""
+        started = time.monotonic()
+        while True:
+            try:
+                return cls(url)
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+                waited = time.monotonic() - started
+                if waited >= wait_s:
+                    if wait_s <= 0:
+                        raise
+                    where = sa.make_url(url).render_as_string(hide_password=True)
+                    raise AuditError(
+                        f"the governance database {where} was not ready within {wait_s:g} s "
+                        f"(last: {getattr(exc, 'orig', exc)})"
+                    ) from exc
+                log.info("waiting for the governance database: %s", getattr(exc, "orig", exc))
+            time.sleep(interval_s)
 
     def close(self) -> None:
         self.engine.dispose()

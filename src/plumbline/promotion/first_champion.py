@@ -18,9 +18,11 @@ The ``bootstrap`` service of docker-compose.yml runs it before the API starts, s
 4. Exit 0 when the registry has a ``champion`` (the API has something to serve), else 1.
 
 Before step 2 it waits (``--wait-tracking-s``) until an HTTP tracking server answers its
-``/health``: an engine that cannot wait for a health check before starting bootstrap (podman
-4.3 without systemd runs none; Kubernetes has no ordering at all) would otherwise fail the run
-on a server still starting.
+``/health``, and before anything touches the audit trail it waits (``--wait-audit-s``) until
+the governance database accepts its login with its tables made (the teams set-up: PostgreSQL,
+and the owner's one-shot ``audit grant``): an engine that cannot wait for a health check or a
+one-shot before starting bootstrap (podman 4.3 without systemd runs none; Kubernetes has no
+ordering at all) would otherwise fail the run on a server still starting.
 
 With ``--outputs-only`` it stops after step 2: the workspace then holds the pipeline's outputs
 of the image's commit (what the monitor compares live traffic with), and the registry is left
@@ -99,6 +101,19 @@ def wait_for_tracking_server(
         time.sleep(interval_s)
 
 
+def wait_for_audit_trail(root: Path, timeout_s: float) -> None:
+    """Open the project's audit trail once, waiting up to ``timeout_s`` for its database."""
+    from plumbline.governance.trail import AuditTrail
+    from plumbline.promotion.settings import load_promotion_params
+
+    started = time.monotonic()
+    params = load_promotion_params(root / "params.yaml")
+    AuditTrail.for_project(params.audit, root, timeout_s).close()
+    waited = time.monotonic() - started
+    if waited >= 1:
+        log.info("the governance database was ready after %.1fs", waited)
+
+
 def _run(argv: list[str], root: Path, env: dict[str, str], check: bool = True) -> int:
     log.info("$ %s", " ".join(argv))
     started = time.perf_counter()
@@ -141,6 +156,7 @@ def bootstrap(
     webhook_token_file: Path | None = None,
     outputs_only: bool = False,
     wait_tracking_s: float = 0.0,
+    wait_audit_s: float = 0.0,
 ) -> str | None:
     """Run the steps above in ``root``; returns the champion's version (None with
     ``outputs_only``)."""
@@ -153,6 +169,8 @@ def bootstrap(
         log.info("laid out %d project files from %s in %s", len(copied), source, root)
     if not (root / "dvc.yaml").is_file():
         raise BootstrapError(f"{root} has no dvc.yaml: give --source or run it in a checkout")
+    if webhook_token_file is not None or not outputs_only:  # both write audit records
+        wait_for_audit_trail(root, wait_audit_s)
     if webhook_token_file is not None:
         outcome = ensure_webhook_token(root, webhook_token_file)
         log.info("webhook token of %s in %s: %s", WEBHOOK_ACCOUNT, webhook_token_file, outcome)

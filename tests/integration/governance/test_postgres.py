@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,3 +231,30 @@ def test_the_teams_setup_makes_its_governance_database_as_compose_does(
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute("CREATE TABLE audit_copy (seq int)")
+
+
+def test_the_application_login_waits_for_the_owners_tables_and_names_what_it_waited_for(
+    server: Server, database: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What bootstrap meets in the teams set-up when the engine starts it before the one-shot
+    `governance-db`: the login may not create the tables, so it waits until they exist."""
+    import threading
+
+    from plumbline.governance.trail import AuditError, AuditTrail
+
+    app_url = server.url(APP, database)
+    with pytest.raises(AuditError, match=r"was not ready within 1 s .*permission denied"):
+        AuditTrail.opened(app_url, wait_s=1, interval_s=0.2)
+
+    def owner_later() -> None:
+        time.sleep(2)
+        owner_sets_up(monkeypatch, server, database)
+
+    owner = threading.Thread(target=owner_later)
+    started = time.monotonic()
+    owner.start()
+    trail = AuditTrail.opened(app_url, wait_s=60, interval_s=0.2)
+    owner.join()
+    assert time.monotonic() - started >= 2
+    assert trail.verify().ok
+    trail.close()

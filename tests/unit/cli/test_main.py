@@ -36,6 +36,7 @@ def test_every_entry_point_is_a_subcommand() -> None:
         "--webhook-token-file",
         "--outputs-only",
         "--wait-tracking-s",
+        "--wait-audit-s",
     }
 
 
@@ -132,6 +133,7 @@ def test_bootstrap_reports_the_champion_or_why_there_is_none(
         token_file: Path | None,
         outputs_only: bool,
         wait_tracking_s: float,
+        wait_audit_s: float,
     ) -> str:
         calls.append((root, source))
         if source is None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from plumbline.governance.identity import Actor
 from plumbline.governance.settings import AuditConfig
@@ -291,3 +292,17 @@ def test_for_project_defaults_to_a_file_under_logs_and_the_variable_wins(
     trail.append("reload", BOB)
     assert (tmp_path / "env.sqlite").is_file()
     assert not (tmp_path / "ignored.sqlite").exists()
+
+
+def test_opened_retries_a_refused_connection_then_names_the_server_without_its_password() -> None:
+    # A port nothing listens on: the connection is refused at once, every try.
+    url = "postgresql+psycopg://plumbline_app:s3cret@127.0.0.1:9/plumbline"
+    with pytest.raises(AuditError, match=r"127\.0\.0\.1:9/plumbline was not ready within 0\.5 s"):
+        AuditTrail.opened(url, wait_s=0.5, interval_s=0.1)
+    try:
+        AuditTrail.opened(url, wait_s=0.5, interval_s=0.1)
+    except AuditError as exc:
+        assert "s3cret" not in str(exc)
+    # No wait: the engine's own error, at the first refusal.
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        AuditTrail.opened(url)
