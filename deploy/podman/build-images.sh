@@ -10,7 +10,9 @@
 #      their PYTHON_IMAGE build argument), in Docker's image format so that the serving image
 #      keeps its HEALTHCHECK (podman's default OCI format has none);
 #   3. stand-ins for prom/prometheus and prom/alertmanager from Debian's prometheus and
-#      prometheus-alertmanager packages (deploy/podman/compose.standins.yml names them).
+#      prometheus-alertmanager packages (deploy/podman/compose.standins.yml names them), and
+#      for the teams set-up's postgres from Debian's postgresql-15
+#      (deploy/podman/compose.teams-standins.yml).
 #
 # Grafana has no Debian package and no stand-in: start the other services by name.
 # Usage: deploy/podman/build-images.sh   (from anywhere; root, as podman runs here)
@@ -64,6 +66,8 @@ fi
   -f deploy/podman/Containerfile.prometheus deploy/podman >/dev/null
 "${BUILD[@]}" --build-arg "BASE=$base" -t localhost/plumbline-alertmanager:debian \
   -f deploy/podman/Containerfile.alertmanager deploy/podman >/dev/null
+"${BUILD[@]}" --build-arg "BASE=$base" -t localhost/plumbline-postgres:debian \
+  -f deploy/podman/Containerfile.postgres deploy/podman >/dev/null
 
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
-  | grep -E "plumbline-(pipeline|serve):$TAG|plumbline-(prometheus|alertmanager):debian"
+  | grep -E "plumbline-(pipeline|serve):$TAG|plumbline-(prometheus|alertmanager|postgres):debian"

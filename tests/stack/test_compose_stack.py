@@ -31,14 +31,13 @@ import pytest
 import requests
 import yaml
 from support.paths import REPO
-from support.stack import BUILD_IMAGES, SERVICES, Engine, HealthDriver, engine_env
+from support.stack import SERVICES, TAG, Engine, HealthDriver, engine_env, wait_for
 
 from plumbline.core import yamlfile
 
 pytestmark = pytest.mark.timeout(2400)
 
 PROJECT = "plumblinestack"
-TAG = "0.1.0"
 API = "http://127.0.0.1:8000"
 MLFLOW = "http://127.0.0.1:5000"
 MONITOR = "http://127.0.0.1:8001"
@@ -47,34 +46,6 @@ ALERTMANAGER = "http://127.0.0.1:9093"
 SBOM_DIR = REPO / "build/sbom"
 # The serving image's venv plus the application it copies, at most (issue 28).
 SERVE_VENV_AND_APP_MB = 380
-
-
-def wait_for(what: str, check: Any, timeout_s: float, engine: Engine | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (requests.RequestException, ValueError, KeyError, AssertionError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    detail = "\n".join(engine.log[-4:]) if engine else ""
-    raise AssertionError(f"{what}: not within {timeout_s:g} s (last: {last!r})\n{detail}")
-
-
-def _cleanup(engine: Engine) -> None:
-    """Remove everything of the project, whatever state a failure left it in."""
-    engine.compose("down", "-v", "--timeout", "30", timeout=300)
-    label = f"label=io.podman.compose.project={PROJECT}"
-    for name in engine.podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").split():
-        engine.podman("rm", "-f", "-t", "5", name, check=False)
-    for kind, fmt in (("volume", "{{.Name}}"), ("network", "{{.Name}}"), ("pod", "{{.Name}}")):
-        for name in engine.podman(kind, "ls", "--format", fmt, check=False).split():
-            if PROJECT in name:
-                engine.podman(kind, "rm", "-f", name, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -86,35 +57,14 @@ def engine() -> Iterator[Engine]:
         except requests.ConnectionError:
             continue
         pytest.fail(f"127.0.0.1:{port} is taken: the stack publishes its ports there")
-    _cleanup(engine)  # what an earlier, killed run may have left
+    engine.cleanup()  # what an earlier, killed run may have left
     driver = HealthDriver(engine)
     driver.start()
     try:
         yield engine
     finally:
         driver.stop()
-        _cleanup(engine)
-
-
-@pytest.fixture(scope="module")
-def images(engine: Engine) -> dict[str, int]:
-    started = time.monotonic()
-    built = subprocess.run(
-        ["bash", str(BUILD_IMAGES)],
-        env=engine_env(),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    print(f"images built in {time.monotonic() - started:.0f} s\n{built.stdout}{built.stderr}")
-    sizes = {}
-    for name in ("plumbline-pipeline", "plumbline-serve"):
-        sizes[name] = int(
-            engine.podman("image", "inspect", "--format", "{{.Size}}", f"{name}:{TAG}")
-        )
-    return sizes
+        engine.cleanup()
 
 
 def _in_image(engine: Engine, image: str, *argv: str, user: str | None = None) -> str:

@@ -26,6 +26,7 @@ from support.paths import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 TEAMS_FILE = REPO / "docker-compose.teams.yml"
+S3_FILE = REPO / "docker-compose.s3.yml"
 SERVE_DOCKERFILE = REPO / "serve" / "Dockerfile"
 PIPELINE_DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "k8s"
@@ -90,18 +91,23 @@ def merged(base: Any, extra: Any) -> Any:
     return extra
 
 
-def compose(env: tuple[tuple[str, str], ...] = (), teams: bool = False) -> dict[str, Any]:
+def compose(
+    env: tuple[tuple[str, str], ...] = (), teams: bool = False, s3: bool = False
+) -> dict[str, Any]:
     """The compose model after interpolation (YAML merge keys are resolved by the loader);
-    with ``teams``, docker-compose.teams.yml added as ``-f`` adds it."""
+    with ``teams`` (and ``s3``), docker-compose.teams.yml (and docker-compose.s3.yml) added as
+    ``-f`` adds them."""
     raw = compose_raw()
     if teams:
         raw = merged(raw, compose_raw(TEAMS_FILE))
+    if s3:
+        raw = merged(raw, compose_raw(S3_FILE))
     model: dict[str, Any] = _interpolate_tree(raw, dict(env))
     return model
 
 
-def service(name: str, teams: bool = False) -> dict[str, Any]:
-    services = compose(teams=teams)["services"]
+def service(name: str, teams: bool = False, s3: bool = False) -> dict[str, Any]:
+    services = compose(teams=teams, s3=s3)["services"]
     assert name in services, f"the compose files have no service {name!r}"
     return dict(services[name])
 

@@ -19,25 +19,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from support.paths import REPO
 
 CONTAINERS_CONF = REPO / "deploy/podman/containers.conf"
 STANDINS = REPO / "deploy/podman/compose.standins.yml"
+TEAMS_STANDINS = REPO / "deploy/podman/compose.teams-standins.yml"
 BUILD_IMAGES = REPO / "deploy/podman/build-images.sh"
 COMPOSE_FILES = (REPO / "docker-compose.yml", STANDINS)
+TEAMS_COMPOSE_FILES = (
+    REPO / "docker-compose.yml",
+    REPO / "docker-compose.teams.yml",
+    STANDINS,
+    TEAMS_STANDINS,
+)
 # Every service but Grafana, which has no Debian package to build a stand-in from.
 SERVICES = ("mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager")
 PROJECT_LABEL = "io.podman.compose.project"
+TAG = "0.1.0"
 
 
 def engine_env() -> dict[str, str]:
     return dict(os.environ, CONTAINERS_CONF=str(CONTAINERS_CONF))
 
 
+def wait_for(what: str, check: Any, timeout_s: float, engine: Engine | None = None) -> Any:
+    """``check()``'s first truthy answer, polled every second; fails naming ``what``, the
+    last answer or error, and the engine's last commands."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (requests.RequestException, ValueError, KeyError, AssertionError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(1)
+    detail = "\n".join(engine.log[-4:]) if engine else ""
+    raise AssertionError(f"{what}: not within {timeout_s:g} s (last: {last!r})\n{detail}")
+
+
 @dataclass
 class Engine:
     project: str
     files: Sequence[Path] = COMPOSE_FILES
+    # Variables for the compose files (what a user's .env holds).
+    env: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
     def podman(self, *args: str, timeout: float = 300, check: bool = True) -> str:
@@ -61,7 +91,7 @@ class Engine:
         done = subprocess.run(
             [*argv, *args],
             cwd=REPO,
-            env=engine_env(),
+            env={**engine_env(), **self.env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -101,6 +131,17 @@ class Engine:
         state = self.inspect(service)["State"]
         health = state.get("Health") or state.get("Healthcheck") or {}
         return str(health.get("Status", ""))
+
+    def cleanup(self) -> None:
+        """Remove everything of the project, whatever state a failure left it in."""
+        self.compose("down", "-v", "--timeout", "30", timeout=300)
+        label = f"label={PROJECT_LABEL}={self.project}"
+        for name in self.podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").split():
+            self.podman("rm", "-f", "-t", "5", name, check=False)
+        for kind in ("volume", "network", "pod"):
+            for name in self.podman(kind, "ls", "--format", "{{.Name}}", check=False).split():
+                if self.project in name:
+                    self.podman(kind, "rm", "-f", name, check=False)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, pods, volumes and networks of this project still present."""

@@ -31,8 +31,11 @@ from plumbline.core import yamlfile
 from plumbline.monitoring.settings import load_params
 
 SERVICES = {"mlflow", "bootstrap", "api", "monitor", "prometheus", "alertmanager", "grafana"}
-TEAMS = {"postgres", "governance-db", "minio", "minio-buckets"}
+TEAMS = {"postgres", "governance-db"}
+S3 = {"minio", "minio-buckets"}
 ONE_SHOT = {"bootstrap", "governance-db", "minio-buckets"}
+# Every combination of files a user passes with -f.
+SETUPS = [(False, False), (True, False), (True, True)]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -56,20 +59,26 @@ def listen_port(name: str) -> int:
 # --- services, ports, profiles ----------------------------------------------------------------
 
 
-def test_the_stack_has_every_service_and_the_team_stores_only_in_their_own_file() -> None:
+def test_the_stack_has_every_service_and_the_team_stores_only_in_their_own_files() -> None:
     assert set(compose()["services"]) == SERVICES
     teams = compose(teams=True)["services"]
     assert set(teams) == SERVICES | TEAMS
-    for name, svc in teams.items():
+    with_s3 = compose(teams=True, s3=True)["services"]
+    assert set(with_s3) == SERVICES | TEAMS | S3
+    for name, svc in with_s3.items():
         assert "profiles" not in svc, name
         for dep, spec in (svc.get("depends_on") or {}).items():
             # No optional dependency: older compose tools (podman-compose) cannot read one.
             assert "required" not in spec, f"{name} -> {dep}"
-    # With the teams file, MLflow waits for its stores and bootstrap for the governance tables.
-    assert set(teams["mlflow"]["depends_on"]) == {"postgres", "minio-buckets"}
-    assert set(teams["bootstrap"]["depends_on"]) == {"governance-db"}
+    # With the teams file MLflow waits for PostgreSQL, with the S3 file for its bucket too.
+    assert set(teams["mlflow"]["depends_on"]) == {"postgres"}
+    assert set(with_s3["mlflow"]["depends_on"]) == {"postgres", "minio-buckets"}
     assert "depends_on" not in service("mlflow")
-    assert set(compose(teams=True)["volumes"]) == set(compose()["volumes"]) | {"postgres", "minio"}
+    # Bootstrap waits for the governance tables itself: no file makes it depend on anything.
+    assert "depends_on" not in with_s3["bootstrap"]
+    assert set(compose(teams=True)["volumes"]) == set(compose()["volumes"]) | {"postgres"}
+    volumes = set(compose(teams=True, s3=True)["volumes"])
+    assert volumes == set(compose()["volumes"]) | {"postgres", "minio"}
 
 
 def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_on() -> None:
@@ -87,11 +96,11 @@ def test_ports_are_published_as_specified_and_are_the_ones_the_processes_listen_
 # --- files: what is built and mounted exists --------------------------------------------------
 
 
-@pytest.mark.parametrize("teams", [False, True])
-def test_every_build_context_dockerfile_and_mounted_file_exists(teams: bool) -> None:
-    declared = set(compose(teams=teams)["volumes"])
+@pytest.mark.parametrize(("teams", "s3"), SETUPS)
+def test_every_build_context_dockerfile_and_mounted_file_exists(teams: bool, s3: bool) -> None:
+    declared = set(compose(teams=teams, s3=s3)["volumes"])
     used: set[str] = set()
-    for name, svc in compose(teams=teams)["services"].items():
+    for name, svc in compose(teams=teams, s3=s3)["services"].items():
         build = svc.get("build")
         if build:
             context = REPO / build["context"]
@@ -243,10 +252,14 @@ def test_mlflow_s_job_runner_is_off_in_compose_and_kubernetes() -> None:
 
 
 def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
-    services = compose(teams=True)["services"]
+    services = compose(teams=True, s3=True)["services"]
     expected = {
-        # It waits for MLflow's /health itself (--wait-tracking-s).
-        "bootstrap": {"governance-db": "service_completed_successfully"},  # the teams file's
+        # Bootstrap has none: it waits for MLflow's /health (--wait-tracking-s) and for the
+        # governance tables (--wait-audit-s) itself.
+        "mlflow": {
+            "postgres": "service_healthy",
+            "minio-buckets": "service_completed_successfully",
+        },
         "api": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "monitor": {"mlflow": "service_healthy", "bootstrap": "service_completed_successfully"},
         "grafana": {"prometheus": "service_healthy"},
@@ -261,19 +274,21 @@ def test_startup_order_is_expressed_with_conditions_and_health_checks() -> None:
         for dep, spec in (svc.get("depends_on") or {}).items():
             if spec["condition"] == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health"
+    assert "depends_on" not in services["bootstrap"]
     # Podman 4.3 cannot start a container whose finished dependency depends on a running one
-    # (its dependency graph leaves the running one out): in the default file, what others wait
+    # (its dependency graph leaves the running one out): in every set-up, what others wait
     # to complete depends on nothing.
-    default = compose()["services"]
-    for name, svc in default.items():
-        for dep, spec in (svc.get("depends_on") or {}).items():
-            if spec["condition"] == "service_completed_successfully":
-                assert not default[dep].get("depends_on"), f"{name} -> {dep} -> ..."
-        if name in ONE_SHOT:
-            assert svc["restart"] == "no", name
-        else:
-            assert "healthcheck" in svc, name
-            assert svc["restart"] == "unless-stopped", name
+    for teams, s3 in SETUPS:
+        setup = compose(teams=teams, s3=s3)["services"]
+        for name, svc in setup.items():
+            for dep, spec in (svc.get("depends_on") or {}).items():
+                if spec["condition"] == "service_completed_successfully":
+                    assert not setup[dep].get("depends_on"), f"{name} -> {dep} -> ..."
+            if name in ONE_SHOT:
+                assert svc["restart"] == "no", name
+            else:
+                assert "healthcheck" in svc, name
+                assert svc["restart"] == "unless-stopped", name
 
 
 def test_healthchecks_request_routes_that_exist() -> None:
