@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         str(args.requirements),
         "--no-deps",
         "--disable-pip",
+        # A pin the service cannot look up fails the audit instead of being skipped with
+        # "No known vulnerabilities found".
+        "--strict",
         "--vulnerability-service",
         "osv",
         "--progress-spinner",
