@@ -16,7 +16,7 @@ from support.mlflowstore import new_store
 from support.params import set_params
 from support.paths import REPO, tracked_files
 
-STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
+STAGES = ["ingest", "validate", "featurize", "tune", "train", "evaluate"]
 SMALL = "data/raw/bank-additional.csv"
 
 

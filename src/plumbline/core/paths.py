@@ -86,6 +86,15 @@ class Layout:
         return self.root / "data/features/reference_profile.json"
 
     @property
+    def tune_best(self) -> Path:
+        """The tune stage's choice, which train reads: the estimator's best hyperparameters."""
+        return self.root / "reports/tune/best_params.json"
+
+    @property
+    def tune_trials(self) -> Path:
+        return self.root / "reports/tune/trials.csv"
+
+    @property
     def model(self) -> Path:
         return self.root / "models/model.skops"
 

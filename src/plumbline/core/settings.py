@@ -30,6 +30,7 @@ SECTIONS = (
     "data",
     "validate",
     "featurize",
+    "tune",
     "train",
     "evaluate",
     "mlflow",

@@ -112,10 +112,11 @@ def md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of the logged model: what loading and scoring it needs."""
+def pip_requirements(extra: list[str] | None = None) -> list[str]:
+    """Pinned requirements of the logged model: what loading and scoring it needs; ``extra``:
+    what the model's estimator needs beyond them (its booster library)."""
     from importlib.metadata import version
 
     return [
         f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "numpy", "pandas", "scipy")
-    ]
+    ] + list(extra or [])

@@ -24,6 +24,7 @@ from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
 
 from plumbline.core import skops_compat
 from plumbline.core.errors import PlumblineError
+from plumbline.model.boosting import BoostedTreesClassifier
 from plumbline.model.settings import TrainConfig
 
 # What build_estimator, assemble and features.build_transformer put in a model file.
@@ -36,6 +37,7 @@ PIPELINE_TYPES: tuple[type, ...] = (
     LogisticRegression,
     HistGradientBoostingClassifier,
     LabelEncoder,  # inside a fitted HistGradientBoostingClassifier (its classes)
+    BoostedTreesClassifier,  # XGBoost / LightGBM: the library's own model bytes inside
 )
 TRUSTED_TYPES: list[str] = [
     *(f"{cls.__module__}.{cls.__qualname__}" for cls in PIPELINE_TYPES),
@@ -72,6 +74,8 @@ class ModelMetadata:
     data_hashes: dict[str, str] = field(default_factory=dict)
     # Distribution of the model's scores on the training rows: the baseline for score drift.
     score_profile: dict[str, Any] = field(default_factory=dict)
+    # How the hyperparameters were chosen: the tune stage's reports/tune/best_params.json.
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,15 @@ def _base_estimator(cfg: TrainConfig) -> Any:
         p = cfg.logistic_regression
         return LogisticRegression(
             C=p.C, max_iter=p.max_iter, class_weight=p.class_weight, random_state=cfg.seed
+        )
+    if cfg.estimator in ("xgboost", "lightgbm"):
+        p3 = cfg.xgboost if cfg.estimator == "xgboost" else cfg.lightgbm
+        return BoostedTreesClassifier(
+            library=cfg.estimator,
+            params=p3.library_params(),
+            n_estimators=p3.n_estimators,
+            class_weight=p3.class_weight,
+            seed=cfg.seed,
         )
     p2 = cfg.hist_gradient_boosting
     return HistGradientBoostingClassifier(

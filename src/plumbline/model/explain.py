@@ -10,7 +10,9 @@ column, are summed):
 * histogram gradient boosting: exact path-dependent TreeSHAP (Lundberg et al. 2020, the
   ``tree_path_dependent`` algorithm of the ``shap`` package), computed here in numpy over all
   leaves of all trees at once (see :class:`TreeShap`); the base is the trees' expected output
-  under the training covers.
+  under the training covers;
+* XGBoost and LightGBM: the library's own path-dependent TreeSHAP (``pred_contribs`` /
+  ``pred_contrib``), through :class:`plumbline.model.boosting.BoostedTreesClassifier`.
 
 The same code answers ``POST /predict?explain=K``, the ``plumbline explain`` batch command and
 the global importance table of evaluate.
@@ -28,6 +30,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from plumbline.model.boosting import BoostedTreesClassifier
 
 BASELINE_ATTR = "plumbline_baseline_"  # mean transformed training row, on the LR estimator
 SPACE = "log_odds"
@@ -102,11 +106,14 @@ class Attribution:
 
 
 class Explainer:
-    """Explains a fitted ``Pipeline([ColumnTransformer, LR | HistGradientBoosting])``."""
+    """Explains a fitted ``Pipeline([ColumnTransformer, estimator])`` whose estimator is a
+    logistic regression, a histogram gradient boosting or an XGBoost / LightGBM booster."""
 
     def __init__(self, pipeline: Any, features: Sequence[str]) -> None:
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.linear_model import LogisticRegression
+
+        from plumbline.model.boosting import BoostedTreesClassifier
 
         self.features = list(features)
         self.pipeline = pipeline
@@ -120,7 +127,7 @@ class Explainer:
         self.aggregate = np.zeros((len(self.owner), len(self.features)))
         self.aggregate[np.arange(len(self.owner)), self.owner] = 1.0
         self.linear: tuple[np.ndarray, float, np.ndarray] | None = None
-        self.trees: TreeShap | None = None
+        self.trees: TreeShap | BoostedTreesClassifier | None = None
         if isinstance(estimator, LogisticRegression):
             baseline = getattr(estimator, BASELINE_ATTR, None)
             if baseline is None:
@@ -133,6 +140,11 @@ class Explainer:
             self.kind = "linear"
         elif isinstance(estimator, HistGradientBoostingClassifier):
             self.trees = TreeShap(estimator)
+            self.kind = "tree_shap"
+        elif isinstance(estimator, BoostedTreesClassifier):
+            if estimator.n_features_in_ != len(self.owner):
+                raise ExplainUnsupported("the booster does not fit the model's columns")
+            self.trees = estimator  # the library's own TreeSHAP
             self.kind = "tree_shap"
         else:
             raise ExplainUnsupported(f"no explanation for {type(estimator).__name__}")

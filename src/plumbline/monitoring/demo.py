@@ -109,6 +109,7 @@ DECISION_PREFIXES = (
     "monitor.min_labelled_rows",
     "evaluate",
     "serve.threshold",
+    "tune",
     "train",
     "featurize",
 )

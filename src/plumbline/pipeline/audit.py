@@ -145,6 +145,7 @@ def audit(
         fairness=fairness,
         importance=_as_written(importance),
         data_hashes=dict(sorted(card.data_hashes.items())),
+        tuning=card.tuning,
     )
     return Audit(fairness=fairness, importance=importance, model_card=render(inputs))
 

@@ -228,6 +228,7 @@ def _log_training(
     from mlflow.models import infer_signature
 
     from plumbline.core.tracking import pip_requirements
+    from plumbline.model.boosting import requirements
 
     mlflow.log_params({k: ("null" if v is None else v) for k, v in record.train_params.items()})
     mlflow.log_metrics(record.train_metrics)
@@ -251,7 +252,7 @@ def _log_training(
             name="model",
             serialization_format="skops",
             skops_trusted_types=TRUSTED_TYPES,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(requirements(model)),
             signature=signature,
         )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)

@@ -9,7 +9,8 @@ card as an artifact of the version's run and as the version's description.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class CardInputs:
     fairness: dict[str, Any]
     importance: pd.DataFrame | None
     data_hashes: dict[str, str]
+    tuning: dict[str, Any] = field(default_factory=dict)  # reports/tune/best_params.json
 
 
 def _fmt(x: Any) -> str:
@@ -71,6 +73,22 @@ def _fmt(x: Any) -> str:
     return f"{int(x):,}" if isinstance(x, int | float) else str(x)
 
 
+def _tuning_lines(tuning: dict[str, Any]) -> list[str]:
+    """How the hyperparameters were chosen, when the tune stage searched them."""
+    if not tuning.get("tuned"):
+        return []
+    chosen = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in tuning.get("params", {}).items())
+    trial = tuning.get("best_trial")
+    source = f"trial {trial}" if trial is not None else "the values as written (no trial beat them)"
+    return [
+        f"Hyperparameters: {chosen}, from {source} of a {tuning.get('trials')}-trial seeded "
+        f"search; cross-validated {tuning.get('metric')} {_fmt(tuning.get('best_value'))} over "
+        f"{tuning.get('folds')} {tuning.get('fold_order')} folds of the training split (as "
+        f"written: {_fmt(tuning.get('as_written_value'))}).",
+        "",
+    ]
+
+
 def render(c: CardInputs) -> str:
     use = c.contract.use
     lines = [f"# Model card: {c.contract.name} classifier", ""]
@@ -79,6 +97,7 @@ def render(c: CardInputs) -> str:
         f"`{c.contract.target.positive}` on data contract `{c.contract.name}`"
         + (f": {c.contract.description}" if c.contract.description else "."),
         "",
+        *_tuning_lines(c.tuning),
         "## Intended use",
         "",
         use.intended if use else "_Not stated: add a `use:` section to the contract._",

@@ -23,7 +23,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from plumbline.core import skops_compat
 from plumbline.core.contract import Contract
-from plumbline.core.errors import need
+from plumbline.core.errors import PlumblineError, need
 from plumbline.core.paths import Layout
 from plumbline.core.tracking import git_commit, md5_file
 from plumbline.model.artifact import (
@@ -37,6 +37,7 @@ from plumbline.model.artifact import (
 from plumbline.model.explain import attach_baseline
 from plumbline.model.features import numeric_profile
 from plumbline.model.runrecord import RunRecord, now
+from plumbline.model.settings import TrainConfig
 from plumbline.pipeline.settings import PipelineParams
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,18 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
 
 
 def fit(
-    rows: pd.DataFrame, transformer: Any, contract: Contract, params: PipelineParams
+    rows: pd.DataFrame,
+    transformer: Any,
+    contract: Contract,
+    params: PipelineParams,
+    train_cfg: TrainConfig | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """The fitted pipeline, and the positive-class probability of each training row."""
+    """The fitted pipeline, and the positive-class probability of each training row;
+    ``train_cfg`` (default ``params.train``): the estimator's settings, as tuned."""
     features = contract.feature_columns(params.featurize.exclude_columns)
     x = transformer.transform(rows[features])
     y = contract.encode_target(rows[contract.target.column])
-    estimator = build_estimator(params.train)
+    estimator = build_estimator(train_cfg or params.train)
     estimator.fit(x, y)
     model = assemble(transformer, estimator)
     attach_baseline(model, x)  # the reference point of per-decision explanations
@@ -81,10 +87,15 @@ def train(
     contract: Contract,
     params: PipelineParams,
     data_hashes: dict[str, str],
+    train_cfg: TrainConfig | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Trained:
     """Fit the configured estimator on the training split's ``rows`` through ``transformer``;
-    ``data_hashes`` (of the inputs' files) go into the model card."""
-    model, p = fit(rows, transformer, contract, params)
+    ``data_hashes`` (of the inputs' files) go into the model card; ``train_cfg`` (default
+    ``params.train``): the settings with the tune stage's choice applied, which ``tuning``
+    (reports/tune/best_params.json) records in the card."""
+    cfg = train_cfg or params.train
+    model, p = fit(rows, transformer, contract, params, cfg)
     features = contract.feature_columns(params.featurize.exclude_columns)
     y = contract.encode_target(rows[contract.target.column])
     metrics = {
@@ -97,19 +108,20 @@ def train(
         features=features,
         target=contract.target.column,
         positive_label=contract.target.positive,
-        estimator=params.train.estimator,
+        estimator=cfg.estimator,
         data_hashes=data_hashes,
         score_profile=numeric_profile(
             p,
             params.featurize.profile_quantiles,
             params.featurize.profile_sample_size,
-            np.random.default_rng(params.train.seed),
+            np.random.default_rng(cfg.seed),
         ),
+        tuning=dict(tuning or {}),
     )
     settings = flatten(
         "",
         {
-            "train": params.train.model_dump(mode="json"),
+            "train": cfg.model_dump(mode="json"),
             "featurize": params.featurize.model_dump(mode="json"),
         },
     )
@@ -136,13 +148,27 @@ def data_hashes(paths: Layout) -> dict[str, str]:
     return hashes
 
 
+def tuned_config(train_cfg: TrainConfig, choice: dict[str, Any]) -> TrainConfig:
+    """``train:`` with the tune stage's choice (reports/tune/best_params.json) applied."""
+    written = TrainConfig.model_validate(train_cfg.model_dump())  # all of it: train reads it all
+    if choice.get("estimator") != written.estimator:
+        raise PlumblineError(
+            f"the tune stage chose for {choice.get('estimator')!r}, train.estimator is "
+            f"{written.estimator!r}: run `plumbline tune` (or `dvc repro`)"
+        )
+    return written.with_hyperparameters(choice.get("params") or {})
+
+
 def run(params: PipelineParams, contract: Contract, paths: Layout) -> tuple[Trained, RunRecord]:
-    """The stage: train on the training split; write the model, its card and the lineage
-    record, which is returned with what train made."""
+    """The stage: train on the training split with the tune stage's hyperparameters; write the
+    model, its card and the lineage record, which is returned with what train made."""
     need(paths.train_split, paths.transformer, hint="run `plumbline featurize` first")
+    need(paths.tune_best, hint="run `plumbline tune` first")
+    choice = json.loads(paths.tune_best.read_text())
+    train_cfg = tuned_config(params.train, choice)
     rows = pd.read_parquet(paths.train_split)
     transformer = skops_compat.load(paths.transformer, TRUSTED_TYPES)
-    out = train(rows, transformer, contract, params, data_hashes(paths))
+    out = train(rows, transformer, contract, params, data_hashes(paths), train_cfg, choice)
     save_model(out.model, paths.model)
     out.metadata.write(paths.model_metadata)
     record = RunRecord(

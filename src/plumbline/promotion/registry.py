@@ -419,6 +419,7 @@ class Registry:
         """Log models/model.skops to a new run when train did not log it to this store."""
         from plumbline.core.tracking import configure
         from plumbline.model.artifact import TRUSTED_TYPES, load_model
+        from plumbline.model.boosting import requirements
 
         mlflow = configure(params.mlflow, paths.root)
         model = load_model(paths.model)
@@ -429,7 +430,7 @@ class Registry:
                 name="model",
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(requirements(model)),
             )
         return info.model_uri, run.info.run_id, info.model_id
 

@@ -73,14 +73,29 @@ def test_repro_builds_everything_then_nothing_then_only_what_changed(project: Pa
     assert "up to date" in second
     assert time.perf_counter() - started < 30  # generous; the benchmark measures it properly
 
+    # tune reads train: (the values as written are its first candidate).
     set_params(project, **{"train.logistic_regression.C": 0.25})
     third = sh(project, "dvc", "repro")
-    assert ran_stages(third) == ["train", "evaluate"]
+    assert ran_stages(third) == ["tune", "train", "evaluate"]
+
+    # Only the search space: tune and what follows (the model card records the search).
+    set_params(project, **{"tune.space.logistic_regression.C.high": 5.0})
+    space = sh(project, "dvc", "repro")
+    assert ran_stages(space) == ["tune", "train", "evaluate"]
+    choice = json.loads((project / "reports/tune/best_params.json").read_text())
+    assert choice["space"]["C"]["high"] == 5.0
+    card = json.loads((project / "models/model.json").read_text())
+    assert card["tuning"] == choice
+    # Another estimator's space is not searched: tune reruns, its output is the same, so
+    # nothing after it does.
+    set_params(project, **{"tune.space.xgboost.max_depth.high": 7})
+    other = sh(project, "dvc", "repro")
+    assert ran_stages(other) == ["tune"]
 
     # A validation param that changes which rows pass reruns validate and everything after.
     set_params(project, **{"validate.check_duplicates": False})
     fourth = sh(project, "dvc", "repro")
-    assert ran_stages(fourth) == ["validate", "featurize", "train", "evaluate"]
+    assert ran_stages(fourth) == ["validate", "featurize", "tune", "train", "evaluate"]
     validation = json.loads((project / "reports/validation.json").read_text())
     assert validation["rows_valid"] == 3003
 
@@ -99,7 +114,7 @@ def test_exp_run_with_a_param_override_and_exp_show(project: Path) -> None:
     out = sh(
         project, "dvc", "exp", "run", "-n", "strong-reg", "-S", "train.logistic_regression.C=0.01"
     )
-    assert ran_stages(out) == ["train", "evaluate"]
+    assert ran_stages(out) == ["tune", "train", "evaluate"]
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     experiments = _experiments(shown)
     assert "strong-reg" in experiments

@@ -72,6 +72,7 @@ def test_second_dataset_runs_end_to_end_by_config_alone(tmp_path: Path) -> None:
             ["ingest"],
             ["validate"],
             ["featurize"],
+            ["tune", "--no-mlflow"],
             ["train"],
             ["evaluate", "--no-mlflow"],
         ):

@@ -164,7 +164,7 @@ def test_editing_serving_or_monitoring_settings_leaves_the_pipeline_up_to_date(
     pipeline_settings = project / "src/plumbline/pipeline/settings.py"
     pipeline_settings.write_text(pipeline_settings.read_text() + "\n# changed\n")
     status = sh(project, "dvc", "status")
-    for stage in ("validate", "featurize", "train", "evaluate"):
+    for stage in ("validate", "featurize", "tune", "train", "evaluate"):
         assert f"{stage}:" in status, status
     assert "ingest:" not in status, status
     sh(project, "git", "checkout", "--", "src", "params.yaml")

@@ -16,7 +16,7 @@ from support.paths import REPO
 from plumbline.core import yamlfile
 
 SRC = REPO / "src"
-STAGES = ["ingest", "validate", "featurize", "train", "evaluate"]
+STAGES = ["ingest", "validate", "featurize", "tune", "train", "evaluate"]
 
 
 def module_file(name: str) -> Path | None:
