@@ -156,6 +156,17 @@ def tuned_config(train_cfg: TrainConfig, choice: dict[str, Any]) -> TrainConfig:
             f"the tune stage chose for {choice.get('estimator')!r}, train.estimator is "
             f"{written.estimator!r}: run `plumbline tune` (or `dvc repro`)"
         )
+    # A choice searched from other values as written is stale (train.<estimator> was edited
+    # after tune ran): applying it would silently undo the edit.
+    searched = choice.get("as_written") or {}
+    current = getattr(written, written.estimator)
+    changed = sorted(k for k, v in searched.items() if getattr(current, k, None) != v)
+    if choice.get("tuned") and changed:
+        raise PlumblineError(
+            f"reports/tune/best_params.json was searched from other values of "
+            f"train.{written.estimator} ({', '.join(changed)}): run `plumbline tune` (or "
+            "`dvc repro`)"
+        )
     return written.with_hyperparameters(choice.get("params") or {})
 
 

@@ -1,6 +1,7 @@
 """The tune stage's logic: folds that never train on the future, a seeded search that gives
 the same choice twice, the as-written values kept unless a trial beats them, train applying
-the choice, and search spaces validated with errors that name the bad key."""
+the choice (and refusing a stale one), and search spaces validated with errors that name the
+bad key."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from plumbline.core.errors import PlumblineError
 from plumbline.core.settings import ConfigError, parse_params
 from plumbline.model.settings import TrainConfig
 from plumbline.pipeline.settings import PipelineParams, TuneConfig
@@ -162,3 +164,16 @@ def test_train_rejects_unknown_booster_settings() -> None:
         TrainConfig(estimator="xgboost", xgboost={"max_dept": 3})  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="estimator"):
         TrainConfig(estimator="catboost")  # type: ignore[arg-type]
+
+
+def test_a_choice_searched_from_other_written_values_is_refused() -> None:
+    """train.<estimator> edited after tune ran: train refuses the stale choice instead of
+    silently fitting the values searched from the old ones."""
+    x, y = _data(200)
+    cfg = TuneConfig(trials=3, space=SPACE, prune=False)
+    best = tune(x, y, TrainConfig(), cfg, time_ordered=True).best
+    applied = tuned_config(TrainConfig(), best).logistic_regression
+    assert {"C": applied.C, "class_weight": applied.class_weight} == best["params"]
+    edited = TrainConfig.model_validate({"logistic_regression": {"C": 0.5}})
+    with pytest.raises(PlumblineError, match=r"other values of train.logistic_regression \(C\)"):
+        tuned_config(edited, best)
