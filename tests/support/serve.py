@@ -115,6 +115,30 @@ def artifacts() -> Artifacts:
     )
 
 
+@cache
+def estimator_model(estimator: str, calibration: str = "none") -> Path:
+    """A model of ``estimator`` (``xgboost``, ``lightgbm``, ...) with its hyperparameters as
+    written in params.yaml and ``train.calibration``, trained by the train stage's code on
+    :func:`artifacts`' split; its card (models/model.json's content) is beside it, ``.json``."""
+    from plumbline.core.contract import load_contract
+    from plumbline.model.artifact import save_model
+    from plumbline.pipeline import featurize, train
+    from plumbline.pipeline.settings import load_pipeline_params
+
+    bank = artifacts()
+    params = load_pipeline_params(REPO / "params.yaml")
+    settings = {"estimator": estimator, "calibration": calibration}
+    params = params.model_copy(update={"train": params.train.model_copy(update=settings)})
+    contract = load_contract(REPO / params.data.contract)
+    train_rows = pd.read_parquet(bank.root / "train.parquet")
+    transformer = featurize.fit_transformer(train_rows, contract, params.featurize)
+    trained = train.train(train_rows, transformer, contract, params, data_hashes={})
+    path = bank.model.parent / f"{estimator}-{calibration}.skops"
+    save_model(trained.model, path)
+    trained.metadata.write(path.with_suffix(".json"))
+    return path
+
+
 def records(frame: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
     """Rows as JSON records (Python ints and floats, as a client would send them)."""
     out = []
@@ -151,6 +175,7 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
 
     from plumbline.core.tracking import pip_requirements
     from plumbline.model.artifact import TRUSTED_TYPES, load_model
+    from plumbline.model.boosting import requirements
 
     uri = new_store(directory / "mlflow.db")
     mlflow.set_tracking_uri(uri)
@@ -161,13 +186,14 @@ def make_store(directory: Path, labels: dict[str, Path]) -> Store:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions: dict[str, str] = {}
     for label, path in labels.items():
+        model = load_model(path)
         with mlflow.start_run(experiment_id=experiment):
             info = mlflow.sklearn.log_model(
-                load_model(path),
+                model,
                 name="model",
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(requirements(model)),
             )
         version = mlflow.register_model(info.model_uri, MODEL_NAME)
         versions[label] = str(version.version)

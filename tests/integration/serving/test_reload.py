@@ -1,7 +1,8 @@
 """Hot reload from the MLflow registry while traffic flows: no failed request, ever.
 
-A real SQLite MLflow store (named in params.yaml) holds three versions of the model: v1 and
-v2 (trained differently) and a corrupt one whose model file is garbage. The server serves
+A real SQLite MLflow store (named in params.yaml) holds five versions of the model: v1 and
+v2 (logistic regressions trained differently), an XGBoost and a LightGBM model, and a corrupt
+one whose model file is garbage. The server serves
 ``models:/<name>@champion``, checks the alias every 0.5 s, and can be told to reload through
 ``POST /admin/reload`` (by an operator: the roles of the admin routes, on the real server).
 """
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import requests
 from support.serve import (
@@ -20,6 +22,7 @@ from support.serve import (
     Server,
     Store,
     artifacts,
+    estimator_model,
     make_store,
     metric_value,
     records,
@@ -28,6 +31,9 @@ from support.serve import (
 
 from plumbline.governance.identity import Users
 from plumbline.governance.trail import AuditTrail
+from plumbline.model.artifact import load_model
+
+BOOSTERS = ("xgboost", "lightgbm")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,12 @@ def store() -> Store:
     bank = artifacts()
     return make_store(
         session_dir() / "registry",
-        {"v1": bank.model, "v2": bank.other_model, "corrupt": bank.model},
+        {
+            "v1": bank.model,
+            "v2": bank.other_model,
+            "corrupt": bank.model,
+            **{name: estimator_model(name) for name in BOOSTERS},
+        },
     )
 
 
@@ -150,6 +161,57 @@ def test_promotion_under_load_switches_version_without_failures(
         switch = seen.index(v2)
         assert set(seen[:switch]) == {v1} and set(seen[switch:]) == {v2}, seen
     assert server.get("/ready").json()["model"]["model_version"] == v2
+
+
+def test_reloads_between_estimators_under_load_fail_no_request(
+    server: Server, store: Store, rows: list[dict]
+) -> None:
+    """Logistic regression, then XGBoost, LightGBM and another logistic regression, promoted
+    while clients keep posting: every request answered, each client sees the versions in that
+    order, and each version answers with its own model's scores and explanations."""
+    bank = artifacts()
+    frame = bank.test_frame().head(len(rows))[bank.features]
+    order = ["v1", *BOOSTERS, "v2"]
+    files = {"v1": bank.model, "v2": bank.other_model, **{b: estimator_model(b) for b in BOOSTERS}}
+    versions = [store.versions[label] for label in order]
+    store.set_champion("v1")
+    deadline = time.monotonic() + 30
+    while server.post(rows[0]).json()["model_version"] != versions[0]:
+        assert time.monotonic() < deadline, "the server never served v1"
+        time.sleep(0.1)
+
+    served: dict[str, str] = {}
+    with Load(server.url, rows) as load:
+        load.wait_for_version(versions[0])
+        for label, version in zip(order, versions, strict=True):
+            if version != versions[0]:
+                store.set_champion(label)
+                load.wait_for_version(version, timeout=60)
+            served[label] = server.get("/ready").json()["model"]["scorer"]
+            # Under the same load: the served scores and ?explain=3 are this model's.
+            answer = server.session.post(
+                server.url + "/predict?explain=3", json=rows[:20], timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            batch = answer.json()
+            assert {a["model_version"] for a in batch} == {version}
+            model = load_model(files[label])
+            expected = model.predict_proba(frame.iloc[:20])[:, 1]
+            np.testing.assert_allclose([a["probability"] for a in batch], expected, atol=1e-9)
+            log_odds = model.decision_function(frame.iloc[:20])
+            for a, lo in zip(batch, log_odds, strict=True):
+                e = a["explanation"]
+                total = e["base"] + sum(c["contribution"] for c in e["contributions"]) + e["other"]
+                assert abs(total - lo) <= 1e-6
+            time.sleep(0.3)  # every client sends a few requests to this version
+    assert load.failures() == []
+    assert len(load.versions()) > 50
+    assert served == dict.fromkeys(order, "fast")  # the boosters keep the fast scoring path
+    for thread in range(load.threads):
+        seen = load.versions(thread)
+        switches = [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]]
+        assert switches == versions, switches
+    assert server.get("/ready").json()["model"]["model_version"] == versions[-1]
 
 
 def test_corrupt_version_is_rejected_and_old_keeps_serving(
