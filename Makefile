@@ -8,7 +8,8 @@ export PATH := $(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: all setup run test test-fast print-coverage-floor test-integration test-e2e test-stack \
-	stack-images audit lint serve monitor docs-screenshot bench-pipeline bench-serve demo help
+	stack-images audit lint serve monitor docs-screenshot bench-pipeline bench-serve \
+	bench-estimators demo help
 
 all: run ## set up (if needed) and run the pipeline end to end
 
@@ -96,3 +97,7 @@ bench-pipeline: setup ## pipeline wall time and memory on 41k and 1M rows
 
 bench-serve: setup ## serving throughput and latency vs a raw ASGI floor, plain LitServe, mlflow serve and a naive app (needs wrk)
 	$(BIN)/python benchmarks/serve_bench.py
+
+# Reads the pipeline's training and test splits and its transformer: `make` (dvc repro) first.
+bench-estimators: setup ## the four estimators: training time, model size, serving rate and latency, explanation cost (needs wrk)
+	$(BIN)/python benchmarks/estimators_bench.py
