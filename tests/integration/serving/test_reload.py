@@ -133,6 +133,18 @@ class Load:
             return [o for o in self.outcomes if o[1] != 200] + list(self.errors)
 
 
+def serve(server: Server, store: Store, label: str, row: dict) -> str:
+    """Make ``label`` the champion and wait until the server answers with it: a test may run
+    on a server that another test left on any version (xdist spreads a module's tests)."""
+    store.set_champion(label)
+    version = store.versions[label]
+    deadline = time.monotonic() + 30
+    while server.post(row).json()["model_version"] != version:
+        assert time.monotonic() < deadline, f"the server never served {label}"
+        time.sleep(0.1)
+    return version
+
+
 def reloads(server: Server, result: str) -> float:
     return metric_value(server.get("/metrics").text, "plumbline_model_reloads_total", result=result)
 
@@ -140,10 +152,7 @@ def reloads(server: Server, result: str) -> float:
 def test_promotion_under_load_switches_version_without_failures(
     server: Server, store: Store, rows: list[dict]
 ) -> None:
-    v1, v2 = store.versions["v1"], store.versions["v2"]
-    store.set_champion("v1")
-    server.wait("/ready")
-    assert server.post(rows[0]).json()["model_version"] == v1
+    v1, v2 = serve(server, store, "v1", rows[0]), store.versions["v2"]
 
     with Load(server.url, rows) as load:
         load.wait_for_version(v1)
@@ -174,11 +183,7 @@ def test_reloads_between_estimators_under_load_fail_no_request(
     order = ["v1", *BOOSTERS, "v2"]
     files = {"v1": bank.model, "v2": bank.other_model, **{b: estimator_model(b) for b in BOOSTERS}}
     versions = [store.versions[label] for label in order]
-    store.set_champion("v1")
-    deadline = time.monotonic() + 30
-    while server.post(rows[0]).json()["model_version"] != versions[0]:
-        assert time.monotonic() < deadline, "the server never served v1"
-        time.sleep(0.1)
+    serve(server, store, order[0], rows[0])
 
     served: dict[str, str] = {}
     with Load(server.url, rows) as load:
@@ -217,9 +222,7 @@ def test_reloads_between_estimators_under_load_fail_no_request(
 def test_corrupt_version_is_rejected_and_old_keeps_serving(
     server: Server, store: Store, rows: list[dict]
 ) -> None:
-    store.set_champion("v2")
-    good = store.versions["v2"]
-    server.wait("/ready")
+    good = serve(server, store, "v2", rows[0])
     failures_before = reloads(server, "failure")
     with Load(server.url, rows) as load:
         load.wait_for_version(good)
