@@ -53,8 +53,11 @@ ARG TINI_VERSION=0.19.0-1+b3
 # and a different upstream release fails the build loudly instead of changing it quietly. The
 # installed version is printed in the build log.
 ARG GIT_VERSION=1:2.39.*
+# libgomp1: LightGBM's wheel links the system's OpenMP runtime (bookworm's GCC 12 build).
+ARG LIBGOMP_VERSION=12.2.0-14*
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" "git=${GIT_VERSION}" \
+        "libgomp1=${LIBGOMP_VERSION}" \
     && dpkg-query --show git tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 plumbline \

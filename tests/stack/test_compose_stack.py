@@ -90,6 +90,12 @@ def test_images_run_unprivileged_under_tini_without_pip_and_report_their_size(
         assert no_pip.strip() == "None", image
         venv_mb = int(_in_image(engine, image, "du", "-sm", "/opt/venv").split()[0])
         print(f"{image}: {images[name] / 1e6:.0f} MB, venv {venv_mb} MB")
+    # The pipeline trains XGBoost and LightGBM too; LightGBM needs the system's OpenMP.
+    boosters = _in_image(
+        engine, f"plumbline-pipeline:{TAG}", "python", "-c",
+        "import lightgbm, xgboost; print(lightgbm.__version__, xgboost.__version__)",
+    )  # fmt: skip
+    assert len(boosters.split()) == 2, boosters
     (serve,) = json.loads(engine.podman("image", "inspect", f"plumbline-serve:{TAG}"))
     # Docker's image format keeps the health check (podman's OCI default drops it).
     healthcheck = serve.get("Healthcheck") or serve["Config"].get("Healthcheck") or {}

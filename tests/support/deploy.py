@@ -305,9 +305,11 @@ def ignored(rel: str, ignore_file: Path) -> bool:
 
 
 def serve_image_extras() -> tuple[str, ...]:
-    """The extras serve/Dockerfile installs (``pip install ... ".[serve,...]"``)."""
+    """The extras serve/Dockerfile installs by default (``pip install ... ".[${SERVE_EXTRAS}]"``
+    with the build argument's default)."""
     text = (REPO / "serve" / "Dockerfile").read_text()
-    (extras,) = re.findall(r'pip install [^\n]*"\.\[([a-z,]+)\]"', text)
+    assert re.search(r'pip install [^\n]*"\.\[\$\{SERVE_EXTRAS\}\]"', text), "install line"
+    (extras,) = re.findall(r"^ARG SERVE_EXTRAS=([a-z,]+)$", text, re.MULTILINE)
     return tuple(extras.split(","))
 
 

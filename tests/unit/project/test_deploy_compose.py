@@ -122,7 +122,16 @@ def test_services_of_one_image_share_its_build() -> None:
         if "build" in svc:
             builds.setdefault(svc["image"], []).append(svc["build"])
     assert set(builds) == {"plumbline-pipeline:0.1.0", "plumbline-serve:0.1.0"}
-    assert builds["plumbline-serve:0.1.0"] == [{"context": ".", "dockerfile": "serve/Dockerfile"}]
+    assert builds["plumbline-serve:0.1.0"] == [
+        {
+            "context": ".",
+            "dockerfile": "serve/Dockerfile",
+            "args": {"SERVE_EXTRAS": "serve,postgres"},
+        }
+    ]
+    boosting = (("PLUMBLINE_SERVE_EXTRAS", "serve,postgres,boosting"),)
+    with_boosting = compose(env=boosting)["services"]["api"]["build"]["args"]
+    assert with_boosting == {"SERVE_EXTRAS": "serve,postgres,boosting"}
     # The commit the runs record: the image holds no git history (docs/deploy.md).
     pipeline_build = {
         "context": ".",

@@ -106,13 +106,20 @@ def test_no_secret_goes_into_an_image(dockerfile: Dockerfile) -> None:
 
 
 def test_the_serving_image_installs_only_the_serving_dependencies() -> None:
-    runs = " ".join(i.args for i in parse_dockerfile(SERVE_DOCKERFILE).stages[0].all("RUN"))
-    # The serving extra, and the PostgreSQL driver for a governance database on PostgreSQL.
-    assert re.findall(r'"\.\[([a-z,]+)\]"', runs) == ["serve,postgres"]
+    build = parse_dockerfile(SERVE_DOCKERFILE).stages[0]
+    runs = " ".join(i.args for i in build.all("RUN"))
+    # The extras the build argument names: by default the serving extra and the PostgreSQL
+    # driver for a governance database on PostgreSQL; `boosting` on request.
+    assert '".[${SERVE_EXTRAS}]"' in runs
+    (extras,) = [i.args for i in build.all("ARG") if i.args.startswith("SERVE_EXTRAS=")]
+    assert extras == "SERVE_EXTRAS=serve,postgres"
     assert "--constraint requirements.lock" in runs
     closure = dependency_closure("plumbline", ("serve", "postgres"))
     assert not closure & PIPELINE_ONLY, sorted(closure & PIPELINE_ONLY)
     assert {"litserve", "mlflow-skinny", "prometheus-client", "scikit-learn", "skops"} <= closure
+    with_boosting = dependency_closure("plumbline", ("serve", "postgres", "boosting"))
+    assert not with_boosting & PIPELINE_ONLY, sorted(with_boosting & PIPELINE_ONLY)
+    assert {"xgboost-cpu", "lightgbm"} <= with_boosting
     pipeline = " ".join(i.args for i in parse_dockerfile(PIPELINE_DOCKERFILE).stages[0].all("RUN"))
     assert re.findall(r'"\.\[([a-z,]+)\]"', pipeline) == ["pipeline,stores"]
     assert {"dvc", "mlflow", "great-expectations"} <= dependency_closure(
