@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("estimator", ["xgboost", "lightgbm"])
 def test_train_evaluate_gate_promote_serve_and_explain(project: Path, estimator: str) -> None:
     set_params(project, **{"train.estimator": estimator})
+    commit_all(project, f"train.estimator: {estimator}")  # Git first: the lineage names it
     out = sh(project, "dvc", "repro")
     assert {"tune", "train", "evaluate"} <= set(ran_stages(out)), out
     choice = json.loads((project / "reports/tune/best_params.json").read_text())
@@ -60,6 +61,8 @@ def test_train_evaluate_gate_promote_serve_and_explain(project: Path, estimator:
     registry = Registry("plumbline-classifier", f"sqlite:///{project / 'mlflow.db'}")
     version = registry.alias_version(CHAMPION)
     assert version is not None
+    lineage = sh(project, "plumbline", "lineage", version)
+    assert f"version {version} is complete" in lineage, lineage
     pipeline = registry.load(version)
     assert type(pipeline[-1]).__name__ == "BoostedTreesClassifier"
     assert pipeline[-1].library == estimator
