@@ -53,12 +53,23 @@ def test_train_evaluate_gate_promote_serve_and_explain(project: Path, estimator:
     assert "Hyperparameters:" in (project / "reports/model_card.md").read_text()
     assert (project / "reports/fairness.json").is_file()
 
+    # The retrain gate re-scores the champion (the other booster, once there is one) on the
+    # newest labelled rows beside the candidate.
+    registry = Registry("plumbline-classifier", f"sqlite:///{project / 'mlflow.db'}")
+    before = registry.alias_version(CHAMPION)
+    sh(project, "plumbline", "gate", "--retrain", check=False)
+    retrain = json.loads((project / "reports/gate.json").read_text())
+    if before is None:
+        assert "no champion" in retrain["note"], retrain["note"]
+    else:
+        assert retrain["champion"]["version"] == before, retrain["note"]
+        assert retrain["comparison"] is not None, retrain["note"]
+
     gate = sh(project, "plumbline", "gate", check=False)
     assert "PASS" in gate.upper(), gate
     promoted = sh(project, "plumbline", "promote")
     assert "champion" in promoted, promoted
 
-    registry = Registry("plumbline-classifier", f"sqlite:///{project / 'mlflow.db'}")
     version = registry.alias_version(CHAMPION)
     assert version is not None
     lineage = sh(project, "plumbline", "lineage", version)
