@@ -16,6 +16,9 @@ their shipped defaults):
    which is the explanation's cost; and, in this process, the CPU time of one single-row
    explanation (:class:`plumbline.model.explain.Explainer`) as a server worker computes it.
 
+The floor, ``benchmarks/floor_app.py`` (a raw ASGI app answering the same POSTs without
+scoring), runs first in the same run; each estimator's req/s at 64 is also given as a share of it.
+
 Usage: python benchmarks/estimators_bench.py [--duration 8] [--rounds 2] [--json out.json]
        [--estimators logistic_regression,xgboost]
 """
@@ -33,7 +36,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from serve_bench import LUA, REPO, Run, start_server, table, test_records, wrk
+from serve_bench import (
+    LUA,
+    PYTHON,
+    REPO,
+    Process,
+    Run,
+    _wait_port,
+    env,
+    free_port,
+    start_server,
+    table,
+    test_records,
+    wrk,
+)
+
+from plumbline.core import yamlfile
 
 ESTIMATORS = ["logistic_regression", "hist_gradient_boosting", "xgboost", "lightgbm"]
 
@@ -118,6 +136,27 @@ def serve_part(
     return c64, c1, plain, explained
 
 
+def floor_part(work: Path, seconds: int) -> tuple[Run, Run]:
+    """The floor: ``benchmarks/floor_app.py``, a raw ASGI app with as many processes as the
+    server's API workers, answering the same POSTs without scoring them; c64 and c1."""
+    workers = yamlfile.safe_load((REPO / "params.yaml").read_text())["serve"]["api_servers"]
+    script = work / "floor.lua"
+    bodies = ", ".join(f"[[{json.dumps(r)}]]" for r in test_records(64))
+    script.write_text(LUA % ("/predict", bodies))
+    port = free_port()
+    cmd = [PYTHON, "benchmarks/floor_app.py", "--workers", str(workers), "--port", str(port)]
+    proc = Process(cmd, env(), work / "floor.log")
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        _wait_port(port, proc)
+        wrk(url, 16, 2, script, "warm-up")
+        c64 = wrk(url, 64, seconds, script, "raw ASGI floor", proc)
+        c1 = wrk(url, 1, seconds, script, "raw ASGI floor", proc)
+    finally:
+        proc.stop()
+    return c64, c1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -128,6 +167,8 @@ def main() -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="plumbline-estimators-") as tmp:
         work = Path(tmp)
+        floor_c64, floor_c1 = floor_part(work, args.duration)
+        print(floor_c64, floor_c1, sep="\n", flush=True)
         for estimator in args.estimators.split(","):
             artifact, seconds, model, features = fit_and_save(estimator, work)
             in_process = explain_cpu_ms(model, features)
@@ -154,6 +195,7 @@ def main() -> None:
             "train s",
             "model KiB",
             "req/s c64",
+            "of floor",
             "p99 ms c64",
             "p50 ms c1",
             "CPU ms/req",
@@ -169,6 +211,7 @@ def main() -> None:
                 f"{r.train_s:.2f}",
                 f"{r.model_bytes / 1024:,.0f}",
                 f"{r.rps_c64:,.0f}",
+                f"{r.rps_c64 / floor_c64.rps:.0%}",
                 f"{r.p99_ms_c64:.1f}",
                 f"{r.p50_ms_c1:.2f}",
                 f"{r.cpu_ms_plain:.3f}",
@@ -177,10 +220,29 @@ def main() -> None:
                 str(r.errors),
             ]
         )
+    rows.append(
+        [
+            "raw ASGI floor",
+            "-",
+            "-",
+            f"{floor_c64.rps:,.0f}",
+            "100%",
+            f"{floor_c64.p99_ms:.1f}",
+            f"{floor_c1.p50_ms:.2f}",
+            "-",
+            "-",
+            "-",
+            str(floor_c64.errors + floor_c1.errors),
+        ]
+    )
     print()
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        out = {
+            "estimators": [asdict(r) for r in results],
+            "floor": {"c64": asdict(floor_c64), "c1": asdict(floor_c1)},
+        }
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
