@@ -5,9 +5,7 @@ scoring path and the server's load-time check."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.serve import artifacts
+from support.shapley import brute_force_shapley
 
 from plumbline.core import skops_compat
 from plumbline.core.contract import Contract
@@ -112,17 +111,10 @@ def test_library_tree_shap_equals_brute_force_shapley_values(library: str) -> No
     # XGBoost computes in float32; LightGBM in float64.
     tolerance = 1e-5 if library == "xgboost" else 1e-9
     for r in range(len(rows)):
-        brute = np.zeros(p)
-        for tree in trees:
-            for i in range(p):
-                others = [j for j in range(p) if j != i]
-                for size in range(p):
-                    w = math.factorial(size) * math.factorial(p - size - 1) / math.factorial(p)
-                    for subset in itertools.combinations(others, size):
-                        s = set(subset)
-                        brute[i] += w * (
-                            _expected(tree, rows[r], s | {i}) - _expected(tree, rows[r], s)
-                        )
+        brute = sum(
+            brute_force_shapley(p, lambda known, t=tree, row=rows[r]: _expected(t, row, known))
+            for tree in trees
+        )
         np.testing.assert_allclose(phi[r], brute, rtol=0, atol=tolerance)
     # Efficiency: the expected value plus the contributions is the model's log-odds.
     np.testing.assert_allclose(

@@ -4,8 +4,6 @@ and contributions that behave: the top one changes sign when its feature crosses
 
 from __future__ import annotations
 
-import itertools
-import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +14,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from support.serve import artifacts
+from support.shapley import brute_force_shapley
 
 from plumbline.core.contract import Contract
 from plumbline.model.artifact import assemble, build_estimator, load_model
@@ -170,18 +169,12 @@ def test_tree_shap_equals_brute_force_shapley_values() -> None:
 
     p = x.shape[1]
     for r in range(25):
-        brute = np.zeros(p)
-        for tree in model._predictors:
-            nodes = tree[0].nodes
-            for i in range(p):
-                others = [j for j in range(p) if j != i]
-                for size in range(p):
-                    w = math.factorial(size) * math.factorial(p - size - 1) / math.factorial(p)
-                    for subset in itertools.combinations(others, size):
-                        s = set(subset)
-                        brute[i] += w * (
-                            expected(nodes, 0, x[r], s | {i}) - expected(nodes, 0, x[r], s)
-                        )
+        brute = sum(
+            brute_force_shapley(
+                p, lambda known, n=tree[0].nodes, row=x[r]: expected(n, 0, row, known)
+            )
+            for tree in model._predictors
+        )
         np.testing.assert_allclose(phi[r], brute, rtol=0, atol=1e-12)
     np.testing.assert_allclose(
         base + phi.sum(axis=1), model.decision_function(x[:25]), rtol=0, atol=1e-9
