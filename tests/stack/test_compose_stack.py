@@ -31,7 +31,7 @@ import pytest
 import requests
 import yaml
 from support.paths import REPO
-from support.stack import SERVICES, TAG, Engine, HealthDriver, engine_env, wait_for
+from support.stack import SERVICES, TAG, Engine, HealthDriver, engine_env, taken_ports, wait_for
 
 from plumbline.core import yamlfile
 
@@ -51,12 +51,8 @@ SERVE_VENV_AND_APP_MB = 380
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     engine = Engine(PROJECT)
-    for port in (5000, 8000, 8001, 9090, 9093):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-        except requests.ConnectionError:
-            continue
-        pytest.fail(f"127.0.0.1:{port} is taken: the stack publishes its ports there")
+    taken = taken_ports(5000, 8000, 8001, 9090, 9093)
+    assert not taken, f"127.0.0.1 ports {taken} are taken: the stack publishes its ports there"
     engine.cleanup()  # what an earlier, killed run may have left
     driver = HealthDriver(engine)
     driver.start()
@@ -212,13 +208,7 @@ def up(engine: Engine, images: dict[str, int]) -> Engine:
     done = engine.compose("up", "-d", *SERVICES)
     assert done.returncode == 0, "\n".join(engine.log)
     print(f"first up: {time.monotonic() - started:.0f} s")
-    wait_for(
-        "bootstrap exits",
-        lambda: engine.inspect("bootstrap")["State"]["Status"] == "exited",
-        900,
-        engine,
-    )
-    assert engine.exit_code("bootstrap") == 0, engine.logs("bootstrap")
+    assert engine.wait_exited("bootstrap", 900) == 0, engine.logs("bootstrap")
     wait_for("the API is healthy", lambda: engine.health("api") == "healthy", 300, engine)
     # Under podman 4.3 the API may start before bootstrap registered the champion: it serves
     # its baked-in fallback and switches once the alias appears (serve.poll_interval_s).
@@ -367,15 +357,10 @@ def test_down_and_up_keep_the_registry_the_champion_and_the_prediction_log(up: E
     started = time.monotonic()
     again = up.compose("up", "-d", *SERVICES)
     assert again.returncode == 0, "\n".join(up.log)
-    wait_for(
-        "bootstrap exits",
-        lambda: up.inspect("bootstrap")["State"]["Status"] == "exited",
-        600,
-        up,
-    )
+    code = up.wait_exited("bootstrap", 600)
     print(f"second up, bootstrap done: {time.monotonic() - started:.0f} s")
     logs = up.logs("bootstrap")
-    assert up.exit_code("bootstrap") == 0, logs
+    assert code == 0, logs
     assert "Data and pipelines are up to date." in logs, logs[-3000:]
     assert "bootstrap: champion is version 1" in logs
     assert _versions() == versions

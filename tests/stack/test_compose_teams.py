@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import requests
 from support.paths import REPO
-from support.stack import TEAMS_COMPOSE_FILES, Engine, HealthDriver, wait_for
+from support.stack import TEAMS_COMPOSE_FILES, Engine, HealthDriver, taken_ports, wait_for
 
 from plumbline.core import yamlfile
 
@@ -56,12 +56,8 @@ def teams_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def teams(images: dict[str, int]) -> Iterator[Engine]:
     engine = Engine(PROJECT, files=TEAMS_COMPOSE_FILES, env=teams_env())
-    for port in (5000, 8000):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-        except requests.ConnectionError:
-            continue
-        pytest.fail(f"127.0.0.1:{port} is taken: the stack publishes its ports there")
+    taken = taken_ports(5000, 8000)
+    assert not taken, f"127.0.0.1 ports {taken} are taken: the stack publishes its ports there"
     engine.cleanup()
     driver = HealthDriver(engine)
     driver.start()
@@ -69,13 +65,7 @@ def teams(images: dict[str, int]) -> Iterator[Engine]:
         started = time.monotonic()
         done = engine.compose("up", "-d", *SERVICES)
         assert done.returncode == 0, "\n".join(engine.log)
-        wait_for(
-            "bootstrap exits",
-            lambda: engine.inspect("bootstrap")["State"]["Status"] == "exited",
-            900,
-            engine,
-        )
-        assert engine.exit_code("bootstrap") == 0, engine.logs("bootstrap")
+        assert engine.wait_exited("bootstrap", 900) == 0, engine.logs("bootstrap")
         print(f"teams up, bootstrap done: {time.monotonic() - started:.0f} s")
         yield engine
     finally:

@@ -62,6 +62,19 @@ def wait_for(what: str, check: Any, timeout_s: float, engine: Engine | None = No
     raise AssertionError(f"{what}: not within {timeout_s:g} s (last: {last!r})\n{detail}")
 
 
+def taken_ports(*ports: int) -> list[int]:
+    """Those of ``ports`` something on 127.0.0.1 already answers on (the stack publishes
+    there)."""
+    taken = []
+    for port in ports:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+        except requests.ConnectionError:
+            continue
+        taken.append(port)
+    return taken
+
+
 @dataclass
 class Engine:
     project: str
@@ -109,6 +122,16 @@ class Engine:
     def inspect(self, service: str) -> dict[str, Any]:
         (found,) = json.loads(self.podman("inspect", self.container(service)))
         return dict(found)
+
+    def wait_exited(self, service: str, timeout_s: float) -> int:
+        """Wait for a one-shot service to exit; its exit code."""
+        wait_for(
+            f"{service} exits",
+            lambda: self.inspect(service)["State"]["Status"] == "exited",
+            timeout_s,
+            self,
+        )
+        return self.exit_code(service)
 
     def exit_code(self, service: str) -> int:
         return int(self.inspect(service)["State"]["ExitCode"])
